@@ -1,0 +1,75 @@
+# The user's menu. Each target is a thin call into scripts/ or the yuxi-k8s CLI.
+# `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV  := $(CURDIR)/.venv
+BIN   := $(CURDIR)/bin
+export PATH := $(BIN):$(VENV)/bin:$(PATH)
+ENV      ?= dev
+OVERLAYS := overlays/dev overlays/staging overlays/prod
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# --- set-up ---------------------------------------------------------------
+.PHONY: venv tools tools-validate
+venv: $(VENV)/.stamp ## Create the Python venv with the package and its pinned dev tools
+$(VENV)/.stamp: pyproject.toml constraints.txt scripts/venv.sh
+	scripts/venv.sh
+
+tools-validate: ## Build the pinned kustomize and kubeconform into bin/
+	scripts/tools.sh kustomize kubeconform
+
+tools: ## Build every pinned binary (Kubernetes, etcd, containerd, ...) into bin/
+	scripts/tools.sh all
+
+# --- the main job ---------------------------------------------------------
+.PHONY: validate render
+validate: venv tools-validate ## Render, schema-check and policy-check every overlay
+	yuxi-k8s validate $(OVERLAYS)
+
+render: tools-validate ## Print the rendered manifests of one overlay: make render ENV=prod
+	kustomize build overlays/$(ENV)
+
+# --- tests ----------------------------------------------------------------
+.PHONY: test test-static test-db test-cluster lint
+test: ## Run every test tier (static, db, cluster); sets up all it needs
+	scripts/test.sh
+
+test-static: venv tools-validate ## Only the static tier (render + policy rules)
+	scripts/test.sh -m static
+
+test-db: ## Only the db tier (real PostgreSQL and Redis)
+	scripts/test.sh -m db
+
+test-cluster: ## Only the cluster tier (smoke and end-to-end on a real cluster)
+	scripts/test.sh -m cluster
+
+lint: venv ## ruff and mypy over the package and tests
+	ruff check src tests
+	ruff format --check src tests
+	mypy src
+
+# --- services and cluster -------------------------------------------------
+.PHONY: services-up services-down cluster-up cluster-down cluster-status
+services-up: ## Start the loopback PostgreSQL and Redis the db tests use
+	scripts/services.sh up
+
+services-down: ## Stop them
+	scripts/services.sh down
+
+cluster-up: venv tools ## Start a real single-node cluster from the pinned binaries (root, Linux)
+	scripts/cluster.sh up
+
+cluster-down: ## Remove everything cluster-up created
+	scripts/cluster.sh down
+
+cluster-status: ## Show what runs and whether the node is Ready
+	scripts/cluster.sh status
+
+# --- benchmarks -----------------------------------------------------------
+.PHONY: bench
+bench: venv tools-validate ## Run the benchmarks; each prints ratios against a baseline from the same run
+	scripts/bench.sh

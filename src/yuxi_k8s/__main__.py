@@ -1,0 +1,3 @@
+from yuxi_k8s.cli import main
+
+raise SystemExit(main())

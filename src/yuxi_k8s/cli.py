@@ -1,0 +1,66 @@
+"""One command line, `yuxi-k8s`, assembled from the concern modules.
+
+Each concern (validate, state, transfer, cluster, server) owns a
+``commands.py`` with ``register(subparsers)``; a registered handler returns
+an exit code. Errors meant for users are raised as :class:`UserError` and end
+as one readable line and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Modules that contribute subcommands, in the order `--help` lists them.
+COMMAND_MODULES = (
+    "yuxi_k8s.validate.commands",
+    "yuxi_k8s.state.commands",
+    "yuxi_k8s.transfer.commands",
+    "yuxi_k8s.cluster.commands",
+    "yuxi_k8s.server.commands",
+)
+
+
+class UserError(Exception):
+    """A failure caused by input or environment; printed as one line."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="yuxi-k8s", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a concern not built yet
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except UserError as exc:
+        print(f"yuxi-k8s {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"yuxi-k8s {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

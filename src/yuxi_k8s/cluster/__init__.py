@@ -1,0 +1,1 @@
+"""Cluster providers (local, kind, existing), local images and kube helpers."""

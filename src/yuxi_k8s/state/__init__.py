@@ -1,0 +1,1 @@
+"""Distributed state: configuration and knowledge-base metadata in PostgreSQL or files."""

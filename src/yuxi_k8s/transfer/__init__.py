@@ -1,0 +1,1 @@
+"""Moving state between saves/ files and the database (migrate-config, export-config, diff)."""

@@ -1,0 +1,1 @@
+"""Render, schema-check and policy-check kustomizations."""

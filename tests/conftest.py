@@ -1,0 +1,33 @@
+"""Test tiers and the rule that nothing is skipped in silence.
+
+Tiers follow the folder: tests/static -> ``static``, tests/state -> ``db``,
+tests/cluster and tests/e2e -> ``cluster``. They run in that order, so the
+slow cluster tier comes last and a broken render fails fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TIER_BY_FOLDER = {"static": "static", "state": "db", "cluster": "cluster", "e2e": "cluster"}
+TIER_ORDER = {"static": 0, "db": 1, "cluster": 2}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--keep-cluster",
+        action="store_true",
+        help="leave the cluster (and e2e namespaces) running after the tests, for debugging",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        rel = Path(str(item.fspath)).resolve().relative_to(ROOT / "tests")
+        tier = TIER_BY_FOLDER.get(rel.parts[0]) if len(rel.parts) > 1 else None
+        if tier and not any(item.iter_markers(tier)):
+            item.add_marker(getattr(pytest.mark, tier))
+    items.sort(key=lambda it: min((TIER_ORDER[m.name] for m in it.iter_markers() if m.name in TIER_ORDER), default=0))
