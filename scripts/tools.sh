@@ -7,6 +7,9 @@
 # The cache lives outside the clone (default ~/.cache/yuxi-k8s/tools) so a
 # fresh clone on the same machine, such as CI's, rebuilds nothing. Each tool
 # lands in <cache>/<name>-<version>/ and is done once its .stamp exists.
+# Tools pinned by a Go module under tools/<name>/ also key the folder by a
+# hash of that module's go.mod and go.sum, so editing a pin rebuilds it.
+# Each build's output goes to <cache>/<name>-<version>.log with its duration.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=../tools/versions.env
@@ -14,20 +17,73 @@ source "$here/tools/versions.env"
 cache=${YUXI_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/yuxi-k8s}/tools
 bin="$here/bin"
 mkdir -p "$cache" "$bin"
-export CGO_ENABLED=0 GOFLAGS=-trimpath
+# GOTOOLCHAIN=local: a module asking for a newer Go fails instead of
+# silently downloading another toolchain.
+export CGO_ENABLED=0 GOFLAGS=-trimpath GOTOOLCHAIN=local
 
 log() { printf '==> %s\n' "$*" >&2; }
 
 # go_install NAME VERSION PACKAGE: `go install PACKAGE@VERSION` into the cache.
-go_install() {
-  local name=$1 version=$2 pkg=$3 dir="$cache/$1-$2"
+go_install() { go_install_many "$1" "$2" "" "$1" -- "$3"; }
+
+# go_install_many NAME VERSION LDFLAGS BINARIES... -- PACKAGES...: one
+# `go install` of several main packages of one module at VERSION.
+go_install_many() {
+  local name=$1 version=$2 ldflags=$3; shift 3
+  local names=() pkgs=() p
+  while [[ $1 != -- ]]; do names+=("$1"); shift; done
+  shift; for p in "$@"; do pkgs+=("$p@$version"); done
+  local dir="$cache/$name-$version"
   if [[ ! -f $dir/.stamp ]]; then
-    log "building $name $version (go install $pkg@$version)"
+    local logf="$dir.log" start=$SECONDS
+    log "building $name $version: ${names[*]} (go install; log: $logf)"
     rm -rf "$dir" && mkdir -p "$dir"
-    GOBIN="$dir" go install "$pkg@$version"
+    if ! GOBIN="$dir" nice -n 10 go install -ldflags "$ldflags" "${pkgs[@]}" >"$logf" 2>&1; then
+      tail -n 30 "$logf" >&2
+      echo "tools.sh: building $name failed; full log in $logf" >&2
+      exit 1
+    fi
+    echo "built $name $version in $((SECONDS - start)) s" | tee -a "$logf" >&2
     touch "$dir/.stamp"
   fi
-  link "$dir" "$name"
+  link "$dir" "${names[@]}"
+}
+
+# module_key MODDIR: a short hash of the pinning module, part of the cache key.
+module_key() { cat "$1/go.mod" "$1/go.sum" | sha256sum | cut -c1-12; }
+
+# check_pin MODDIR MODULE VERSION: the module's go.mod must require VERSION.
+check_pin() {
+  local moddir=$1 module=$2 version=$3
+  grep -qE "^[[:space:]]*(require[[:space:]]+)?$module $version([[:space:]]|$)" "$moddir/go.mod" || {
+    echo "tools.sh: tools/versions.env says $module $version but $moddir/go.mod disagrees; update both" >&2
+    exit 1
+  }
+}
+
+# go_build_module NAME VERSION LDFLAGS NAMES... -- PACKAGES...: one `go build`
+# of every package in tools/NAME (one invocation shares the compilation of the
+# common dependencies), output binaries NAMES in the cache.
+go_build_module() {
+  local name=$1 version=$2 ldflags=$3; shift 3
+  local names=() pkgs=()
+  while [[ $1 != -- ]]; do names+=("$1"); shift; done
+  shift; pkgs=("$@")
+  local moddir="$here/tools/$name"
+  local dir="$cache/$name-$version-$(module_key "$moddir")"
+  if [[ ! -f $dir/.stamp ]]; then
+    local logf="$dir.log" start=$SECONDS
+    log "building $name $version: ${names[*]} (log: $logf)"
+    rm -rf "$dir" && mkdir -p "$dir"
+    if ! (cd "$moddir" && nice -n 10 go build -o "$dir/" -ldflags "$ldflags" "${pkgs[@]}") >"$logf" 2>&1; then
+      tail -n 30 "$logf" >&2
+      echo "tools.sh: building $name failed; full log in $logf" >&2
+      exit 1
+    fi
+    echo "built $name $version in $((SECONDS - start)) s" | tee -a "$logf" >&2
+    touch "$dir/.stamp"
+  fi
+  link "$dir" "${names[@]}"
 }
 
 # link DIR NAME...: point bin/NAME at DIR/NAME.
@@ -39,12 +95,54 @@ link() {
 build_kustomize()   { go_install kustomize "$KUSTOMIZE_VERSION" sigs.k8s.io/kustomize/kustomize/v5; }
 build_kubeconform() { go_install kubeconform "$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd/kubeconform; }
 
-all_tools=(kustomize kubeconform)
+build_kubernetes() {
+  local v=$KUBERNETES_VERSION minor
+  check_pin "$here/tools/kubernetes" k8s.io/kubernetes "$v"
+  minor=${v#v*.}; minor=${minor%%.*}
+  # The release scripts stamp these; without them every binary says v0.0.0
+  # and the kubelet/apiserver version skew checks misbehave.
+  local ld="-s -w" p
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+    ld+=" -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+  go_build_module kubernetes "$v" "$ld" "${cmds[@]}" -- "${cmds[@]/#/k8s.io/kubernetes/cmd/}"
+}
 
-command -v go >/dev/null || { echo "tools.sh: Go is required to build the pinned tools (install golang >= 1.24)" >&2; exit 1; }
+build_etcd() {
+  check_pin "$here/tools/etcd" go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
+  go_build_module etcd "$ETCD_VERSION" "-s -w" etcd -- .
+}
+
+build_coredns() {
+  check_pin "$here/tools/coredns" github.com/coredns/coredns "$COREDNS_VERSION"
+  go_build_module coredns "$COREDNS_VERSION" "-s -w" coredns -- .
+}
+
+build_containerd() {
+  local m=github.com/containerd/containerd/v2
+  go_install_many containerd "$CONTAINERD_VERSION" \
+    "-s -w -X $m/version.Version=$CONTAINERD_VERSION -X $m/version.Package=$m" \
+    containerd containerd-shim-runc-v2 ctr -- \
+    $m/cmd/containerd $m/cmd/containerd-shim-runc-v2 $m/cmd/ctr
+}
+
+build_kube_router() {
+  local m=github.com/cloudnativelabs/kube-router/v2
+  go_install_many kube-router "$KUBE_ROUTER_VERSION" "-s -w -X $m/pkg/version.Version=$KUBE_ROUTER_VERSION" \
+    kube-router -- $m/cmd/kube-router
+}
+
+build_kind() { go_install kind "$KIND_VERSION" sigs.k8s.io/kind; }
+
+all_tools=(kustomize kubeconform kubernetes etcd containerd coredns kube_router kind)
+
+command -v go >/dev/null || { echo "tools.sh: Go is required to build the pinned tools (install golang >= 1.26)" >&2; exit 1; }
 targets=("$@")
 [[ ${#targets[@]} -eq 0 || ${targets[0]} == all ]] && targets=("${all_tools[@]}")
 for t in "${targets[@]}"; do
+  t=${t//-/_}
   declare -F "build_$t" >/dev/null || { echo "tools.sh: unknown tool '$t' (known: ${all_tools[*]})" >&2; exit 2; }
   "build_$t"
 done
