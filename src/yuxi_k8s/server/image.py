@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,6 +154,7 @@ def _wheelhouse(workdir: Path) -> list[Path]:
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
         check=True,
+        env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"},  # same sources, same wheel, same tag
     )
     return sorted(out.glob("*.whl"))
 
@@ -223,8 +225,11 @@ def _app_inputs_digest(wheels: list[Path]) -> str:
     digest = hashlib.sha256()
     digest.update(rootfs_key().encode())
     digest.update((REPO_ROOT / "constraints.txt").read_bytes())
-    for wheel in wheels:
-        digest.update(_sha256_file(wheel).encode())
+    for wheel in wheels:  # by content, not by the zip's timestamps
+        with zipfile.ZipFile(wheel) as zf:
+            for name in sorted(zf.namelist()):
+                digest.update(name.encode())
+                digest.update(zf.read(name))
     for path in sorted(p for p in IMAGE_FILES.rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(IMAGE_FILES)).encode())
         digest.update(path.read_bytes())
