@@ -1,0 +1,321 @@
+"""Container images without a registry or a container engine.
+
+An image here is an OCI image-layout tar (``oci-layout``, ``index.json``,
+``blobs/sha256/...``) with a docker-archive ``manifest.json`` beside it, so both
+``ctr images import`` and ``kind load image-archive`` accept it. Layers are
+uncompressed tars written deterministically (sorted, mtime 0), so the same
+inputs give the same digests and the cache key is the hash of the inputs.
+
+API::
+
+    from yuxi_k8s.cluster import images
+
+    # A FROM-scratch image from a directory (owned by root in the image):
+    img = images.build_from_directory(Path("stage"), "localhost/yuxi-k8s/busybox",
+                                      entrypoint=["/bin/sh"], user="65532:65532")
+    # A Debian root filesystem (cached per suite + package list), plus extra layers:
+    rootfs = images.debootstrap_rootfs("bookworm", ["python3", "ca-certificates"])
+    img = images.build_image("localhost/yuxi-k8s/py", [images.rootfs_layer(rootfs),
+                             images.directory_layer(Path("app"))], cmd=["python3"])
+    img.name      # "localhost/yuxi-k8s/py:<16 hex of the inputs>" unless a tag was given
+    img.archive   # Path of the cached archive under ~/.cache/yuxi-k8s/images/
+
+    images.load_into_containerd(img.archive)          # the local cluster's containerd
+    images.load_into_kind(img.archive, "yuxi-k8s")    # a kind cluster
+
+Everything lands under ``$YUXI_K8S_CACHE`` (default ``~/.cache/yuxi-k8s``),
+outside the clone, so a fresh clone on the same machine reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+CACHE = Path(os.environ.get("YUXI_K8S_CACHE", Path.home() / ".cache" / "yuxi-k8s"))
+IMAGES_DIR = CACHE / "images"
+LAYERS_DIR = CACHE / "layers"
+ROOTFS_DIR = CACHE / "rootfs"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The local cluster's containerd socket (see yuxi_k8s.cluster.local.layout).
+CONTAINERD_SOCKET = "/run/yuxi-k8s/containerd/containerd.sock"
+
+
+class ImageError(RuntimeError):
+    """Building or loading an image failed; the message says which step."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """An uncompressed layer tar and its sha256 (= diff_id = blob digest)."""
+
+    path: Path
+    digest: str
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    name: str  # fully qualified reference with tag, e.g. localhost/yuxi-k8s/pause:3f2a...
+    archive: Path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _tree_digest(root: Path) -> str:
+    """Hash of names, modes, link targets and contents of every entry under root."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        digest.update(f"{path.relative_to(root)}\0{st.st_mode:o}\0".encode())
+        if path.is_symlink():
+            digest.update(os.readlink(path).encode())
+        elif path.is_file():
+            digest.update(sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def _publish(tmp: Path, final: Path) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, final)
+    return final
+
+
+def directory_layer(root: Path) -> Layer:
+    """A layer with everything under *root*, owned by root:root, cached by content."""
+    if not root.is_dir():
+        raise ImageError(f"image directory {root} does not exist")
+    key = _tree_digest(root)[:24]
+    out = LAYERS_DIR / f"dir-{key}.tar"
+    if not out.exists():
+        LAYERS_DIR.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+
+        def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mtime = 0
+            return info
+
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+            for path in sorted(root.rglob("*")):
+                tar.add(path, arcname=str(path.relative_to(root)), recursive=False, filter=as_root)
+        _publish(tmp, out)
+    return Layer(out, sha256_file(out))
+
+
+def rootfs_layer(rootfs: Path) -> Layer:
+    """A whole root filesystem (ownership kept) as one layer, cached beside the tree."""
+    out = rootfs.parent / "layer.tar"
+    digest_file = rootfs.parent / "layer.sha256"
+    if out.exists() and digest_file.exists():
+        return Layer(out, digest_file.read_text().strip())
+    tmp = out.with_suffix(".tmp")
+    excludes = [f"--exclude=./{d}/*" for d in ("dev", "proc", "sys", "run", "tmp")]
+    cmd = ["tar", "-C", str(rootfs), "--numeric-owner", "--sort=name", "--mtime=@0", *excludes]
+    _run([*cmd, "-cf", str(tmp), "."], "tar the root filesystem")
+    digest = sha256_file(tmp)
+    _publish(tmp, out)
+    digest_file.write_text(digest)
+    return Layer(out, digest)
+
+
+def debootstrap_rootfs(suite: str, packages: Sequence[str], *, mirror: str = DEBIAN_MIRROR) -> Path:
+    """A minbase Debian root filesystem with *packages*, built once per (suite, packages, mirror).
+
+    Needs root and ``debootstrap`` (installed with apt-get when missing).
+    Returns the rootfs directory; its layer is ``rootfs_layer(path)``.
+    """
+    spec = json.dumps({"suite": suite, "packages": sorted(packages), "mirror": mirror})
+    base = ROOTFS_DIR / f"{suite}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}"
+    target = base / "rootfs"
+    if (base / ".complete").exists():
+        return target
+    if os.geteuid() != 0:
+        raise ImageError("building a root filesystem with debootstrap needs root")
+    if not shutil.which("debootstrap"):
+        _run(["apt-get", "update", "-qq"], "apt-get update")
+        _run(["apt-get", "install", "-y", "-qq", "debootstrap"], "install debootstrap")
+    shutil.rmtree(base, ignore_errors=True)  # a killed earlier run may have left half a tree
+    base.mkdir(parents=True)
+    include = ["--include=" + ",".join(packages)] if packages else []
+    _run(
+        ["debootstrap", "--variant=minbase", *include, suite, str(target), mirror],
+        f"debootstrap {suite}",
+    )
+    for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for entry in (target / junk).glob("*"):
+            if entry.is_file():
+                entry.unlink()
+    (base / ".complete").write_text(spec)
+    return target
+
+
+def build_image(
+    repository: str,
+    layers: Sequence[Layer],
+    *,
+    tag: str | None = None,
+    entrypoint: Sequence[str] | None = None,
+    cmd: Sequence[str] | None = None,
+    env: Iterable[str] = (),
+    user: str | None = None,
+    workdir: str = "/",
+) -> BuiltImage:
+    """Assemble *layers* into an image archive (cached); the default tag hashes every input."""
+    config_body = {
+        "Env": [f"PATH={DEFAULT_PATH}", *env],
+        "Entrypoint": list(entrypoint) if entrypoint else None,
+        "Cmd": list(cmd) if cmd else None,
+        "WorkingDir": workdir,
+        **({"User": user} if user else {}),
+    }
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": config_body,
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer.digest}" for layer in layers]},
+    }
+    config_bytes = json.dumps(config, sort_keys=True).encode()
+    config_digest = hashlib.sha256(config_bytes).hexdigest()
+    tag = tag or config_digest[:16]
+    name = f"{repository}:{tag}"
+    archive = IMAGES_DIR / f"{repository.replace('/', '_')}-{tag}-{config_digest[:12]}.oci.tar"
+    if archive.exists():
+        return BuiltImage(name, archive)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": f"sha256:{config_digest}",
+            "size": len(config_bytes),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": f"sha256:{layer.digest}",
+                "size": layer.path.stat().st_size,
+            }
+            for layer in layers
+        ],
+    }
+    manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
+    manifest_digest = hashlib.sha256(manifest_bytes).hexdigest()
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": f"sha256:{manifest_digest}",
+                "size": len(manifest_bytes),
+                "annotations": {
+                    "io.containerd.image.name": name,
+                    "org.opencontainers.image.ref.name": tag,
+                },
+            }
+        ],
+    }
+    docker_manifest = [
+        {
+            "Config": f"blobs/sha256/{config_digest}",
+            "RepoTags": [name],
+            "Layers": [f"blobs/sha256/{layer.digest}" for layer in layers],
+        }
+    ]
+    IMAGES_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = archive.with_suffix(f".{os.getpid()}.tmp")
+    with tarfile.open(tmp, "w") as tar:
+
+        def add_bytes(arcname: str, data: bytes) -> None:
+            info = tarfile.TarInfo(arcname)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        add_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        add_bytes("index.json", json.dumps(index).encode())
+        add_bytes("manifest.json", json.dumps(docker_manifest).encode())
+        add_bytes(f"blobs/sha256/{config_digest}", config_bytes)
+        add_bytes(f"blobs/sha256/{manifest_digest}", manifest_bytes)
+        seen: set[str] = set()
+        for layer in layers:
+            if layer.digest not in seen:
+                seen.add(layer.digest)
+                tar.add(layer.path, arcname=f"blobs/sha256/{layer.digest}")
+    _publish(tmp, archive)
+    return BuiltImage(name, archive)
+
+
+def build_from_directory(
+    directory: Path,
+    repository: str,
+    *,
+    tag: str | None = None,
+    entrypoint: Sequence[str] | None = None,
+    cmd: Sequence[str] | None = None,
+    env: Iterable[str] = (),
+    user: str | None = None,
+    workdir: str = "/",
+) -> BuiltImage:
+    """A FROM-scratch image whose only layer is *directory*."""
+    return build_image(
+        repository,
+        [directory_layer(directory)],
+        tag=tag,
+        entrypoint=entrypoint,
+        cmd=cmd,
+        env=env,
+        user=user,
+        workdir=workdir,
+    )
+
+
+def load_into_containerd(archive: Path, *, address: str = CONTAINERD_SOCKET, ctr: str = "ctr") -> None:
+    """Import *archive* into containerd's ``k8s.io`` namespace (where the kubelet looks)."""
+    _run(
+        [ctr, "--address", address, "-n", "k8s.io", "images", "import", str(archive)],
+        f"import {archive.name} into containerd at {address}",
+    )
+
+
+def load_into_kind(archive: Path, cluster: str, *, kind: str = "kind") -> None:
+    """Load *archive* onto every node of the kind cluster *cluster*."""
+    _run([kind, "load", "image-archive", str(archive), "--name", cluster], f"kind load {archive.name}")
+
+
+def _run(cmd: Sequence[str], what: str) -> None:
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.run(list(cmd), stdout=out, stderr=subprocess.STDOUT, check=False)
+        if proc.returncode != 0:
+            out.seek(0)
+            tail = out.read().decode(errors="replace").strip().splitlines()[-5:]
+            raise ImageError(f"{what} failed (exit {proc.returncode}): {' | '.join(tail)}")
+
+
+__all__ = [
+    "BuiltImage",
+    "ImageError",
+    "Layer",
+    "build_from_directory",
+    "build_image",
+    "debootstrap_rootfs",
+    "directory_layer",
+    "load_into_containerd",
+    "load_into_kind",
+    "rootfs_layer",
+]
