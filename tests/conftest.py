@@ -28,6 +28,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         rel = Path(str(item.fspath)).resolve().relative_to(ROOT / "tests")
         tier = TIER_BY_FOLDER.get(rel.parts[0]) if len(rel.parts) > 1 else None
-        if tier and not any(item.iter_markers(tier)):
+        # A test that names its tier explicitly keeps it (e.g. tests/e2e/test_server_local.py is db).
+        if tier and not any(m.name in TIER_ORDER for m in item.iter_markers()):
             item.add_marker(getattr(pytest.mark, tier))
     items.sort(key=lambda it: min((TIER_ORDER[m.name] for m in it.iter_markers() if m.name in TIER_ORDER), default=0))
