@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import FrameType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -296,12 +298,46 @@ class ServedByMiddleware:
             self.state.in_flight -= 1
 
 
-def create_app(settings: Settings | None = None, pod: str | None = None) -> Starlette:
-    """The ASGI app; ``app.state.server`` is the :class:`ServerState` (the runner flips ``draining``)."""
+def shutdown_delay_from_env() -> float:
+    return float(os.environ.get("SHUTDOWN_DELAY_SECONDS") or 3.0)
+
+
+def drain_on_sigterm(state: ServerState, delay: float) -> None:
+    """Wrap the running server's SIGTERM handler: first report not ready, then stop after *delay*.
+
+    Used when the app runs under a plain ``uvicorn server.main:app`` (the manifests'
+    command); ``yuxi-k8s serve`` does the same in its own server class.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    if not callable(previous):
+        return
+
+    def on_sigterm(sig: int, frame: FrameType | None) -> None:
+        if state.draining:  # a second SIGTERM: stop now
+            previous(sig, frame)
+            return
+        state.draining = True
+        log.info("SIGTERM: not ready now, serving %.1fs more, then draining", delay)
+        timer = threading.Timer(delay, previous, args=(sig, None))
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def create_app(
+    settings: Settings | None = None, pod: str | None = None, *, wrap_sigterm: bool = False
+) -> Starlette:
+    """The ASGI app; ``app.state.server`` is the :class:`ServerState` (the runner flips ``draining``).
+
+    *wrap_sigterm* installs :func:`drain_on_sigterm` at start-up (after uvicorn set its handlers).
+    """
     state = ServerState(settings or Settings.from_env(), pod or pod_name())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if wrap_sigterm and threading.current_thread() is threading.main_thread():
+            drain_on_sigterm(state, shutdown_delay_from_env())
         try:
             await run_in_threadpool(state.config)
         except StateUnavailableError as exc:  # stay live, report not ready, retry on /ready

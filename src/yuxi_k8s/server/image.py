@@ -136,6 +136,8 @@ def _app_tree(rootfs: Path, wheels: list[Path], stage: Path) -> None:
     etc = stage / "etc"
     (etc / "nginx").mkdir(parents=True)
     shutil.copy(IMAGE_FILES / "nginx.conf", etc / "nginx" / "nginx.conf")
+    # `uvicorn server.main:app` in /app: the API command of the manifests, unchanged.
+    shutil.copytree(IMAGE_FILES / "app", stage / "app", ignore=shutil.ignore_patterns("__pycache__"))
     html = stage / "usr/share/nginx/html"
     html.mkdir(parents=True)
     shutil.copy(IMAGE_FILES / "index.html", html / "index.html")
@@ -153,7 +155,7 @@ def _app_inputs_digest(wheels: list[Path], base_digest: str) -> str:
             for name in sorted(zf.namelist()):
                 digest.update(name.encode())
                 digest.update(zf.read(name))
-    for path in sorted(p for p in IMAGE_FILES.rglob("*") if p.is_file()):
+    for path in sorted(p for p in IMAGE_FILES.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         digest.update(str(path.relative_to(IMAGE_FILES)).encode())
         digest.update(path.read_bytes())
     digest.update(Path(__file__).read_bytes())
