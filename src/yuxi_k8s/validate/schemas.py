@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -224,16 +225,20 @@ def check(objects_by_overlay: dict[str, list[dict]], jobs: int = 4) -> list[Sche
         for item in report.get("resources") or []:
             overlay = files.get(item.get("filename", ""), item.get("filename", ""))
             status = item.get("status", "").removeprefix("status").lower()
-            messages = [f"{e.get('path') or '/'}: {e.get('msg')}" for e in item.get("validationErrors") or []]
-            if not messages and item.get("msg"):
-                messages = [item["msg"]]
-            name, _, namespace = _split_name(item.get("name", ""))
-            results.append(SchemaResult(overlay, item.get("kind", ""), name, namespace, status, messages))
+            results.append(
+                SchemaResult(overlay, item.get("kind", ""), item.get("name", ""), "", status, _messages(item))
+            )
     return results
 
 
-def _split_name(name: str) -> tuple[str, str, str]:
-    return name, "", ""
+def _messages(item: dict[str, Any]) -> list[str]:
+    """Each "at '/path': reason" of kubeconform's message, without the schema file URL."""
+    msg = str(item.get("msg") or "")
+    found = re.findall(r"at '([^']*)': (.*?)(?= - at '|$)", msg)
+    if found:
+        return [f"{path or '/'}: {reason.strip()}" for path, reason in found]
+    errors = item.get("validationErrors") or []
+    return [f"{e.get('path') or '/'}: {e.get('msg')}" for e in errors] or ([msg] if msg else [])
 
 
 def is_sops(obj: dict) -> bool:

@@ -1,0 +1,91 @@
+"""`yuxi-k8s validate PATH...`: render, schema-check and policy-check kustomizations."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from yuxi_k8s.cli import UserError
+from yuxi_k8s.validate.rules import ENVS
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "validate",
+        help="render, schema-check and policy-check kustomizations (offline)",
+        description="Render each kustomization with the pinned kustomize, check every object with "
+        "kubeconform -strict against the pinned Kubernetes and CRD schemas, then run the policy "
+        "rules (docs/rules.md). Exit 1 on any render failure, schema failure or violation.",
+    )
+    p.add_argument("paths", nargs="*", metavar="PATH", help="kustomization directories (e.g. overlays/prod)")
+    p.add_argument("--format", choices=("text", "json", "junit"), default="text", help="report format")
+    p.add_argument("--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    p.add_argument("--env", choices=ENVS, help="environment rules to apply (default: inferred from the path)")
+    p.add_argument("--config", metavar="FILE", help="policy settings merged over the defaults")
+    p.add_argument(
+        "--fail-on",
+        choices=("warning", "error"),
+        default="warning",
+        help="lowest severity that fails the run (default: warning)",
+    )
+    p.add_argument("--no-schema", action="store_true", help="skip kubeconform (policy rules only)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+    p.add_argument(
+        "--print-crd-paths",
+        action="store_true",
+        help="print the pinned upstream CRD files (to kubectl apply before a server-side dry-run) and exit",
+    )
+    p.add_argument("--rules-doc", action="store_true", help="print docs/rules.md generated from the registry")
+    p.set_defaults(handler=handle)
+
+
+def _write(text: str, output: str | None) -> None:
+    if not output:
+        sys.stdout.write(text)
+        return
+    target = Path(output)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Written whole or not at all.
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, target)
+
+
+def handle(args: argparse.Namespace) -> int:
+    if args.print_crd_paths:
+        from yuxi_k8s.validate.crds import crd_paths
+
+        _write("".join(f"{p}\n" for p in crd_paths()), args.output)
+        return 0
+    if args.rules_doc:
+        from yuxi_k8s.validate.docs import rules_markdown
+
+        _write(rules_markdown(), args.output)
+        return 0
+    if not args.paths:
+        raise UserError("give at least one kustomization PATH (e.g. overlays/dev)", exit_code=2)
+
+    from yuxi_k8s.validate import pipeline
+    from yuxi_k8s.validate.engine import load_config
+    from yuxi_k8s.validate.report import FORMATS, progress_line
+
+    config = load_config(args.config)
+
+    def progress(i: int, total: int, overlay) -> None:  # type: ignore[no-untyped-def]
+        if not args.quiet:
+            print(progress_line(i, total, overlay, args.fail_on), file=sys.stderr, flush=True)
+
+    report = pipeline.run(
+        args.paths,
+        env=args.env,
+        config=config,
+        fail_on=args.fail_on,
+        schema_check=not args.no_schema,
+        on_overlay=progress,
+    )
+    _write(FORMATS[args.format](report), args.output)
+    return 1 if report.failed else 0

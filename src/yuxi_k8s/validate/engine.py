@@ -1,0 +1,85 @@
+"""Run the registered rules over one render; apply opt-outs and severities."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from importlib import resources as pkg_resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from yuxi_k8s.cli import UserError
+from yuxi_k8s.validate.model import Context, Resource
+from yuxi_k8s.validate.rules import ENVS, SEVERITIES, all_rules
+from yuxi_k8s.validate.rules.meta import allowances
+
+
+@dataclass
+class Violation:
+    overlay: str
+    rule: str
+    severity: str
+    kind: str
+    namespace: str
+    name: str
+    message: str
+    fix: str
+    title: str
+    suppressed: str | None = None  # the reason, when an allow annotation suppressed it
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_config(path: str | None = None) -> dict[str, Any]:
+    """The packaged defaults, with a user config merged over them."""
+    text = pkg_resources.files("yuxi_k8s.validate").joinpath("defaults.yaml").read_text()
+    config: dict[str, Any] = yaml.safe_load(text) or {}
+    if path:
+        try:
+            override = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise UserError(f"cannot read config {path}: {exc}") from exc
+        if not isinstance(override, dict):
+            raise UserError(f"config {path} must be a mapping")
+        for key, value in override.items():
+            if isinstance(value, dict) and isinstance(config.get(key), dict):
+                config[key] = {**config[key], **value}
+            else:
+                config[key] = value
+    for rule_id, severity in (config.get("severity") or {}).items():
+        if severity not in SEVERITIES:
+            raise UserError(f"config: severity of {rule_id} must be one of {', '.join(SEVERITIES)}")
+    return config
+
+
+def infer_env(path: str, default: str = "prod") -> str:
+    """dev | staging | prod from the path's folder names (production counts as prod)."""
+    aliases = {"production": "prod", "stage": "staging", "development": "dev"}
+    for part in reversed(Path(path).resolve().parts):
+        name = aliases.get(part, part)
+        if name in ENVS:
+            return name
+    return default
+
+
+def evaluate(overlay: str, env: str, objects: list[dict], config: dict[str, Any]) -> list[Violation]:
+    """Every finding of every rule that applies to *env*, suppressed ones marked."""
+    ctx = Context(overlay, env, [Resource(o) for o in objects], config)
+    overrides = config.get("severity") or {}
+    out: list[Violation] = []
+    for r in all_rules():
+        severity = overrides.get(r.id, r.severity)
+        if severity == "off" or not r.applies_to(env):
+            continue
+        for res, detail in r.check(ctx):
+            reason = allowances(res.annotations).get(r.id) or None
+            if r.id.startswith("YK-META-"):
+                reason = None  # the opt-out rules themselves cannot be opted out of
+            out.append(
+                Violation(
+                    overlay, r.id, severity, res.kind, res.namespace, res.name, detail, r.fix, r.title, reason
+                )
+            )
+    return out

@@ -1,0 +1,263 @@
+"""The rendered objects as rules see them: resources, workloads, selectors.
+
+Pod specs are found once here (Deployment, StatefulSet, DaemonSet, ReplicaSet,
+Job, CronJob, Pod) so every rule walks the same containers the same way.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+POD_TEMPLATE_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
+LONG_RUNNING_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet")
+REPLICATED_KINDS = ("Deployment", "StatefulSet", "ReplicaSet")
+COMPONENT = "app.kubernetes.io/component"
+
+
+@dataclass(eq=False)
+class Resource:
+    """One rendered object."""
+
+    obj: dict[str, Any]
+
+    @property
+    def api_version(self) -> str:
+        return str(self.obj.get("apiVersion", ""))
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def kind(self) -> str:
+        return str(self.obj.get("kind", ""))
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.obj.get("metadata") or {}
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", ""))
+
+    @property
+    def namespace(self) -> str:
+        return str(self.meta.get("namespace", ""))
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.meta.get("labels") or {}
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        return self.meta.get("annotations") or {}
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.obj.get("spec") or {}
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace + '/' if self.namespace else ''}{self.name}"
+
+
+@dataclass(eq=False)
+class Container:
+    """A container of a workload; ``init`` for initContainers."""
+
+    workload: Workload
+    spec: dict[str, Any]
+    init: bool = False
+
+    @property
+    def name(self) -> str:
+        return str(self.spec.get("name", ""))
+
+    @property
+    def security(self) -> dict[str, Any]:
+        return self.spec.get("securityContext") or {}
+
+    @property
+    def ports(self) -> list[dict[str, Any]]:
+        return self.spec.get("ports") or []
+
+    def label(self) -> str:
+        return f"{'initContainer' if self.init else 'container'} {self.name}"
+
+
+@dataclass(eq=False)
+class Workload:
+    """An object that carries a pod spec (directly or through a template)."""
+
+    resource: Resource
+    pod_spec: dict[str, Any]
+    pod_meta: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return self.resource.kind
+
+    @property
+    def namespace(self) -> str:
+        return self.resource.namespace
+
+    @property
+    def pod_labels(self) -> dict[str, str]:
+        return self.pod_meta.get("labels") or {}
+
+    @property
+    def component(self) -> str:
+        return self.resource.labels.get(COMPONENT) or self.pod_labels.get(COMPONENT) or ""
+
+    @property
+    def long_running(self) -> bool:
+        return self.kind in LONG_RUNNING_KINDS
+
+    @property
+    def replicas(self) -> int | None:
+        if self.kind not in REPLICATED_KINDS:
+            return None
+        value = self.resource.spec.get("replicas", 1)
+        return int(value) if isinstance(value, int) else 1
+
+    @property
+    def pod_security(self) -> dict[str, Any]:
+        return self.pod_spec.get("securityContext") or {}
+
+    @cached_property
+    def containers(self) -> list[Container]:
+        """Init containers first, then the main ones (ephemeral ones count as main)."""
+        init = [Container(self, c, True) for c in self.pod_spec.get("initContainers") or []]
+        main = [Container(self, c) for c in self.pod_spec.get("containers") or []]
+        main += [Container(self, c) for c in self.pod_spec.get("ephemeralContainers") or []]
+        return init + main
+
+    @property
+    def main_containers(self) -> list[Container]:
+        return [c for c in self.containers if not c.init]
+
+    @property
+    def primary(self) -> Container | None:
+        """The container named after the component, else the first one."""
+        main = self.main_containers
+        for c in main:
+            if c.name == self.component:
+                return c
+        return main[0] if main else None
+
+    @property
+    def volumes(self) -> list[dict[str, Any]]:
+        return self.pod_spec.get("volumes") or []
+
+
+def pod_template(res: Resource) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(pod spec, pod metadata) of a workload object, or None."""
+    if res.kind == "Pod":
+        return res.spec, res.meta
+    if res.kind == "CronJob":
+        template = ((res.spec.get("jobTemplate") or {}).get("spec") or {}).get("template") or {}
+    elif res.kind in POD_TEMPLATE_KINDS:
+        template = res.spec.get("template") or {}
+    else:
+        return None
+    return template.get("spec") or {}, template.get("metadata") or {}
+
+
+def job_spec(res: Resource) -> dict[str, Any] | None:
+    if res.kind == "Job":
+        return res.spec
+    if res.kind == "CronJob":
+        return (res.spec.get("jobTemplate") or {}).get("spec") or {}
+    return None
+
+
+def selector_matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels + matchExpressions) against labels; {} matches all."""
+    if selector is None:
+        return False
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        present = key in labels
+        if op == "In" and (not present or labels[key] not in values):
+            return False
+        if op == "NotIn" and present and labels[key] in values:
+            return False
+        if op == "Exists" and not present:
+            return False
+        if op == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def map_matches(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
+    """A plain selector map (Services); an empty map selects nothing."""
+    return bool(selector) and all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+@dataclass
+class Context:
+    """What a rule sees: one overlay's objects, its environment and the policy config."""
+
+    overlay: str
+    env: str
+    resources: list[Resource]
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def by_kind(self) -> dict[str, list[Resource]]:
+        index: dict[str, list[Resource]] = defaultdict(list)
+        for res in self.resources:
+            index[res.kind].append(res)
+        return index
+
+    def of_kind(self, *kinds: str) -> list[Resource]:
+        return [r for k in kinds for r in self.by_kind.get(k, [])]
+
+    def find(self, kind: str, namespace: str, name: str) -> Resource | None:
+        for res in self.by_kind.get(kind, []):
+            if res.name == name and res.namespace == namespace:
+                return res
+        return None
+
+    @cached_property
+    def workloads(self) -> list[Workload]:
+        found = []
+        for res in self.resources:
+            template = pod_template(res)
+            if template is not None:
+                found.append(Workload(res, *template))
+        return found
+
+    def containers(self) -> Iterator[Container]:
+        for w in self.workloads:
+            yield from w.containers
+
+    def pods_in(self, namespace: str) -> list[Workload]:
+        return [w for w in self.workloads if w.namespace == namespace]
+
+    def hpa_for(self, workload: Workload) -> Resource | None:
+        for hpa in self.by_kind.get("HorizontalPodAutoscaler", []):
+            ref = hpa.spec.get("scaleTargetRef") or {}
+            if (
+                hpa.namespace == workload.namespace
+                and ref.get("kind") == workload.kind
+                and ref.get("name") == workload.resource.name
+            ):
+                return hpa
+        return None
+
+    def effective_replicas(self, workload: Workload) -> int | None:
+        """spec.replicas, or the HPA's minReplicas when an HPA scales the workload."""
+        hpa = self.hpa_for(workload)
+        if hpa is not None:
+            return int(hpa.spec.get("minReplicas", 1))
+        return workload.replicas
+
+    def setting(self, key: str, default: Any = None) -> Any:
+        return self.config.get(key, default)

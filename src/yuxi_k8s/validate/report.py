@@ -1,0 +1,202 @@
+"""The outcome of a validate run and its three renderings: text, json, junit."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Any
+
+from yuxi_k8s.validate.engine import Violation
+from yuxi_k8s.validate.rules import all_rules
+from yuxi_k8s.validate.schemas import SchemaResult
+from yuxi_k8s.validate.versions import KUBERNETES_VERSION
+
+
+@dataclass
+class OverlayReport:
+    path: str
+    env: str
+    objects: int = 0
+    render_error: str | None = None
+    schema: list[SchemaResult] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+
+    def active(self, fail_on: str = "warning") -> list[Violation]:
+        levels = ("error",) if fail_on == "error" else ("error", "warning")
+        return [v for v in self.violations if v.suppressed is None and v.severity in levels]
+
+    @property
+    def suppressed(self) -> list[Violation]:
+        return [v for v in self.violations if v.suppressed is not None]
+
+    @property
+    def schema_failures(self) -> list[SchemaResult]:
+        return [s for s in self.schema if s.status in ("invalid", "error")]
+
+    @property
+    def notes(self) -> list[SchemaResult]:
+        return [s for s in self.schema if s.status == "skipped"]
+
+    def failed(self, fail_on: str = "warning") -> bool:
+        return bool(self.render_error or self.schema_failures or self.active(fail_on))
+
+
+@dataclass
+class Report:
+    overlays: list[OverlayReport]
+    fail_on: str = "warning"
+
+    @property
+    def failed(self) -> bool:
+        return any(o.failed(self.fail_on) for o in self.overlays)
+
+    def summary(self) -> dict[str, int]:
+        active = [v for o in self.overlays for v in o.active(self.fail_on)]
+        return {
+            "overlays": len(self.overlays),
+            "failed_overlays": sum(o.failed(self.fail_on) for o in self.overlays),
+            "objects": sum(o.objects for o in self.overlays),
+            "violations": len(active),
+            "errors": sum(v.severity == "error" for v in active),
+            "warnings": sum(v.severity == "warning" for v in active),
+            "schema_failures": sum(len(o.schema_failures) for o in self.overlays),
+            "render_failures": sum(bool(o.render_error) for o in self.overlays),
+            "suppressed": sum(len(o.suppressed) for o in self.overlays),
+        }
+
+
+def _where(kind: str, namespace: str, name: str) -> str:
+    return f"{kind} {namespace + '/' if namespace else ''}{name}"
+
+
+def progress_line(index: int, total: int, o: OverlayReport, fail_on: str) -> str:
+    if o.render_error:
+        state = "render FAILED"
+    else:
+        state = (
+            f"{o.objects} objects, {len(o.schema_failures)} schema failures, "
+            f"{len(o.active(fail_on))} violations, {len(o.suppressed)} suppressed"
+        )
+    return f"[{index}/{total}] {o.path} (env {o.env}): {state} — {'FAIL' if o.failed(fail_on) else 'ok'}"
+
+
+def to_text(report: Report) -> str:
+    lines: list[str] = []
+    for o in report.overlays:
+        verdict = "FAIL" if o.failed(report.fail_on) else "ok"
+        lines.append(f"== {o.path} (env {o.env}, {o.objects} objects): {verdict}")
+        if o.render_error:
+            lines.append(f"  RENDER  {o.path}: {o.render_error}")
+        for s in o.schema_failures:
+            for msg in s.messages or ["invalid"]:
+                lines.append(f"  SCHEMA  {_where(s.kind, s.namespace, s.name)}: {msg}")
+        for v in o.active(report.fail_on):
+            lines.append(
+                f"  {v.severity.upper():7} {v.rule} {_where(v.kind, v.namespace, v.name)}: {v.message}"
+            )
+            lines.append(f"          fix: {v.fix}")
+        for v in o.suppressed:
+            where = _where(v.kind, v.namespace, v.name)
+            lines.append(f"  allowed {v.rule} {where}: {v.message} (reason: {v.suppressed})")
+        for s in o.notes:
+            lines.append(f"  note    {_where(s.kind, s.namespace, s.name)}: {'; '.join(s.messages)}")
+    s = report.summary()
+    lines.append(
+        f"Summary: {s['overlays']} overlays ({s['failed_overlays']} failed), {s['objects']} objects, "
+        f"{s['violations']} violations ({s['errors']} errors, {s['warnings']} warnings), "
+        f"{s['schema_failures']} schema failures, {s['render_failures']} render failures, "
+        f"{s['suppressed']} suppressed — {'FAIL' if report.failed else 'PASS'}"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _schema_dict(s: SchemaResult) -> dict[str, Any]:
+    return {
+        "kind": s.kind,
+        "namespace": s.namespace,
+        "name": s.name,
+        "status": s.status,
+        "messages": s.messages,
+    }
+
+
+def to_json(report: Report) -> str:
+    doc = {
+        "ok": not report.failed,
+        "kubernetesVersion": KUBERNETES_VERSION,
+        "failOn": report.fail_on,
+        "summary": report.summary(),
+        "overlays": [
+            {
+                "path": o.path,
+                "env": o.env,
+                "ok": not o.failed(report.fail_on),
+                "objects": o.objects,
+                "renderError": o.render_error,
+                "schemaFailures": [_schema_dict(s) for s in o.schema_failures],
+                "notes": [_schema_dict(s) for s in o.notes],
+                "violations": [v.to_dict() for v in o.active(report.fail_on)],
+                "suppressed": [v.to_dict() for v in o.suppressed],
+            }
+            for o in report.overlays
+        ],
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def to_junit(report: Report) -> str:
+    """One testsuite per overlay: render, schema, then one testcase per applicable rule."""
+    rules = all_rules()
+    root = ET.Element("testsuites", name="yuxi-k8s validate")
+    total_tests = total_failures = 0
+    for o in report.overlays:
+        suite = ET.SubElement(root, "testsuite", name=o.path)
+        cases = 0
+        failures = 0
+
+        def case(
+            name: str, classname: str, failure: str | None, out: str | None = None, suite: ET.Element = suite
+        ) -> None:
+            nonlocal cases, failures
+            cases += 1
+            el = ET.SubElement(suite, "testcase", name=name, classname=classname)
+            if failure:
+                failures += 1
+                ET.SubElement(el, "failure", message=failure.splitlines()[0][:200]).text = failure
+            if out:
+                ET.SubElement(el, "system-out").text = out
+
+        case("render", f"{o.path}.render", o.render_error)
+        schema_text = "\n".join(
+            f"{_where(s.kind, s.namespace, s.name)}: {m}"
+            for s in o.schema_failures
+            for m in s.messages or ["invalid"]
+        )
+        notes = "\n".join(f"{_where(s.kind, s.namespace, s.name)}: {'; '.join(s.messages)}" for s in o.notes)
+        case("schema", f"{o.path}.schema", schema_text or None, notes or None)
+        active = o.active(report.fail_on)
+        for r in rules:
+            if not r.applies_to(o.env):
+                continue
+            found = [v for v in active if v.rule == r.id]
+            allowed = [v for v in o.suppressed if v.rule == r.id]
+            failure = "\n".join(
+                f"{_where(v.kind, v.namespace, v.name)}: {v.message} (fix: {v.fix})" for v in found
+            )
+            out = "\n".join(
+                f"allowed {_where(v.kind, v.namespace, v.name)}: {v.message} (reason: {v.suppressed})"
+                for v in allowed
+            )
+            case(f"{r.id} {r.title}", f"{o.path}.{r.family}", failure or None, out or None)
+        suite.set("tests", str(cases))
+        suite.set("failures", str(failures))
+        total_tests += cases
+        total_failures += failures
+    root.set("tests", str(total_tests))
+    root.set("failures", str(total_failures))
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+FORMATS = {"text": to_text, "json": to_json, "junit": to_junit}

@@ -1,0 +1,69 @@
+"""The rule registry: each rule is data (id, family, severity, title, message,
+fix, environments) plus a small function over the rendered objects.
+
+One file per family in this package; each registers its rules with
+:func:`rule` at import. :func:`all_rules` imports them all, in id order.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from yuxi_k8s.validate.model import Context, Resource
+
+ENVS = ("dev", "staging", "prod")
+OUTSIDE_DEV = ("staging", "prod")
+SEVERITIES = ("error", "warning", "off")
+
+# A finding: the object at fault and what exactly is wrong with it.
+Finding = tuple[Resource, str]
+Check = Callable[[Context], Iterable[Finding]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    family: str
+    severity: str
+    title: str
+    message: str
+    fix: str
+    envs: tuple[str, ...]
+    check: Check
+
+    def applies_to(self, env: str) -> bool:
+        return env in self.envs
+
+
+REGISTRY: dict[str, Rule] = {}
+
+
+def rule(
+    id: str,
+    *,
+    family: str,
+    title: str,
+    message: str,
+    fix: str,
+    severity: str = "error",
+    envs: tuple[str, ...] = ENVS,
+) -> Callable[[Check], Check]:
+    """Register the decorated check under *id* (ids are stable: never reuse one)."""
+    assert severity in SEVERITIES, severity
+
+    def register(check: Check) -> Check:
+        if id in REGISTRY:
+            raise ValueError(f"duplicate rule id {id}")
+        REGISTRY[id] = Rule(id, family, severity, title, message.strip(), fix.strip(), envs, check)
+        return check
+
+    return register
+
+
+def all_rules() -> list[Rule]:
+    for mod in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{mod.name}")
+    return [REGISTRY[k] for k in sorted(REGISTRY)]

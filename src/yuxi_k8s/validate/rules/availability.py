@@ -1,0 +1,164 @@
+"""Availability outside dev: replicas, PodDisruptionBudgets, spread, autoscaling sanity."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from yuxi_k8s.validate.model import Context, Resource, Workload, selector_matches
+from yuxi_k8s.validate.rules import OUTSIDE_DEV, Finding, rule
+
+FAMILY = "availability"
+
+
+def min_replicas(ctx: Context, w: Workload) -> int:
+    by_component = (ctx.setting("min_replicas_by_component", {}) or {}).get(ctx.env, {}) or {}
+    default = (ctx.setting("min_replicas", {}) or {}).get(ctx.env, 1)
+    return int(by_component.get(w.component, default))
+
+
+def _multi(ctx: Context) -> Iterator[tuple[Workload, int]]:
+    for w in ctx.workloads:
+        n = ctx.effective_replicas(w)
+        if n is not None and (n >= 2 or ctx.hpa_for(w) is not None):
+            yield w, n
+
+
+def pdbs_for(ctx: Context, w: Workload) -> list[Resource]:
+    return [
+        pdb
+        for pdb in ctx.of_kind("PodDisruptionBudget")
+        if pdb.namespace == w.namespace and selector_matches(pdb.spec.get("selector"), w.pod_labels)
+    ]
+
+
+@rule(
+    "YK-AVL-001",
+    family=FAMILY,
+    title="Enough replicas",
+    message="Outside dev a single replica means downtime on every rollout, drain and crash "
+    "(the api needs at least 3 in prod).",
+    fix="Raise `spec.replicas` (or the HPA's minReplicas) to the environment's minimum.",
+    envs=OUTSIDE_DEV,
+)
+def replicas(ctx: Context) -> Iterator[Finding]:
+    for w in ctx.workloads:
+        n = ctx.effective_replicas(w)
+        if n is not None and n < min_replicas(ctx, w):
+            yield w.resource, f"{n} replica(s), {ctx.env} needs at least {min_replicas(ctx, w)}"
+
+
+@rule(
+    "YK-AVL-002",
+    family=FAMILY,
+    title="PodDisruptionBudget for replicated workloads",
+    message="Without a PDB a node drain may evict every replica at once.",
+    fix="Add a PodDisruptionBudget (maxUnavailable: 1) whose selector matches the pod labels.",
+    envs=OUTSIDE_DEV,
+)
+def pdb_present(ctx: Context) -> Iterator[Finding]:
+    for w, n in _multi(ctx):
+        if not pdbs_for(ctx, w):
+            yield w.resource, f"{n} replicas and no PodDisruptionBudget selects its pods"
+
+
+@rule(
+    "YK-AVL-003",
+    family=FAMILY,
+    title="Replicas spread across nodes",
+    message="Replicas the scheduler may put on one node all fail with that node.",
+    fix="Add `topologySpreadConstraints` on kubernetes.io/hostname (or a podAntiAffinity).",
+    envs=OUTSIDE_DEV,
+)
+def spread(ctx: Context) -> Iterator[Finding]:
+    for w, n in _multi(ctx):
+        anti = (w.pod_spec.get("affinity") or {}).get("podAntiAffinity")
+        if not w.pod_spec.get("topologySpreadConstraints") and not anti:
+            yield w.resource, f"{n} replicas without topologySpreadConstraints or podAntiAffinity"
+
+
+def _percent(value: object) -> int | None:
+    text = str(value)
+    return int(text[:-1]) if text.endswith("%") and text[:-1].isdigit() else None
+
+
+@rule(
+    "YK-AVL-004",
+    family=FAMILY,
+    title="PDB allows evictions",
+    message="A PDB with maxUnavailable 0 or minAvailable equal to the replicas blocks every node drain.",
+    fix="Use `maxUnavailable: 1` (or minAvailable below the replica count).",
+)
+def pdb_blocks(ctx: Context) -> Iterator[Finding]:
+    for pdb in ctx.of_kind("PodDisruptionBudget"):
+        spec = pdb.spec
+        if "maxUnavailable" in spec:
+            value = spec["maxUnavailable"]
+            if value == 0 or _percent(value) == 0 or str(value) == "0":
+                yield pdb, "maxUnavailable is 0"
+            continue
+        if "minAvailable" not in spec:
+            continue
+        value = spec["minAvailable"]
+        if _percent(value) == 100:
+            yield pdb, "minAvailable is 100%"
+            continue
+        for w in ctx.workloads:
+            n = ctx.effective_replicas(w)
+            if (
+                n is not None
+                and w.namespace == pdb.namespace
+                and selector_matches(spec.get("selector"), w.pod_labels)
+                and isinstance(value, int)
+                and value >= n
+            ):
+                yield pdb, f"minAvailable {value} >= {n} replicas of {w.resource}"
+
+
+@rule(
+    "YK-AVL-005",
+    family=FAMILY,
+    title="HorizontalPodAutoscaler is consistent",
+    message="An HPA must target a workload in the render, with minReplicas <= maxReplicas, "
+    "at least the environment's minimum, and the workload's own replicas inside that range.",
+    fix="Point scaleTargetRef at the workload and fix minReplicas/maxReplicas (or the workload's replicas).",
+)
+def hpa(ctx: Context) -> Iterator[Finding]:
+    for res in ctx.of_kind("HorizontalPodAutoscaler"):
+        ref = res.spec.get("scaleTargetRef") or {}
+        target = next(
+            (
+                w
+                for w in ctx.workloads
+                if w.namespace == res.namespace
+                and w.kind == ref.get("kind")
+                and w.resource.name == ref.get("name")
+            ),
+            None,
+        )
+        low, high = int(res.spec.get("minReplicas", 1)), int(res.spec.get("maxReplicas", 0))
+        if target is None:
+            yield res, f"scaleTargetRef {ref.get('kind')}/{ref.get('name')} is not in the render"
+            continue
+        if low > high:
+            yield res, f"minReplicas {low} > maxReplicas {high}"
+        if ctx.env != "dev" and low < min_replicas(ctx, target):
+            yield res, f"minReplicas {low} below the {ctx.env} minimum {min_replicas(ctx, target)}"
+        own = target.resource.spec.get("replicas")
+        if isinstance(own, int) and not low <= own <= high:
+            yield res, f"{target.resource} sets replicas {own}, outside the HPA range {low}-{high}"
+
+
+@rule(
+    "YK-AVL-006",
+    family=FAMILY,
+    title="PDB selects pods",
+    message="A PodDisruptionBudget whose selector matches no pod protects nothing.",
+    fix="Make the PDB's selector match the workload's pod template labels.",
+)
+def pdb_selects(ctx: Context) -> Iterator[Finding]:
+    for pdb in ctx.of_kind("PodDisruptionBudget"):
+        selector = pdb.spec.get("selector")
+        if not any(
+            w.namespace == pdb.namespace and selector_matches(selector, w.pod_labels) for w in ctx.workloads
+        ):
+            yield pdb, f"selector {selector} matches no pod in the render"

@@ -1,0 +1,95 @@
+"""No credentials in ConfigMaps, env literals, URLs or plaintext Secrets outside dev."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from yuxi_k8s.validate.model import Context
+from yuxi_k8s.validate.rules import OUTSIDE_DEV, Finding, rule
+from yuxi_k8s.validate.schemas import is_sops
+
+FAMILY = "credentials"
+# Names that hold a credential: the suffix decides (JWT_SECRET_KEY yes, TOKEN_TTL no).
+CREDENTIAL_NAME = re.compile(
+    r"(PASSWORD|PASSWD|PASSPHRASE|SECRET|SECRET_KEY|TOKEN|API_KEY|APIKEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)$",
+    re.IGNORECASE,
+)
+PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+# scheme://user:password@ where the password is not an env interpolation $(VAR) / ${VAR}.
+URL_USERINFO = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+:(?!\$\(|\$\{)[^/\s@]+@")
+
+
+def is_credential_name(name: str) -> bool:
+    return bool(CREDENTIAL_NAME.search(re.sub(r"[-.]", "_", name)))
+
+
+@rule(
+    "YK-CRED-001",
+    family=FAMILY,
+    title="No credentials in ConfigMaps",
+    message="ConfigMaps are readable by anyone who can read the namespace's configuration and end "
+    "up in logs and diffs; credentials belong in Secrets.",
+    fix="Move the value to a Secret (ExternalSecret/SOPS outside dev) and reference it with secretKeyRef.",
+)
+def configmap_credentials(ctx: Context) -> Iterator[Finding]:
+    for cm in ctx.of_kind("ConfigMap"):
+        for key, value in (cm.obj.get("data") or {}).items():
+            text = str(value or "")
+            if text and is_credential_name(key):
+                yield cm, f"key {key} holds a credential"
+            elif PRIVATE_KEY.search(text):
+                yield cm, f"key {key} holds a private key"
+
+
+@rule(
+    "YK-CRED-002",
+    family=FAMILY,
+    title="No credentials in env literals",
+    message="An env `value` is stored in the pod spec in plain text, visible to every reader "
+    "of the workload.",
+    fix="Use `valueFrom.secretKeyRef` for the variable.",
+)
+def env_credentials(ctx: Context) -> Iterator[Finding]:
+    for c in ctx.containers():
+        for env in c.spec.get("env") or []:
+            if env.get("value") and is_credential_name(str(env.get("name", ""))):
+                yield c.workload.resource, f"{c.label()} env {env['name']} is a literal credential"
+
+
+@rule(
+    "YK-CRED-003",
+    family=FAMILY,
+    title="No passwords inside URLs",
+    message="A URL of the form scheme://user:password@host outside a Secret leaks the password.",
+    fix="Keep the URL without credentials and pass the password from a Secret "
+    "(or build the URL from $(VAR) references to Secret-backed env vars).",
+)
+def url_credentials(ctx: Context) -> Iterator[Finding]:
+    for cm in ctx.of_kind("ConfigMap"):
+        for key, value in (cm.obj.get("data") or {}).items():
+            if URL_USERINFO.search(str(value or "")):
+                yield cm, f"key {key} contains a URL with a password"
+    for c in ctx.containers():
+        texts = [(f"env {e.get('name')}", e.get("value")) for e in c.spec.get("env") or []]
+        texts += [("command", " ".join(map(str, c.spec.get("command") or [])))]
+        texts += [("args", " ".join(map(str, c.spec.get("args") or [])))]
+        for where, text in texts:
+            if text and URL_USERINFO.search(str(text)):
+                yield c.workload.resource, f"{c.label()} {where} contains a URL with a password"
+
+
+@rule(
+    "YK-CRED-004",
+    family=FAMILY,
+    title="No plaintext Secrets outside dev",
+    message="A Secret rendered from git in staging or prod means the credential sits in git in plain text.",
+    fix="Deliver it with an ExternalSecret (components/external-secrets) or encrypt it with SOPS.",
+    envs=OUTSIDE_DEV,
+)
+def plaintext_secrets(ctx: Context) -> Iterator[Finding]:
+    for secret in ctx.of_kind("Secret"):
+        if is_sops(secret.obj) or secret.obj.get("type") == "kubernetes.io/service-account-token":
+            continue
+        if any(secret.obj.get("data") or {}) or any(secret.obj.get("stringData") or {}):
+            yield secret, "Secret with plaintext values in the render"

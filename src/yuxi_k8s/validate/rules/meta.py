@@ -1,0 +1,49 @@
+"""Opt-outs: `yuxi-k8s.io/allow-<RULE-ID>: "<reason>"` must carry a reason and name a real rule."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from yuxi_k8s.validate.model import Context
+from yuxi_k8s.validate.rules import REGISTRY, Finding, rule
+
+FAMILY = "opt-out"
+ALLOW_PREFIX = "yuxi-k8s.io/allow-"
+
+
+def allowances(annotations: dict[str, str]) -> dict[str, str]:
+    """{RULE-ID: reason} from one object's annotations (ids are case-insensitive)."""
+    return {
+        key[len(ALLOW_PREFIX) :].upper(): str(value or "").strip()
+        for key, value in annotations.items()
+        if key.startswith(ALLOW_PREFIX)
+    }
+
+
+@rule(
+    "YK-META-001",
+    family=FAMILY,
+    title="Opt-outs carry a reason",
+    message="An allow annotation without a reason hides a finding without telling the reviewer why; "
+    "it does not suppress anything.",
+    fix='Write why the rule does not apply: `yuxi-k8s.io/allow-YK-XXX-000: "<reason>"`.',
+)
+def reason_required(ctx: Context) -> Iterator[Finding]:
+    for res in ctx.resources:
+        for rule_id, reason in allowances(res.annotations).items():
+            if not reason:
+                yield res, f"allow annotation for {rule_id} has no reason"
+
+
+@rule(
+    "YK-META-002",
+    family=FAMILY,
+    title="Opt-outs name a known rule",
+    message="An allow annotation for an unknown rule id is a typo that suppresses nothing.",
+    fix="Use an id from docs/rules.md.",
+)
+def known_rule(ctx: Context) -> Iterator[Finding]:
+    for res in ctx.resources:
+        for rule_id in allowances(res.annotations):
+            if rule_id not in REGISTRY:
+                yield res, f"allow annotation names unknown rule {rule_id}"

@@ -1,0 +1,106 @@
+"""Namespaces with Pod Security Admission, required labels, duplicates, workload selectors."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+from yuxi_k8s.validate.model import COMPONENT, POD_TEMPLATE_KINDS, Context, selector_matches
+from yuxi_k8s.validate.rules import Finding, rule
+
+FAMILY = "metadata"
+PSA_ENFORCE = "pod-security.kubernetes.io/enforce"
+REQUIRED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by")
+
+
+@rule(
+    "YK-NS-001",
+    family=FAMILY,
+    title="Namespace enforces Pod Security restricted",
+    message="Without the PSA label the API server admits privileged pods into the namespace.",
+    fix="Label the Namespace `pod-security.kubernetes.io/enforce: restricted` (and audit/warn alike).",
+)
+def psa_labels(ctx: Context) -> Iterator[Finding]:
+    for ns in ctx.of_kind("Namespace"):
+        value = ns.labels.get(PSA_ENFORCE)
+        if value != "restricted":
+            yield ns, f"{PSA_ENFORCE} is {value or 'unset'}"
+
+
+@rule(
+    "YK-NS-002",
+    family=FAMILY,
+    title="Workload namespaces are in the render",
+    message="Pods in a namespace the render does not define depend on someone else's Pod Security labels.",
+    fix="Add the Namespace (with its PSA labels) to the kustomization.",
+)
+def namespace_defined(ctx: Context) -> Iterator[Finding]:
+    defined = {ns.name for ns in ctx.of_kind("Namespace")}
+    reported = set()
+    for w in ctx.workloads:
+        if w.namespace not in defined and w.namespace not in reported:
+            reported.add(w.namespace)
+            yield w.resource, f"namespace {w.namespace or '(unset)'} is not defined in the render"
+
+
+@rule(
+    "YK-LBL-001",
+    family=FAMILY,
+    title="Required app.kubernetes.io labels",
+    message="Every object carries app.kubernetes.io/name, part-of and managed-by so tools can find, "
+    "group and prune what belongs to the kit.",
+    fix="Add the labels with kustomize `labels:` (includeSelectors: false) in the kustomization.",
+)
+def required_labels(ctx: Context) -> Iterator[Finding]:
+    for res in ctx.resources:
+        missing = [k for k in REQUIRED_LABELS if not res.labels.get(k)]
+        if missing:
+            yield res, f"missing labels {', '.join(missing)}"
+
+
+@rule(
+    "YK-LBL-002",
+    family=FAMILY,
+    title="Workloads carry a component label",
+    message="Selectors, PDBs and NetworkPolicies tell workloads apart by app.kubernetes.io/component.",
+    fix="Set `app.kubernetes.io/component` on the workload and its pod template.",
+)
+def component_label(ctx: Context) -> Iterator[Finding]:
+    for w in ctx.workloads:
+        if not w.resource.labels.get(COMPONENT):
+            yield w.resource, f"workload has no {COMPONENT} label"
+        if not w.pod_labels.get(COMPONENT) and w.kind != "Pod":
+            yield w.resource, f"pod template has no {COMPONENT} label"
+
+
+@rule(
+    "YK-OBJ-001",
+    family=FAMILY,
+    title="No duplicate objects",
+    message="Two objects with the same kind, namespace and name: the second silently replaces the first.",
+    fix="Rename one of them or remove the duplicate from the kustomization.",
+)
+def duplicates(ctx: Context) -> Iterator[Finding]:
+    counts = Counter((r.group, r.kind, r.namespace, r.name) for r in ctx.resources)
+    seen = set()
+    for res in ctx.resources:
+        key = (res.group, res.kind, res.namespace, res.name)
+        if counts[key] > 1 and key not in seen:
+            seen.add(key)
+            yield res, f"defined {counts[key]} times"
+
+
+@rule(
+    "YK-SEL-001",
+    family=FAMILY,
+    title="Workload selector matches its pod template",
+    message="A selector that does not match the template's labels is rejected by the API server.",
+    fix="Make `spec.selector.matchLabels` a subset of `spec.template.metadata.labels`.",
+)
+def workload_selector(ctx: Context) -> Iterator[Finding]:
+    for w in ctx.workloads:
+        if w.kind not in POD_TEMPLATE_KINDS or w.kind == "Job":
+            continue
+        selector = w.resource.spec.get("selector")
+        if selector is None or not selector_matches(selector, w.pod_labels):
+            yield w.resource, f"selector {selector} does not match template labels {w.pod_labels}"

@@ -1,0 +1,138 @@
+"""NetworkPolicy: default deny both ways, every pod covered, no allow-everything rule."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from yuxi_k8s.validate.model import Context, Resource, selector_matches
+from yuxi_k8s.validate.rules import Finding, rule
+
+FAMILY = "network"
+DNS_PORTS = {53, "53", "dns", "dns-tcp"}
+EVERYWHERE = {"0.0.0.0/0", "::/0"}
+
+
+def _types(policy: Resource) -> list[str]:
+    types = policy.spec.get("policyTypes")
+    if types:
+        return list(types)
+    return ["Ingress", "Egress"] if "egress" in policy.spec else ["Ingress"]
+
+
+def _denies_all(policy: Resource, direction: str) -> bool:
+    """Selects every pod, has the direction in policyTypes, and allows nothing that way."""
+    return (
+        not policy.spec.get("podSelector")
+        and direction in _types(policy)
+        and not policy.spec.get(direction.lower())
+    )
+
+
+def _namespaces_with_pods(ctx: Context) -> list[tuple[str, Resource]]:
+    seen: dict[str, Resource] = {}
+    for w in ctx.workloads:
+        seen.setdefault(w.namespace, w.resource)
+    return sorted(seen.items())
+
+
+def _deny_rule(direction: str) -> Any:
+    def check(ctx: Context) -> Iterator[Finding]:
+        for ns, first in _namespaces_with_pods(ctx):
+            if not any(p.namespace == ns and _denies_all(p, direction) for p in ctx.of_kind("NetworkPolicy")):
+                yield first, f"namespace {ns or '(unset)'} has no default-deny {direction} NetworkPolicy"
+
+    return check
+
+
+rule(
+    "YK-NET-001",
+    family=FAMILY,
+    title="Default deny ingress",
+    message="Without a default-deny ingress policy every pod accepts connections from anywhere "
+    "in the cluster.",
+    fix="Add a NetworkPolicy with `podSelector: {}`, `policyTypes: [Ingress]` and no ingress rules.",
+)(_deny_rule("Ingress"))
+
+rule(
+    "YK-NET-002",
+    family=FAMILY,
+    title="Default deny egress",
+    message="Without a default-deny egress policy a compromised pod can reach anything.",
+    fix="Add a NetworkPolicy with `podSelector: {}`, `policyTypes: [Egress]` and no egress rules.",
+)(_deny_rule("Egress"))
+
+
+@rule(
+    "YK-NET-003",
+    family=FAMILY,
+    title="Every pod has its own NetworkPolicy",
+    message="A pod covered only by the namespace-wide deny has no declared flows: it is either broken "
+    "or relies on an unreviewed exception.",
+    fix="Add a NetworkPolicy whose podSelector matches the pod and allows exactly the flows it needs.",
+)
+def pod_selected(ctx: Context) -> Iterator[Finding]:
+    policies = [p for p in ctx.of_kind("NetworkPolicy") if p.spec.get("podSelector")]
+    for w in ctx.workloads:
+        if not any(
+            p.namespace == w.namespace and selector_matches(p.spec["podSelector"], w.pod_labels)
+            for p in policies
+        ):
+            yield w.resource, "no NetworkPolicy selects its pods"
+
+
+def _ports_only_dns(rule_: dict[str, Any]) -> bool:
+    ports = rule_.get("ports") or []
+    return bool(ports) and all(p.get("port") in DNS_PORTS for p in ports)
+
+
+def _open_peer(peer: dict[str, Any]) -> str | None:
+    block = peer.get("ipBlock") or {}
+    if block.get("cidr") in EVERYWHERE and not block.get("except"):
+        return f"ipBlock {block['cidr']} without except"
+    if peer.get("namespaceSelector") == {} and not peer.get("podSelector"):
+        return "every pod of every namespace (namespaceSelector: {})"
+    return None
+
+
+@rule(
+    "YK-NET-004",
+    family=FAMILY,
+    title="No allow-everything rule",
+    message="A rule without peers, or with 0.0.0.0/0 or every namespace as peer, undoes the default deny.",
+    fix="Name the peers (podSelector/namespaceSelector/ipBlock with a narrow CIDR) and the ports.",
+)
+def allow_everything(ctx: Context) -> Iterator[Finding]:
+    for policy in ctx.of_kind("NetworkPolicy"):
+        for direction, peers_key in (("ingress", "from"), ("egress", "to")):
+            for i, item in enumerate(policy.spec.get(direction) or []):
+                item = item or {}
+                peers = item.get(peers_key) or []
+                if not peers:
+                    if direction == "egress" and _ports_only_dns(item):
+                        continue  # DNS to any resolver; the usual exception
+                    yield policy, f"{direction}[{i}] has no `{peers_key}`: allows every peer"
+                    continue
+                for peer in peers:
+                    why = _open_peer(peer)
+                    if why and not (direction == "egress" and _ports_only_dns(item)):
+                        yield policy, f"{direction}[{i}] allows {why}"
+
+
+@rule(
+    "YK-NET-005",
+    family=FAMILY,
+    title="NetworkPolicy selects pods",
+    message="A NetworkPolicy whose podSelector matches no pod is dead configuration, often a label typo.",
+    fix="Fix the podSelector labels, or remove the policy from this render.",
+)
+def policy_selects(ctx: Context) -> Iterator[Finding]:
+    for policy in ctx.of_kind("NetworkPolicy"):
+        selector = policy.spec.get("podSelector")
+        if not selector:
+            continue
+        if not any(
+            w.namespace == policy.namespace and selector_matches(selector, w.pod_labels)
+            for w in ctx.workloads
+        ):
+            yield policy, f"podSelector {selector} matches no pod in the render"

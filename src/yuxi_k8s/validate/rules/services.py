@@ -1,0 +1,102 @@
+"""Services and Ingresses: selectors that match pods, ports that exist, no stray exposure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from yuxi_k8s.validate.model import COMPONENT, Context, Resource, Workload, map_matches
+from yuxi_k8s.validate.rules import Finding, rule
+
+FAMILY = "services"
+
+
+def backends(ctx: Context, svc: Resource) -> list[Workload]:
+    selector = svc.spec.get("selector")
+    return [w for w in ctx.workloads if w.namespace == svc.namespace and map_matches(selector, w.pod_labels)]
+
+
+@rule(
+    "YK-SVC-001",
+    family=FAMILY,
+    title="Service selector matches pods",
+    message="A Service whose selector matches no pod template has no endpoints: a dangling Service.",
+    fix="Make `spec.selector` a subset of the workload's pod template labels.",
+)
+def selector_matches_pods(ctx: Context) -> Iterator[Finding]:
+    for svc in ctx.of_kind("Service"):
+        if svc.spec.get("selector") and not backends(ctx, svc):
+            yield svc, f"selector {svc.spec['selector']} matches no pod template in the render"
+
+
+@rule(
+    "YK-SVC-002",
+    family=FAMILY,
+    title="Service targetPort exists",
+    message="A targetPort (name or number) that no selected container declares sends traffic nowhere.",
+    fix="Set `targetPort` to a container port name or number of the selected pods.",
+)
+def target_ports(ctx: Context) -> Iterator[Finding]:
+    for svc in ctx.of_kind("Service"):
+        pods = backends(ctx, svc)
+        if not pods:
+            continue
+        ports = [p for w in pods for c in w.main_containers for p in c.ports]
+        names = {p.get("name") for p in ports}
+        numbers = {p.get("containerPort") for p in ports}
+        for port in svc.spec.get("ports") or []:
+            target = port.get("targetPort", port.get("port"))
+            ok = (
+                target in names
+                if isinstance(target, str) and not target.isdigit()
+                else int(target) in numbers
+            )
+            if not ok:
+                yield (
+                    svc,
+                    f"port {port.get('name') or port.get('port')} targets {target}, not a container port",
+                )
+
+
+@rule(
+    "YK-SVC-003",
+    family=FAMILY,
+    title="No NodePort/LoadBalancer exposure",
+    message="The api is reached only through prod's Ingress; NodePort and LoadBalancer Services bypass "
+    "it (and its TLS), and outside prod nothing is exposed that way at all.",
+    fix="Use `type: ClusterIP` and route external traffic through the Ingress.",
+)
+def service_type(ctx: Context) -> Iterator[Finding]:
+    for svc in ctx.of_kind("Service"):
+        kind = svc.spec.get("type", "ClusterIP")
+        if kind not in ("NodePort", "LoadBalancer"):
+            continue
+        if svc.labels.get(COMPONENT) == "api" or svc.name.endswith("api") or ctx.env != "prod":
+            yield svc, f"type {kind} in {ctx.env}"
+
+
+@rule(
+    "YK-SVC-004",
+    family=FAMILY,
+    title="Ingress backends exist",
+    message="An Ingress path pointing at a missing Service or port answers 503.",
+    fix="Point the backend at a Service in the render and one of its port names or numbers.",
+)
+def ingress_backends(ctx: Context) -> Iterator[Finding]:
+    for ing in ctx.of_kind("Ingress"):
+        backs = [ing.spec.get("defaultBackend")] if ing.spec.get("defaultBackend") else []
+        for r in ing.spec.get("rules") or []:
+            backs += [p.get("backend") for p in ((r.get("http") or {}).get("paths") or [])]
+        for back in backs:
+            service = (back or {}).get("service")
+            if not service:
+                continue
+            svc = ctx.find("Service", ing.namespace, service.get("name", ""))
+            if svc is None:
+                yield ing, f"backend Service {service.get('name')} is not in the render"
+                continue
+            want = service.get("port") or {}
+            ports = svc.spec.get("ports") or []
+            if "name" in want and want["name"] not in {p.get("name") for p in ports}:
+                yield ing, f"Service {svc.name} has no port named {want['name']}"
+            if "number" in want and want["number"] not in {p.get("port") for p in ports}:
+                yield ing, f"Service {svc.name} has no port {want['number']}"
