@@ -26,11 +26,14 @@ tools: ## Build every pinned binary (Kubernetes, etcd, containerd, ...) into bin
 	scripts/tools.sh all
 
 # --- the main job ---------------------------------------------------------
-.PHONY: validate render
-validate: venv tools-validate ## Render, schema-check and policy-check every overlay
+.PHONY: validate render dev-secrets
+dev-secrets: ## Write overlays/dev/{secrets,provider-keys}.env (random, git-ignored) if missing
+	scripts/dev-secrets.sh
+
+validate: venv tools-validate dev-secrets ## Render, schema-check and policy-check every overlay
 	yuxi-k8s validate $(OVERLAYS)
 
-render: tools-validate ## Print the rendered manifests of one overlay: make render ENV=prod
+render: tools-validate dev-secrets ## Print the rendered manifests of one overlay: make render ENV=prod
 	kustomize build overlays/$(ENV)
 
 # --- tests ----------------------------------------------------------------
