@@ -48,7 +48,11 @@ def load_config(path: str | None = None) -> dict[str, Any]:
                 config[key] = {**config[key], **value}
             else:
                 config[key] = value
-    for rule_id, severity in (config.get("severity") or {}).items():
+    # YAML 1.1 reads a bare `off` as false.
+    config["severity"] = {
+        str(k).upper(): ("off" if v is False else v) for k, v in (config.get("severity") or {}).items()
+    }
+    for rule_id, severity in config["severity"].items():
         if severity not in SEVERITIES:
             raise UserError(f"config: severity of {rule_id} must be one of {', '.join(SEVERITIES)}")
     return config

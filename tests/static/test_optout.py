@@ -1,0 +1,76 @@
+"""Opt-outs need a reason, are reported, and severities follow the config."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from yuxi_k8s.validate.engine import evaluate, load_config
+from yuxi_k8s.validate.report import OverlayReport, Report
+
+CLEAN = [d for d in yaml.safe_load_all((Path(__file__).parent / "clean" / "app.yaml").read_text()) if d]
+
+
+def with_writable_root(annotations: dict[str, str] | None = None) -> list[dict]:
+    objects = copy.deepcopy(CLEAN)
+    api = next(o for o in objects if o["kind"] == "Deployment")
+    del api["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"]
+    if annotations:
+        api["metadata"]["annotations"] = annotations
+    return objects
+
+
+def test_clean_app_has_no_violation() -> None:
+    assert evaluate("clean", "prod", CLEAN, load_config()) == []
+
+
+def test_violation_without_opt_out_fails() -> None:
+    found = evaluate("x", "prod", with_writable_root(), load_config())
+    assert [v.rule for v in found] == ["YK-HARD-001"]
+    assert OverlayReport("x", "prod", violations=found).failed()
+
+
+def test_opt_out_with_reason_suppresses_and_is_reported() -> None:
+    reason = "the upstream image writes its cache under /app"
+    objects = with_writable_root({"yuxi-k8s.io/allow-YK-HARD-001": reason})
+    found = evaluate("x", "prod", objects, load_config())
+    assert [(v.rule, v.suppressed) for v in found] == [("YK-HARD-001", reason)]
+    report = Report([OverlayReport("x", "prod", violations=found)])
+    assert not report.failed
+    assert report.summary()["suppressed"] == 1
+
+
+def test_opt_out_id_is_case_insensitive() -> None:
+    found = evaluate("x", "prod", with_writable_root({"yuxi-k8s.io/allow-yk-hard-001": "why"}), load_config())
+    assert [v.suppressed for v in found] == ["why"]
+
+
+def test_opt_out_without_reason_does_not_suppress() -> None:
+    found = evaluate("x", "prod", with_writable_root({"yuxi-k8s.io/allow-YK-HARD-001": "  "}), load_config())
+    assert {(v.rule, v.suppressed) for v in found} == {("YK-HARD-001", None), ("YK-META-001", None)}
+
+
+def test_opt_out_rules_cannot_be_opted_out_of() -> None:
+    annotations = {"yuxi-k8s.io/allow-YK-HARD-001": "", "yuxi-k8s.io/allow-YK-META-001": "no"}
+    found = evaluate("x", "prod", with_writable_root(annotations), load_config())
+    assert any(v.rule == "YK-META-001" and v.suppressed is None for v in found)
+
+
+def test_severity_override_from_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "policy.yaml"
+    cfg.write_text("severity: {YK-HARD-001: warning}\n")
+    found = evaluate("x", "prod", with_writable_root(), load_config(str(cfg)))
+    assert [(v.rule, v.severity) for v in found] == [("YK-HARD-001", "warning")]
+    overlay = OverlayReport("x", "prod", violations=found)
+    assert overlay.failed("warning") and not overlay.failed("error")
+    cfg.write_text("severity: {YK-HARD-001: off}\n")
+    assert evaluate("x", "prod", with_writable_root(), load_config(str(cfg))) == []
+
+
+def test_environment_scoping() -> None:
+    objects = copy.deepcopy(CLEAN)
+    next(o for o in objects if o["kind"] == "Deployment")["spec"]["replicas"] = 1
+    assert "YK-AVL-001" in {v.rule for v in evaluate("x", "prod", objects, load_config())}
+    assert "YK-AVL-001" not in {v.rule for v in evaluate("x", "dev", objects, load_config())}
