@@ -1,0 +1,305 @@
+"""migrate-config, export-config and diff, as functions (the CLI and the benchmarks call them).
+
+migrate-config runs in ONE transaction under a PostgreSQL advisory lock: parse
+every file first (a malformed one stops it before anything is written), compare
+with the database, write only what differs (COPY for new rows, executemany for
+changed ones), read everything back and compare, notify every replica to
+reload, then commit. Killed at any point, it leaves the database as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from .. import migrations
+from ..state.fileio import fsync_dir
+from ..state.layout import (
+    BASE_TOML,
+    GLOBAL_METADATA,
+    FormatError,
+    Snapshot,
+    dump_json,
+    kb_type_of_path,
+    read_saves,
+    render_saves,
+)
+from ..state.models import NOTIFY_CHANNEL
+from ..state.settings import describe_database_url, libpq_url
+from .plan import Plan, canonical, make_plan
+from .rows import JSON_COLUMNS, TABLES, Rows, key_label, read_rows, rows_snapshot, snapshot_rows
+
+MIGRATE_LOCK_KEY = "yuxi-k8s:migrate-config"
+# Test hook: seconds to sleep after verifying and before COMMIT (the kill-midway test).
+PAUSE_ENV = "YUXI_K8S_TEST_PAUSE_BEFORE_COMMIT"
+
+
+class TransferError(Exception):
+    """One line for the user; nothing was written."""
+
+
+@dataclass
+class MigrateResult:
+    plan: Plan
+    committed: bool
+    seconds: float
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def connect(url: str, timeout_s: float = 5.0) -> psycopg.Connection:
+    try:
+        return psycopg.connect(libpq_url(url), connect_timeout=max(1, int(timeout_s)))
+    except psycopg.Error as exc:
+        raise TransferError(f"database {describe_database_url(url)}: {_one_line(exc)}") from None
+
+
+def require_head(conn: psycopg.Connection, url: str) -> None:
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                "SELECT version_num FROM alembic_version"
+                if conn.execute("SELECT to_regclass('alembic_version')").fetchone()[0]  # type: ignore[index]
+                else "SELECT NULL"
+            ).fetchone()
+    except psycopg.Error as exc:
+        raise TransferError(f"database {describe_database_url(url)}: {_one_line(exc)}") from None
+    current = row[0] if row else None
+    head = migrations.head_revision()
+    if current != head:
+        raise TransferError(
+            f"database {describe_database_url(url)} schema is at {current or 'nothing'}, needs {head}: "
+            "run `yuxi-k8s db upgrade` first"
+        )
+
+
+def read_tree(saves_dir: Path) -> Snapshot:
+    try:
+        snap = read_saves(saves_dir)
+    except FormatError as exc:
+        raise TransferError(str(exc)) from None
+    if not snap.documents and not snap.config:
+        raise TransferError(
+            f"{saves_dir}: no Yuxi-Know state found (expected {BASE_TOML}, {GLOBAL_METADATA}, ...); "
+            "is this the saves/ directory?"
+        )
+    return snap
+
+
+# --- writing rows ------------------------------------------------------------------
+
+
+def _db_value(column: str, value: Any) -> Any:
+    return json.dumps(value, ensure_ascii=False) if column in JSON_COLUMNS and value is not None else value
+
+
+def insert_rows(conn: psycopg.Connection, kind: str, rows: dict[Any, dict[str, Any]]) -> None:
+    """COPY new rows in (version 1, rev from the sequence by column default)."""
+    if not rows:
+        return
+    table, pk, cols = TABLES[kind]
+    with conn.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(pk + cols)}) FROM STDIN") as copy:
+        for key, row in rows.items():
+            keys = key if isinstance(key, tuple) else (key,)
+            copy.write_row([*keys, *(_db_value(c, row[c]) for c in cols)])
+
+
+def update_rows(conn: psycopg.Connection, kind: str, rows: dict[Any, dict[str, Any]]) -> None:
+    if not rows:
+        return
+    table, pk, cols = TABLES[kind]
+    casts = {c: "::jsonb" if c in JSON_COLUMNS else "" for c in cols}
+    sets = ", ".join(f"{c} = %s{casts[c]}" for c in cols)
+    where = " AND ".join(f"{c} = %s" for c in pk)
+    bump = "version = version + 1, rev = nextval('state_rev_seq'), updated_at = now()"
+    sql = f"UPDATE {table} SET {sets}, {bump} WHERE {where}"
+    params = []
+    for key, row in rows.items():
+        keys = key if isinstance(key, tuple) else (key,)
+        params.append([*(_db_value(c, row[c]) for c in cols), *keys])
+    with conn.cursor() as cur:
+        cur.executemany(sql, params)
+
+
+def apply_plan(conn: psycopg.Connection, plan: Plan) -> None:
+    for kind, p in plan.kinds.items():
+        insert_rows(conn, kind, p.insert)
+        update_rows(conn, kind, p.update)
+
+
+def verify(conn: psycopg.Connection, wanted: Rows) -> None:
+    """Read back and compare every row the files define; raise on the first mismatch."""
+    stored = read_rows(conn)
+    for kind, rows in wanted.items():
+        have = stored[kind]
+        for key, row in rows.items():
+            got = have.get(key)
+            if got is None or canonical(got) != canonical(row):
+                raise TransferError(
+                    f"verification failed for {key_label(kind, key)}: database differs after writing"
+                )
+
+
+def _advisory_lock(conn: psycopg.Connection, wait_s: float, say: Callable[[str], None]) -> None:
+    deadline = time.monotonic() + wait_s
+    told = False
+    while True:
+        got = conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (MIGRATE_LOCK_KEY,)).fetchone()
+        if got and got[0]:
+            return
+        if not told:
+            say(f"another migrate-config is running; waiting up to {wait_s:g}s for it to finish")
+            told = True
+        if time.monotonic() >= deadline:
+            raise TransferError(
+                f"another migrate-config still holds the lock after {wait_s:g}s; nothing written"
+            )
+        time.sleep(0.2)
+
+
+def migrate(
+    saves_dir: Path,
+    url: str,
+    *,
+    dry_run: bool = False,
+    lock_wait_s: float = 300.0,
+    say: Callable[[str], None] = print,
+) -> MigrateResult:
+    started = time.monotonic()
+    snap = read_tree(saves_dir)  # parse everything before touching the database
+    wanted = snapshot_rows(snap)
+    with connect(url) as conn:
+        require_head(conn, url)
+        try:
+            with conn.transaction():
+                _advisory_lock(conn, lock_wait_s, say)
+                plan = make_plan(wanted, read_rows(conn))
+                if dry_run or plan.empty:
+                    # Nothing to write: leave the transaction without changes.
+                    raise _Rollback(plan)
+                apply_plan(conn, plan)
+                verify(conn, wanted)
+                conn.execute(
+                    "SELECT pg_notify(%s, %s)",
+                    (NOTIFY_CHANNEL, json.dumps({"k": "all", "src": "migrate-config"})),
+                )
+                pause = float(os.environ.get(PAUSE_ENV) or 0)
+                if pause:
+                    print(f"{PAUSE_ENV}: pausing {pause:g}s before commit", file=sys.stderr, flush=True)
+                    time.sleep(pause)
+        except _Rollback as rb:
+            return MigrateResult(rb.plan, False, time.monotonic() - started)
+        except psycopg.Error as exc:
+            raise TransferError(
+                f"database {describe_database_url(url)}: {_one_line(exc)}; nothing written"
+            ) from None
+    return MigrateResult(plan, True, time.monotonic() - started)
+
+
+class _Rollback(Exception):
+    def __init__(self, plan: Plan) -> None:
+        super().__init__("rollback")
+        self.plan = plan
+
+
+def read_database(url: str) -> Rows:
+    with connect(url) as conn:
+        require_head(conn, url)
+        try:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                return read_rows(conn)
+        except psycopg.Error as exc:
+            raise TransferError(f"database {describe_database_url(url)}: {_one_line(exc)}") from None
+
+
+# --- export -------------------------------------------------------------------------
+
+
+def export_files(url: str) -> dict[str, str]:
+    """The saves/ files the database holds, rendered (relative path -> text)."""
+    files = render_saves(rows_snapshot(read_database(url)))
+    if not files:
+        raise TransferError(f"database {describe_database_url(url)} holds no state; nothing to export")
+    return files
+
+
+def stale_type_files(saves_dir: Path, files: dict[str, str]) -> dict[str, str]:
+    """metadata_<type>.json files on disk the database no longer has: emptied so they resurrect nothing."""
+    kb_dir = saves_dir / "knowledge_base_data"
+    out: dict[str, str] = {}
+    if kb_dir.is_dir():
+        for path in kb_dir.glob("*_data/metadata_*.json"):
+            rel = path.relative_to(saves_dir).as_posix()
+            kb_type = kb_type_of_path(rel)
+            if kb_type and rel not in files:
+                out[rel] = dump_json({"databases": {}, "files": {}, "kb_type": kb_type})
+    return out
+
+
+def write_tree(saves_dir: Path, files: dict[str, str]) -> list[str]:
+    """Write every file to a temp dir inside *saves_dir* first, then rename each into place.
+
+    A failure while writing leaves the tree untouched; renames within one file system
+    do not fail halfway. Returns the relative paths whose content changed.
+    """
+    saves_dir.mkdir(parents=True, exist_ok=True)
+    changed = []
+    for rel, text in sorted(files.items()):
+        target = saves_dir / rel
+        try:
+            if target.read_text(encoding="utf-8") == text:
+                continue
+        except (FileNotFoundError, UnicodeDecodeError):
+            pass
+        changed.append(rel)
+    if not changed:
+        return []
+    staging = Path(tempfile.mkdtemp(prefix=".yuxi-k8s-export-", dir=saves_dir))
+    try:
+        for rel in changed:
+            tmp = staging / rel
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as handle:
+                handle.write(files[rel].encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(tmp, (saves_dir / rel).stat().st_mode & 0o7777)
+        for rel in changed:
+            target = saves_dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / rel, target)
+        for directory in {(saves_dir / rel).parent for rel in changed}:
+            fsync_dir(directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return changed
+
+
+def export(saves_dir: Path, url: str) -> list[str]:
+    files = export_files(url)
+    files.update(stale_type_files(saves_dir, files))
+    try:
+        return write_tree(saves_dir, files)
+    except OSError as exc:
+        raise TransferError(f"cannot write under {saves_dir}: {exc.strerror or exc}") from None
+
+
+def diff(saves_dir: Path, url: str) -> Plan:
+    """Files compared with the database: insert = only in files, only_in_db = only in the database."""
+    wanted = snapshot_rows(read_tree(saves_dir))
+    return make_plan(wanted, read_database(url))
