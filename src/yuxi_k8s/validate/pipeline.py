@@ -11,6 +11,8 @@ from yuxi_k8s.validate.engine import evaluate, infer_env
 from yuxi_k8s.validate.render import render_all
 from yuxi_k8s.validate.report import OverlayReport, Report
 
+__all__ = ["Report", "prepare_schemas", "run"]
+
 
 def prepare_schemas() -> None:
     """Build (or find cached) the core and CRD schema folders."""

@@ -166,12 +166,15 @@ def check(objects_by_overlay: dict[str, list[dict]], jobs: int = 4) -> list[Sche
     results: list[SchemaResult] = []
     with tempfile.TemporaryDirectory(prefix="yuxi-validate-") as tmp:
         files: dict[str, str] = {}
+        # kubeconform reports kind and name only; the namespace comes from the object.
+        namespaces: dict[tuple[str, str, str], str] = {}
         for index, (overlay, objects) in enumerate(objects_by_overlay.items()):
             docs = []
             for obj in objects:
                 meta = obj.get("metadata") or {}
                 api_version, kind = str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
                 where = (overlay, kind, str(meta.get("name", "")), str(meta.get("namespace", "")))
+                namespaces[where[:3]] = where[3]
                 if classify(api_version, kind, core) == "unknown":
                     results.append(
                         SchemaResult(
@@ -195,13 +198,17 @@ def check(objects_by_overlay: dict[str, list[dict]], jobs: int = 4) -> list[Sche
                         )
                     )
                 docs.append(json.dumps(obj))
-            path = Path(tmp) / f"{index}.yaml"
-            path.write_text("\n---\n".join(docs) + "\n")
-            files[str(path)] = overlay
+            if docs:
+                path = Path(tmp) / f"{index}.yaml"
+                path.write_text("\n---\n".join(docs) + "\n")
+                files[str(path)] = overlay
+        if not files:
+            return results
         proc = subprocess.run(
             [
                 str(find_tool("kubeconform")),
                 "-strict",
+                "-verbose",
                 "-output",
                 "json",
                 "-n",
@@ -223,11 +230,13 @@ def check(objects_by_overlay: dict[str, list[dict]], jobs: int = 4) -> list[Sche
         except json.JSONDecodeError as exc:
             raise UserError(f"kubeconform failed: {proc.stderr.strip() or proc.stdout[:200]}") from exc
         for item in report.get("resources") or []:
+            if item.get("status") == "statusEmpty":
+                continue
             overlay = files.get(item.get("filename", ""), item.get("filename", ""))
             status = item.get("status", "").removeprefix("status").lower()
-            results.append(
-                SchemaResult(overlay, item.get("kind", ""), item.get("name", ""), "", status, _messages(item))
-            )
+            kind, name = item.get("kind", ""), item.get("name", "")
+            namespace = namespaces.get((overlay, kind, name), "")
+            results.append(SchemaResult(overlay, kind, name, namespace, status, _messages(item)))
     return results
 
 

@@ -1,0 +1,147 @@
+"""`yuxi-k8s validate`: exit codes, formats, progress lines, failures named by overlay and object."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support import require
+from yuxi_k8s.cli import main
+from yuxi_k8s.validate.render import REPO_ROOT
+
+CLEAN = Path(__file__).parent / "clean"
+
+
+@pytest.fixture(autouse=True)
+def tools() -> None:
+    for tool in ("kustomize", "kubeconform"):
+        require((REPO_ROOT / "bin" / tool).exists(), f"bin/{tool}: run `make tools-validate`")
+    require(shutil.which("go") is not None, "go (to fetch the pinned CRD modules): apt-get install golang")
+
+
+@pytest.fixture
+def overlay(tmp_path: Path) -> Path:
+    """A copy of the clean kustomization, under a folder named prod (so the env is inferred)."""
+    target = tmp_path / "prod"
+    shutil.copytree(CLEAN, target)
+    return target
+
+
+def inject(overlay: Path, old: str, new: str) -> None:
+    app = overlay / "app.yaml"
+    text = app.read_text()
+    assert old in text, old
+    app.write_text(text.replace(old, new, 1))
+
+
+def test_clean_overlay_exits_0_with_progress(overlay: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(overlay)]) == 0
+    out, err = capsys.readouterr()
+    assert f"[1/1] {overlay} (env prod)" in err and "— ok" in err
+    assert "PASS" in out
+
+
+def test_violation_exits_1_naming_overlay_object_rule_and_fix(
+    overlay: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inject(
+        overlay, "image: ghcr.io/xerrors/yuxi-know-api:0.6.0", "image: ghcr.io/xerrors/yuxi-know-api:latest"
+    )
+    assert main(["validate", str(overlay)]) == 1
+    out = capsys.readouterr().out
+    assert f"== {overlay} (env prod" in out
+    line = next(ln for ln in out.splitlines() if "YK-IMG-001" in ln)
+    assert "Deployment yuxi/api" in line and ":latest" in line
+    assert "fix: Pin a released version tag" in out
+
+
+def test_schema_failure_exits_1_naming_the_object(overlay: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inject(overlay, "kind: ServiceAccount", "kind: ServiceAcount")
+    assert main(["validate", str(overlay)]) == 1
+    out = capsys.readouterr().out
+    assert "SCHEMA  ServiceAcount yuxi/api: unknown kind ServiceAcount" in out
+
+
+def test_render_failure_exits_1_naming_the_overlay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "kustomization.yaml").write_text("resources: [missing.yaml]\n")
+    assert main(["validate", str(broken)]) == 1
+    out, err = capsys.readouterr()
+    assert f"RENDER  {broken}:" in out and "missing.yaml" in out
+    assert "render FAILED" in err
+
+
+def test_not_a_kustomization(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(tmp_path)]) == 1
+    assert "not a kustomization directory" in capsys.readouterr().out
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate"]) == 2
+    assert "give at least one kustomization PATH" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", "--format", "yaml", "x"])
+    assert exc.value.code == 2
+
+
+def test_env_override(overlay: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inject(overlay, "replicas: 3", "replicas: 1")
+    assert main(["validate", str(overlay)]) == 1
+    assert main(["validate", "--env", "dev", str(overlay)]) == 0
+    assert "(env dev)" in capsys.readouterr().err
+
+
+def test_json_report(overlay: Path, tmp_path: Path) -> None:
+    inject(overlay, "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false")
+    out = tmp_path / "report.json"
+    assert main(["validate", "-q", "--format", "json", "--output", str(out), str(overlay)]) == 1
+    doc = json.loads(out.read_text())
+    assert doc["ok"] is False and doc["summary"]["violations"] == 1
+    [violation] = doc["overlays"][0]["violations"]
+    assert violation["rule"] == "YK-HARD-001"
+    assert (violation["kind"], violation["namespace"], violation["name"]) == ("Deployment", "yuxi", "api")
+    assert violation["fix"]
+
+
+def test_junit_report(overlay: Path, tmp_path: Path) -> None:
+    inject(overlay, "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false")
+    out = tmp_path / "junit.xml"
+    assert main(["validate", "-q", "--format", "junit", "--output", str(out), str(overlay)]) == 1
+    root = ET.parse(out).getroot()
+    assert root.tag == "testsuites" and root.get("failures") == "1"
+    failed = [c for c in root.iter("testcase") if c.find("failure") is not None]
+    assert [c.get("name") for c in failed] == ["YK-HARD-001 Read-only root file system"]
+    assert "Deployment yuxi/api" in failed[0].find("failure").text
+
+
+def test_suppressed_findings_are_reported(overlay: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inject(overlay, "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false")
+    docs = list(yaml.safe_load_all((overlay / "app.yaml").read_text()))
+    api = next(d for d in docs if d["kind"] == "Deployment")
+    api["metadata"]["annotations"] = {"yuxi-k8s.io/allow-YK-HARD-001": "writes a cache under /app"}
+    (overlay / "app.yaml").write_text(yaml.safe_dump_all(docs))
+    assert main(["validate", str(overlay)]) == 0
+    out = capsys.readouterr().out
+    assert "allowed YK-HARD-001 Deployment yuxi/api" in out and "(reason: writes a cache under /app)" in out
+
+
+def test_several_paths_one_report(overlay: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    second = tmp_path / "staging"
+    shutil.copytree(overlay, second)
+    assert main(["validate", str(overlay), str(second)]) == 0
+    err = capsys.readouterr().err
+    assert "[1/2]" in err and "[2/2]" in err and "(env staging)" in err
+
+
+def test_print_crd_paths(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--print-crd-paths"]) == 0
+    paths = capsys.readouterr().out.split()
+    assert paths and all(Path(p).is_file() for p in paths)
