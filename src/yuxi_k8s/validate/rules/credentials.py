@@ -12,10 +12,15 @@ from yuxi_k8s.validate.schemas import is_sops
 FAMILY = "credentials"
 # Names that hold a credential: the suffix decides (JWT_SECRET_KEY yes, TOKEN_TTL no).
 CREDENTIAL_NAME = re.compile(
-    r"(PASSWORD|PASSWD|PASSPHRASE|SECRET|SECRET_KEY|TOKEN|API_KEY|APIKEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)$",
+    r"(PASSWORD|PASSWD|PASSPHRASE|SECRET|SECRET_KEY|TOKEN|API_KEY|APIKEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?"
+    r"|(?:^|_)AUTH)$",
     re.IGNORECASE,
 )
 PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+# Well-known token shapes, whatever the variable is called.
+TOKEN_VALUE = re.compile(
+    r"\b(?:sk-[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{30,}|AKIA[0-9A-Z]{16}|xox[abprs]-[A-Za-z0-9-]{10,})"
+)
 # scheme://user:password@ where the password is not an env interpolation $(VAR) / ${VAR}.
 URL_USERINFO = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+:(?!\$\(|\$\{)[^/\s@]+@")
 
@@ -40,6 +45,8 @@ def configmap_credentials(ctx: Context) -> Iterator[Finding]:
                 yield cm, f"key {key} holds a credential"
             elif PRIVATE_KEY.search(text):
                 yield cm, f"key {key} holds a private key"
+            elif TOKEN_VALUE.search(text):
+                yield cm, f"key {key} holds an API token"
 
 
 @rule(
@@ -53,7 +60,12 @@ def configmap_credentials(ctx: Context) -> Iterator[Finding]:
 def env_credentials(ctx: Context) -> Iterator[Finding]:
     for c in ctx.containers():
         for env in c.spec.get("env") or []:
-            if env.get("value") and is_credential_name(str(env.get("name", ""))):
+            value = str(env.get("value") or "")
+            # `neo4j/$(NEO4J_PASSWORD)` composes a Secret-backed variable: not a literal.
+            literal = re.sub(r"\$\([A-Za-z_][A-Za-z0-9_]*\)", "", value)
+            if literal.strip("/:@ ") != value.strip("/:@ ") and not TOKEN_VALUE.search(literal):
+                continue
+            if value and (is_credential_name(str(env.get("name", ""))) or TOKEN_VALUE.search(value)):
                 yield c.workload.resource, f"{c.label()} env {env['name']} is a literal credential"
 
 

@@ -104,3 +104,18 @@ def workload_selector(ctx: Context) -> Iterator[Finding]:
         selector = w.resource.spec.get("selector")
         if selector is None or not selector_matches(selector, w.pod_labels):
             yield w.resource, f"selector {selector} does not match template labels {w.pod_labels}"
+
+
+@rule(
+    "YK-OBJ-002",
+    family=FAMILY,
+    title="No duplicate env variables",
+    message="When a container lists the same env variable twice, the last one silently wins.",
+    fix="Keep one entry per variable name.",
+)
+def duplicate_env(ctx: Context) -> Iterator[Finding]:
+    for c in ctx.containers():
+        counts = Counter(e.get("name") for e in c.spec.get("env") or [])
+        for name, n in sorted(counts.items()):
+            if n > 1:
+                yield c.workload.resource, f"{c.label()} sets env {name} {n} times"

@@ -192,3 +192,44 @@ def missing_claims(ctx: Context) -> Iterator[Finding]:
 )
 def missing_accounts(ctx: Context) -> Iterator[Finding]:
     yield from _missing(ctx, "ServiceAccount")
+
+
+@rule(
+    "YK-REF-006",
+    family=FAMILY,
+    title="Volume mounts name a volume",
+    message="A volumeMount whose volume is not declared in the pod (or in volumeClaimTemplates) is "
+    "rejected by the API server.",
+    fix="Add the volume to `spec.volumes` (or fix the mount's name).",
+)
+def mounts_have_volumes(ctx: Context) -> Iterator[Finding]:
+    for w in ctx.workloads:
+        names = {v.get("name") for v in w.volumes}
+        names |= {
+            (t.get("metadata") or {}).get("name") for t in w.resource.spec.get("volumeClaimTemplates") or []
+        }
+        for c in w.containers:
+            for mount in c.spec.get("volumeMounts") or []:
+                if mount.get("name") not in names:
+                    yield (
+                        w.resource,
+                        f"{c.label()} mounts volume {mount.get('name')}, not declared in the pod",
+                    )
+
+
+@rule(
+    "YK-REF-007",
+    family=FAMILY,
+    title="GitOps dependencies exist",
+    message="A Flux Kustomization whose dependsOn names a Kustomization absent from the render waits forever "
+    "(and the migration ordering it expresses never happens).",
+    fix="Point dependsOn at a Kustomization in the same render (name and namespace).",
+)
+def flux_depends_on(ctx: Context) -> Iterator[Finding]:
+    flux = [r for r in ctx.of_kind("Kustomization") if r.group == "kustomize.toolkit.fluxcd.io"]
+    names = {(r.namespace, r.name) for r in flux}
+    for res in flux:
+        for dep in res.spec.get("dependsOn") or []:
+            key = (dep.get("namespace") or res.namespace, dep.get("name"))
+            if key not in names:
+                yield res, f"dependsOn {key[0]}/{key[1]} is not in the render"

@@ -100,3 +100,20 @@ def ingress_backends(ctx: Context) -> Iterator[Finding]:
                 yield ing, f"Service {svc.name} has no port named {want['name']}"
             if "number" in want and want["number"] not in {p.get("port") for p in ports}:
                 yield ing, f"Service {svc.name} has no port {want['number']}"
+
+
+@rule(
+    "YK-SVC-005",
+    family=FAMILY,
+    title="Prod Ingress terminates TLS",
+    message="A production Ingress without `tls` serves logins and tokens over plain HTTP.",
+    fix="Add `spec.tls` with the hosts and a certificate Secret (e.g. from cert-manager).",
+    envs=("prod",),
+)
+def ingress_tls(ctx: Context) -> Iterator[Finding]:
+    for ing in ctx.of_kind("Ingress"):
+        hosts = {r.get("host") for r in ing.spec.get("rules") or [] if r.get("host")}
+        covered = {h for t in ing.spec.get("tls") or [] for h in t.get("hosts") or []}
+        if not ing.spec.get("tls") or hosts - covered:
+            missing = ", ".join(sorted(hosts - covered)) or "all hosts"
+            yield ing, f"no TLS for {missing}"
