@@ -7,6 +7,7 @@ change notifications (LISTEN/NOTIFY is per database).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -207,3 +208,84 @@ def table_dump(url: str) -> dict[str, Any]:
         ]:
             out[table] = sorted(map(repr, conn.execute(f"SELECT * FROM {table}").fetchall()))
     return out
+
+
+class TcpProxy:
+    """A loopback TCP relay we can cut: the database "goes away" for one client only."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self._server: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = __import__("threading").Lock()
+
+    def start(self) -> None:
+        import threading
+
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.port))
+        server.listen(64)
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def _accept(self, server: socket.socket) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone would not on Linux.
+            with contextlib.suppress(OSError):
+                self._server.shutdown(socket.SHUT_RDWR)
+            self._server.close()
+            self._server = None
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+
+@pytest.fixture
+def proxied_db_url(db_url: str) -> Iterator[tuple[str, TcpProxy]]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(db_url)
+    proxy = TcpProxy(parts.port or 5432)
+    proxy.start()
+    yield db_url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}"), proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def free_tcp_port() -> int:
+    return free_port()
