@@ -2,7 +2,9 @@
 
 - acquire: ``SET key token NX PX ttl`` with a random token, and in the same Lua
   script ``INCR`` of a per-lock counter: the fencing token, strictly increasing
-  across holders. Pass ``lock.fence`` to a guarded write (``cfg.set(..., fence=...)``):
+  across holders. The counter starts from the wall clock in microseconds, so
+  a Redis that lost its data (no persistence) still hands out tokens above every
+  earlier one and the database does not refuse the new holders. Pass ``lock.fence`` to a guarded write (``cfg.set(..., fence=...)``):
   the database refuses a token older than one it has already seen, so a holder
   that lost its lock (paused process, expired TTL) cannot clobber a newer holder.
 - release: Lua compare-and-delete, so we never delete another holder's lock.
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 
 _ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[3], 'NX')
   return redis.call('INCR', KEYS[2])
 end
 return 0
@@ -117,7 +120,8 @@ class DistributedLock:
         delay = 0.005
         while True:
             token = secrets.token_hex(16)
-            fencing = self._call(self._acquire, [self.key, self.fence_key], [token, self.ttl_ms])
+            seed = time.time_ns() // 1000  # see the module docstring
+            fencing = self._call(self._acquire, [self.key, self.fence_key], [token, self.ttl_ms, seed])
             if fencing:
                 self._token, self._fencing_token = token, fencing
                 self._lost.clear()
