@@ -31,7 +31,7 @@ dev-secrets: ## Write overlays/dev/{secrets,provider-keys}.env (random, git-igno
 	scripts/dev-secrets.sh
 
 validate: venv tools-validate dev-secrets ## Render, schema-check and policy-check every overlay
-	yuxi-k8s validate $(OVERLAYS)
+	python -m yuxi_k8s.validate $(OVERLAYS)  # = yuxi-k8s validate, without loading the other concerns
 
 render: tools-validate dev-secrets ## Print the rendered manifests of one overlay: make render ENV=prod
 	kustomize build overlays/$(ENV)
