@@ -4,9 +4,10 @@
   script ``INCR`` of a per-lock counter: the fencing token, strictly increasing
   across holders. The counter starts from the wall clock in microseconds, so
   a Redis that lost its data (no persistence) still hands out tokens above every
-  earlier one and the database does not refuse the new holders. Pass ``lock.fence`` to a guarded write (``cfg.set(..., fence=...)``):
-  the database refuses a token older than one it has already seen, so a holder
-  that lost its lock (paused process, expired TTL) cannot clobber a newer holder.
+  earlier one and the database does not refuse the new holders. Pass
+  ``lock.fence`` to a guarded write (``cfg.set(..., fence=...)``): the database
+  refuses a token older than one it has already seen, so a holder that lost
+  its lock (paused process, expired TTL) cannot clobber a newer holder.
 - release: Lua compare-and-delete, so we never delete another holder's lock.
 - renewal: a thread extends the TTL (compare-and-pexpire) every ttl/3 while held;
   when it cannot, ``held`` turns False and ``check()`` raises.
