@@ -171,6 +171,7 @@ def test_reserved_and_malformed_writes_are_refused(state_env, start_server) -> N
 
 def test_file_mode_keeps_the_saves_layout(state_env, start_server, tmp_path: Path) -> None:
     saves = tmp_path / "saves"
+    saves.mkdir()  # the saves volume exists in a pod; a missing one is an outage (503)
     env = {**state_env, "CONFIG_MODE": "file", "SAVE_DIR": str(saves)}
     server = start_server(env, "api-file")
     assert server.post("/api/system/config", {"key": "default_model", "value": "x/y"}).status_code == 200

@@ -1,0 +1,112 @@
+"""Fixtures of the end-to-end tier: the run folder, the runtime image, throwaway namespaces, diagnostics.
+
+A run gets ``.run/e2e/<run-id>/``: rendered manifests, figures (failover.json)
+and, when something fails, ``diagnostics/``. Every namespace a run creates is
+named ``yx-<run-id>-<scenario>`` and deleted at the end (kept with --keep-cluster).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.e2e import diagnostics
+from tests.e2e.kube import ROOT, Kube
+
+RUN_ID = os.environ.get("YUXI_E2E_RUN_ID") or f"{time.strftime('%m%d%H%M')}{secrets.token_hex(2)}"
+RUN_DIR = ROOT / ".run" / "e2e" / RUN_ID
+
+# What the failure hook needs: the cluster and the namespaces of the run (session-wide,
+# because a module fixture that fails in set-up runs before any function fixture).
+_ACTIVE: dict[str, Any] = {"kube": None, "namespaces": []}
+
+
+@pytest.fixture(scope="session")
+def run_dir() -> Path:
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    latest = RUN_DIR.parent / "latest"
+    latest.unlink(missing_ok=True)
+    latest.symlink_to(RUN_DIR.name)
+    return RUN_DIR
+
+
+@pytest.fixture(scope="session")
+def kube(kube_cluster: Any) -> Kube:
+    client = Kube(str(kube_cluster.kubeconfig))
+    _ACTIVE["kube"] = client
+    return client
+
+
+@pytest.fixture(scope="session")
+def runtime_image(kube_cluster: Any, run_dir: Path) -> str:
+    """The locally built runtime image, loaded into the cluster; returns its name."""
+    from yuxi_k8s.server.image import build_runtime_image
+
+    t0 = time.monotonic()
+    image = build_runtime_image()
+    built = time.monotonic() - t0
+    kube_cluster.load_image(image.archive)
+    (run_dir / "image.txt").write_text(
+        f"{image.name}\n{image.archive}\nbuild {built:.1f}s, load {time.monotonic() - t0 - built:.1f}s\n"
+    )
+    return image.name
+
+
+@pytest.fixture(scope="session")
+def make_namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[Callable[..., str]]:
+    """Create ``yx-<run-id>-<suffix>`` (Pod Security restricted unless told otherwise)."""
+    created: list[str] = []
+
+    def make(suffix: str, *, restricted: bool = True, labels: dict[str, str] | None = None) -> str:
+        name = f"yx-{RUN_ID}-{suffix}"[:63].rstrip("-")
+        all_labels = {"app.kubernetes.io/managed-by": "yuxi-k8s-e2e", **(labels or {})}
+        if restricted:
+            all_labels.update(
+                {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/warn": "restricted",
+                }
+            )
+        kube.apply(
+            [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": all_labels}}]
+        )
+        created.append(name)
+        _ACTIVE["namespaces"].append(name)
+        return name
+
+    yield make
+    if request.config.getoption("--keep-cluster"):
+        return
+    for name in created:
+        kube.run("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+def register_namespace(name: str) -> None:
+    """Namespaces made without make_namespace (e.g. by a rendered overlay) also get diagnostics."""
+    if name not in _ACTIVE["namespaces"]:
+        _ACTIVE["namespaces"].append(name)
+
+
+def forget_namespace(name: str) -> None:
+    if name in _ACTIVE["namespaces"]:
+        _ACTIVE["namespaces"].remove(name)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    kube = _ACTIVE["kube"]
+    if not report.failed or kube is None or not _ACTIVE["namespaces"] or "e2e" not in item.nodeid:
+        return
+    out = RUN_DIR / "diagnostics" / item.name.replace("/", "_")
+    try:
+        summary = diagnostics.collect(kube, list(_ACTIVE["namespaces"]), out)
+    except Exception as exc:  # never hide the real failure
+        summary = f"could not collect diagnostics: {exc}"
+    report.sections.append(("e2e diagnostics", summary))
