@@ -29,6 +29,9 @@ from yuxi_k8s.validate import crds
 from yuxi_k8s.validate.render import find_tool
 from yuxi_k8s.validate.versions import KUBERNETES_VERSION, cache_key
 
+# kubeconform -schema-location templates for the two prepared folders.
+CORE_TEMPLATE = "{{ .ResourceKind }}{{ .KindSuffix }}.json"
+CRD_TEMPLATE = "{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json"
 DEFS_REF = "/api/_definitions.json#/$defs/"
 LOCAL_REF = "#/$defs/"
 
@@ -216,9 +219,9 @@ def check(objects_by_overlay: dict[str, list[dict]], jobs: int = 4) -> list[Sche
                 "-kubernetes-version",
                 KUBERNETES_VERSION,
                 "-schema-location",
-                f"{core_dir}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json",
+                f"{core_dir}/{CORE_TEMPLATE}",
                 "-schema-location",
-                f"{crd_dir}/{{{{ .Group }}}}/{{{{ .ResourceKind }}}}_{{{{ .ResourceAPIVersion }}}}.json",
+                f"{crd_dir}/{CRD_TEMPLATE}",
                 *files,
             ],
             capture_output=True,
