@@ -317,7 +317,9 @@ def drain_on_sigterm(state: ServerState, delay: float) -> None:
             previous(sig, frame)
             return
         state.draining = True
-        log.info("SIGTERM: not ready now, serving %.1fs more, then draining", delay)
+        # uvicorn's own logger: under the plain uvicorn CLI only its loggers are configured.
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        uvicorn_log.info("SIGTERM: not ready now, serving %.1fs more, then draining", delay)
         timer = threading.Timer(delay, previous, args=(sig, None))
         timer.daemon = True
         timer.start()
