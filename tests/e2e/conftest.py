@@ -7,6 +7,7 @@ named ``yx-<run-id>-<scenario>`` and deleted at the end (kept with --keep-cluste
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import time
@@ -24,6 +25,16 @@ RUN_DIR = ROOT / ".run" / "e2e" / RUN_ID
 # What the failure hook needs: the cluster and the namespaces of the run (session-wide,
 # because a module fixture that fails in set-up runs before any function fixture).
 _ACTIVE: dict[str, Any] = {"kube": None, "namespaces": []}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def e2e_clock() -> Iterator[None]:
+    """Wall time of the e2e tests of this session, written to the run folder for BENCHMARKS.md."""
+    t0 = time.monotonic()
+    yield
+    if RUN_DIR.exists():
+        elapsed = round(time.monotonic() - t0, 1)
+        (RUN_DIR / "duration.json").write_text(json.dumps({"e2e_tests_s": elapsed}) + "\n")
 
 
 @pytest.fixture(scope="session")
