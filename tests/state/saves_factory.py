@@ -293,8 +293,8 @@ def parsed_tree(root: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for path in sorted(Path(root).rglob("*")):
         rel = path.relative_to(root).as_posix()
-        if not path.is_file() or rel.startswith(".yuxi-k8s"):
-            continue
+        if not path.is_file() or rel.startswith(".yuxi-k8s") or not path.read_text("utf-8").strip():
+            continue  # an empty file holds nothing, for the app and for us
         if path.suffix == ".toml":
             out[rel] = tomllib.loads(path.read_text("utf-8"))
         elif path.suffix == ".json":

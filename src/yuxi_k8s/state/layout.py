@@ -183,6 +183,10 @@ def _object(path: Path, value: Any, what: str = "the file") -> dict[str, Any]:
     return value
 
 
+def _or_empty(value: Any) -> Any:
+    return {} if value is None else value
+
+
 def _providers_of(path: Path, doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     table = doc.get("model_names")
     if table is None:
@@ -217,7 +221,7 @@ def read_saves(root: Path) -> Snapshot:
     if global_doc is not None:
         path = root / GLOBAL_METADATA
         global_doc = _object(path, global_doc)
-        for db_id, entry in _object(path, global_doc.get("databases") or {}, "databases").items():
+        for db_id, entry in _object(path, _or_empty(global_doc.get("databases")), "databases").items():
             entry = _object(path, entry, f"databases.{db_id}")
             kb_type = entry.get("kb_type") or "unknown"
             snap.kbs[db_id] = KbEntry(kb_type=str(kb_type), global_payload=entry)
@@ -234,11 +238,11 @@ def read_saves(root: Path) -> Snapshot:
         if doc is None:
             continue
         doc = _object(path, doc)
-        for db_id, entry in _object(path, doc.get("databases") or {}, "databases").items():
+        for db_id, entry in _object(path, _or_empty(doc.get("databases")), "databases").items():
             entry = _object(path, entry, f"databases.{db_id}")
             kb = snap.kbs.setdefault(db_id, KbEntry(kb_type=kb_type))
             kb.kb_type, kb.payload = kb_type, entry
-        for file_id, entry in _object(path, doc.get("files") or {}, "files").items():
+        for file_id, entry in _object(path, _or_empty(doc.get("files")), "files").items():
             entry = _object(path, entry, f"files.{file_id}")
             if file_id in snap.files:
                 raise FormatError(path, f"file id {file_id} also appears in another metadata file")
