@@ -200,6 +200,9 @@ disabled_plugins = [
 [plugins.'io.containerd.cri.v1.runtime']
   enable_cdi = false
   netns_mounts_under_state_dir = true
+  # Root here lacks CAP_SYS_RESOURCE, so no process may lower its oom_score_adj:
+  # keep containers at or above containerd's own instead of failing in runc.
+  restrict_oom_score_adj = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = "runc"
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]

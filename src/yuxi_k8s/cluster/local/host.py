@@ -79,10 +79,14 @@ def restore_sysctls() -> None:
 
 # --- bridge and isolation ----------------------------------------------------
 def setup_network() -> None:
-    """The bridge carries the node address and the pod subnet; the service range routes onto it."""
+    """The node address on its own veth; the bridge (pods) with the service range routed onto it."""
+    if run(["ip", "link", "show", layout.NODE_LINK], check=False).returncode != 0:
+        run(["ip", "link", "add", layout.NODE_LINK, "type", "veth", "peer", "name", layout.NODE_LINK_PEER])
+    run(["ip", "addr", "replace", f"{layout.NODE_IP}/32", "dev", layout.NODE_LINK])
+    for link in (layout.NODE_LINK, layout.NODE_LINK_PEER):
+        run(["ip", "link", "set", link, "up"])
     if run(["ip", "link", "show", layout.BRIDGE], check=False).returncode != 0:
         run(["ip", "link", "add", layout.BRIDGE, "type", "bridge"])
-    run(["ip", "addr", "replace", f"{layout.NODE_IP}/32", "dev", layout.BRIDGE])
     run(["ip", "link", "set", layout.BRIDGE, "up"])
     run(["ip", "route", "replace", layout.SERVICE_CIDR, "dev", layout.BRIDGE, "src", layout.NODE_IP])
     # Pod traffic may go to pods, Services and this node, never out of the machine.
@@ -103,6 +107,7 @@ def remove_interfaces() -> None:
         name = line.split(":")[1].strip().split("@")[0]
         run(["ip", "link", "del", name], check=False)
     run(["ip", "link", "del", layout.BRIDGE], check=False)
+    run(["ip", "link", "del", layout.NODE_LINK], check=False)  # takes its peer along
 
 
 def _ours(chain: str) -> bool:

@@ -31,8 +31,12 @@ SYSCTL_BACKUP = STATE / "sysctl-backup.json"
 LAST_LOGS = Path(os.environ.get("YUXI_K8S_CACHE", Path.home() / ".cache" / "yuxi-k8s")) / "last-cluster-logs"
 
 NODE_NAME = "yuxi-node"
-# The node address lives on the cluster bridge: nothing routes it off this machine.
+# The node address lives on a veth pair of its own (this kernel has no dummy
+# interfaces, and the bridge plugin refuses a bridge carrying another address):
+# a host-local address that nothing routes off this machine.
 NODE_IP = "10.243.0.1"
+NODE_LINK = "yuxi-node0"
+NODE_LINK_PEER = "yuxi-node1"
 BRIDGE = "yuxi-br0"
 CLUSTER_CIDR = "10.244.0.0/16"  # pods; the node gets a /24 from the controller-manager
 SERVICE_CIDR = "10.97.0.0/16"
