@@ -162,3 +162,18 @@ def pdb_selects(ctx: Context) -> Iterator[Finding]:
             w.namespace == pdb.namespace and selector_matches(selector, w.pod_labels) for w in ctx.workloads
         ):
             yield pdb, f"selector {selector} matches no pod in the render"
+
+
+@rule(
+    "YK-AVL-007",
+    family=FAMILY,
+    title="One PDB per pod",
+    message="When several PodDisruptionBudgets select the same pod, the eviction API refuses to evict it "
+    "and node drains hang.",
+    fix="Narrow the PDB selectors (add app.kubernetes.io/component) so each pod has exactly one.",
+)
+def overlapping_pdbs(ctx: Context) -> Iterator[Finding]:
+    for w in ctx.workloads:
+        found = pdbs_for(ctx, w)
+        if len(found) > 1:
+            yield w.resource, f"pods selected by {len(found)} PDBs: {', '.join(p.name for p in found)}"

@@ -21,6 +21,11 @@ PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 TOKEN_VALUE = re.compile(
     r"\b(?:sk-[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{30,}|AKIA[0-9A-Z]{16}|xox[abprs]-[A-Za-z0-9-]{10,})"
 )
+# --password=hunter2 / --token hunter2 on a command line (not $(VAR)).
+FLAG_SECRET = re.compile(
+    r"--?(?:[a-z-]*-)?(?:password|passwd|token|secret|api-key|apikey)(?:=|\s+)(?!\$\(|\$\{)\S+",
+    re.IGNORECASE,
+)
 # scheme://user:password@ where the password is not an env interpolation $(VAR) / ${VAR}.
 URL_USERINFO = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+:(?!\$\(|\$\{)[^/\s@]+@")
 
@@ -52,10 +57,10 @@ def configmap_credentials(ctx: Context) -> Iterator[Finding]:
 @rule(
     "YK-CRED-002",
     family=FAMILY,
-    title="No credentials in env literals",
+    title="No credentials in env literals or arguments",
     message="An env `value` is stored in the pod spec in plain text, visible to every reader "
     "of the workload.",
-    fix="Use `valueFrom.secretKeyRef` for the variable.",
+    fix="Use `valueFrom.secretKeyRef` for the variable (and `$(VAR)` in command/args).",
 )
 def env_credentials(ctx: Context) -> Iterator[Finding]:
     for c in ctx.containers():
@@ -67,6 +72,12 @@ def env_credentials(ctx: Context) -> Iterator[Finding]:
                 continue
             if value and (is_credential_name(str(env.get("name", ""))) or TOKEN_VALUE.search(value)):
                 yield c.workload.resource, f"{c.label()} env {env['name']} is a literal credential"
+        for field in ("command", "args"):
+            line = " ".join(map(str, c.spec.get(field) or []))
+            match = FLAG_SECRET.search(line) or TOKEN_VALUE.search(line)
+            if match:
+                shown = match.group(0)[:14]
+                yield c.workload.resource, f"{c.label()} {field} passes a literal credential ({shown}...)"
 
 
 @rule(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
 
@@ -119,3 +120,48 @@ def duplicate_env(ctx: Context) -> Iterator[Finding]:
         for name, n in sorted(counts.items()):
             if n > 1:
                 yield c.workload.resource, f"{c.label()} sets env {name} {n} times"
+
+
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _label_problem(key: str, value: object) -> str | None:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not DNS_SUBDOMAIN.match(prefix)):
+        return f"label key {key!r} has an invalid prefix"
+    if not name or len(name) > 63 or not LABEL_NAME.match(name):
+        return f"label key {key!r} is not a valid name"
+    if len(str(value)) > 63 or not LABEL_NAME.match(str(value)):
+        return f"label {key}={value!r} is not a valid value (63 chars, alphanumerics, -_.)"
+    return None
+
+
+@rule(
+    "YK-OBJ-003",
+    family=FAMILY,
+    title="Names and labels are valid",
+    message="Object names, label keys/values and container port names have syntax rules the schemas do not "
+    "check; the API server rejects the object at apply time.",
+    fix="Use lowercase DNS names (<= 253 chars), label values <= 63 chars of [A-Za-z0-9-_.], "
+    "port names <= 15 chars of [a-z0-9-].",
+)
+def valid_names(ctx: Context) -> Iterator[Finding]:
+    for res in ctx.resources:
+        if res.name and (len(res.name) > 253 or not DNS_SUBDOMAIN.match(res.name)):
+            yield res, f"name {res.name!r} is not a lowercase DNS name"
+        for key, value in res.labels.items():
+            problem = _label_problem(key, value)
+            if problem:
+                yield res, problem
+    for w in ctx.workloads:
+        for key, value in w.pod_labels.items():
+            problem = _label_problem(key, value)
+            if problem:
+                yield w.resource, f"pod template {problem}"
+        for c in w.containers:
+            for port in c.ports:
+                name = str(port.get("name") or "")
+                if name and (len(name) > 15 or not PORT_NAME.match(name) or not re.search("[a-z]", name)):
+                    yield w.resource, f"{c.label()} port name {name!r} is invalid (<= 15 chars, [a-z0-9-])"

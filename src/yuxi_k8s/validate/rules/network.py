@@ -136,3 +136,48 @@ def policy_selects(ctx: Context) -> Iterator[Finding]:
             for w in ctx.workloads
         ):
             yield policy, f"podSelector {selector} matches no pod in the render"
+
+
+def _declares(pods: list[Any], port: Any) -> bool:
+    for w in pods:
+        for c in w.main_containers:
+            for p in c.ports:
+                if port == p.get("name") or str(port) == str(p.get("containerPort")):
+                    return True
+    return False
+
+
+def _selected(ctx: Context, namespace: str, selector: dict[str, Any]) -> list[Any]:
+    return [w for w in ctx.workloads if w.namespace == namespace and selector_matches(selector, w.pod_labels)]
+
+
+@rule(
+    "YK-NET-006",
+    family=FAMILY,
+    title="NetworkPolicy ports exist",
+    message="A policy port that the selected pods (ingress) or the peer pods in the render (egress) do not "
+    "declare opens nothing useful and usually hides a typo that blocks the real flow.",
+    fix="Use the container port (name or number) the pods actually listen on.",
+)
+def policy_ports(ctx: Context) -> Iterator[Finding]:
+    for policy in ctx.of_kind("NetworkPolicy"):
+        selector = policy.spec.get("podSelector") or {}
+        targets = _selected(ctx, policy.namespace, selector) if selector else []
+        for i, item in enumerate(policy.spec.get("ingress") or [] if targets else []):
+            for port in (item or {}).get("ports") or []:
+                if "port" in port and "endPort" not in port and not _declares(targets, port["port"]):
+                    yield (
+                        policy,
+                        f"ingress[{i}] allows port {port['port']}, not declared by the selected pods",
+                    )
+        for i, item in enumerate(policy.spec.get("egress") or []):
+            item = item or {}
+            peers = [
+                w
+                for peer in item.get("to") or []
+                if peer.get("podSelector") and "namespaceSelector" not in peer
+                for w in _selected(ctx, policy.namespace, peer["podSelector"])
+            ]
+            for port in (item.get("ports") or []) if peers else []:
+                if "port" in port and "endPort" not in port and not _declares(peers, port["port"]):
+                    yield policy, f"egress[{i}] allows port {port['port']}, not declared by the peer pods"

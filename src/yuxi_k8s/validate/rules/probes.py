@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from yuxi_k8s.validate.model import Container, Context
+from yuxi_k8s.validate.model import Container, Context, map_matches
 from yuxi_k8s.validate.rules import Finding, rule
 
 FAMILY = "probes"
@@ -25,12 +25,19 @@ def _serving(ctx: Context) -> Iterator[Container]:
     "YK-PRB-001",
     family=FAMILY,
     title="Readiness probe present",
-    message="Without a readinessProbe, traffic reaches a pod before it can serve and during its shutdown.",
+    message="Without a readinessProbe, a Service sends traffic to a pod before it can serve and during "
+    "its shutdown (checked for pods a Service selects).",
     fix="Add a `readinessProbe` that checks the dependencies the container needs to serve.",
 )
 def readiness(ctx: Context) -> Iterator[Finding]:
+    # Like kube-score: readiness matters where a Service routes traffic to the pod.
+    services = [s for s in ctx.of_kind("Service") if s.spec.get("selector")]
     for c in _serving(ctx):
-        if not c.spec.get("readinessProbe"):
+        w = c.workload
+        served = any(
+            s.namespace == w.namespace and map_matches(s.spec["selector"], w.pod_labels) for s in services
+        )
+        if served and not c.spec.get("readinessProbe"):
             yield c.workload.resource, f"{c.label()} has no readinessProbe"
 
 
@@ -82,7 +89,8 @@ def probe_ports(ctx: Context) -> Iterator[Finding]:
     title="startupProbe for slow starters",
     message="A slow-starting container (the api imports for minutes) is killed by its livenessProbe "
     "before it is up unless a startupProbe holds the other probes back.",
-    fix="Add a `startupProbe` sized for the start time (failureThreshold x periodSeconds).",
+    fix="Add a `startupProbe` whose initialDelaySeconds + failureThreshold x periodSeconds covers the start "
+    "(`slow_start_seconds` in the config, default 150).",
 )
 def startup_probe(ctx: Context) -> Iterator[Finding]:
     slow = set(ctx.setting("slow_starters", []))
@@ -91,11 +99,19 @@ def startup_probe(ctx: Context) -> Iterator[Finding]:
         if not w.long_running or not (w.component in slow or flagged):
             continue
         c = w.primary
-        if c is not None and not c.spec.get("startupProbe"):
-            yield (
-                w.resource,
-                f"{c.label()} starts slowly ({w.component or 'annotated'}) and has no startupProbe",
-            )
+        if c is None:
+            continue
+        probe = c.spec.get("startupProbe")
+        if not probe:
+            why = w.component or "annotated"
+            yield w.resource, f"{c.label()} starts slowly ({why}) and has no startupProbe"
+            continue
+        budget = int(probe.get("initialDelaySeconds", 0)) + int(probe.get("failureThreshold", 3)) * int(
+            probe.get("periodSeconds", 10)
+        )
+        need = int(ctx.setting("slow_start_seconds", 150))
+        if budget < need:
+            yield w.resource, f"{c.label()} startupProbe allows {budget}s to start, needs at least {need}s"
 
 
 def _handler(probe: dict[str, Any]) -> Any:

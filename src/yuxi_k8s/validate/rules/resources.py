@@ -89,3 +89,20 @@ def limit_below_request(ctx: Context) -> Iterator[Finding]:
                     c.workload.resource,
                     f"{c.label()} {name} limit {lim[name]} is below request {req[name]}",
                 )
+
+
+@rule(
+    "YK-RES-004",
+    family=FAMILY,
+    title="Resource quantities are valid",
+    message="A quantity such as `512MB` or `1.5 cores` passes the schema (it is a string) but the API "
+    "server rejects it.",
+    fix="Use Kubernetes quantities: `500m`, `1`, `512Mi`, `2Gi`.",
+)
+def valid_quantities(ctx: Context) -> Iterator[Finding]:
+    for c in ctx.containers():
+        req, lim = _resources(c.spec)
+        for where, values in (("request", req), ("limit", lim)):
+            for name, value in values.items():
+                if quantity(value) is None:
+                    yield c.workload.resource, f"{c.label()} {name} {where} {value!r} is not a quantity"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from yuxi_k8s.validate.model import COMPONENT, Context, Resource, Workload, map_matches
+from yuxi_k8s.validate.model import Context, Resource, Workload, map_matches
 from yuxi_k8s.validate.rules import Finding, rule
 
 FAMILY = "services"
@@ -61,16 +61,14 @@ def target_ports(ctx: Context) -> Iterator[Finding]:
     "YK-SVC-003",
     family=FAMILY,
     title="No NodePort/LoadBalancer exposure",
-    message="The api is reached only through prod's Ingress; NodePort and LoadBalancer Services bypass "
-    "it (and its TLS), and outside prod nothing is exposed that way at all.",
-    fix="Use `type: ClusterIP` and route external traffic through the Ingress.",
+    message="The api (and the web front that proxies it) are reached only through the Ingress; "
+    "a NodePort or LoadBalancer Service bypasses it, its TLS and its NetworkPolicy peer.",
+    fix="Use `type: ClusterIP` and route external traffic through the Ingress (components/ingress).",
 )
 def service_type(ctx: Context) -> Iterator[Finding]:
     for svc in ctx.of_kind("Service"):
         kind = svc.spec.get("type", "ClusterIP")
-        if kind not in ("NodePort", "LoadBalancer"):
-            continue
-        if svc.labels.get(COMPONENT) == "api" or svc.name.endswith("api") or ctx.env != "prod":
+        if kind in ("NodePort", "LoadBalancer"):
             yield svc, f"type {kind} in {ctx.env}"
 
 
@@ -117,3 +115,19 @@ def ingress_tls(ctx: Context) -> Iterator[Finding]:
         if not ing.spec.get("tls") or hosts - covered:
             missing = ", ".join(sorted(hosts - covered)) or "all hosts"
             yield ing, f"no TLS for {missing}"
+
+
+@rule(
+    "YK-SVC-006",
+    family=FAMILY,
+    title="Service selects one component",
+    message="A selector that matches the pods of several components (e.g. only app.kubernetes.io/name) "
+    "load-balances requests onto the wrong workloads.",
+    fix="Add `app.kubernetes.io/component` to the Service selector.",
+)
+def one_component(ctx: Context) -> Iterator[Finding]:
+    for svc in ctx.of_kind("Service"):
+        pods = backends(ctx, svc)
+        components = sorted({w.component or w.resource.name for w in pods})
+        if len(components) > 1:
+            yield svc, f"selector {svc.spec['selector']} matches pods of {', '.join(components)}"
