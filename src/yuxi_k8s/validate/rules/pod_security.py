@@ -125,6 +125,11 @@ def added_capabilities(ctx: Context) -> Iterator[Finding]:
     fix="Set `securityContext.seccompProfile.type: RuntimeDefault` on the pod (or every container).",
 )
 def seccomp(ctx: Context) -> Iterator[Finding]:
+    for w in ctx.workloads:
+        # PSS: a value set at pod level must be allowed even when every container overrides it.
+        pod_type = (w.pod_security.get("seccompProfile") or {}).get("type")
+        if pod_type is not None and pod_type not in ("RuntimeDefault", "Localhost"):
+            yield w.resource, f"pod has seccomp profile {pod_type}"
     for w, c in _each(ctx):
         profile = c.security.get("seccompProfile") or w.pod_security.get("seccompProfile") or {}
         if profile.get("type") not in ("RuntimeDefault", "Localhost"):

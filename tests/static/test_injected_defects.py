@@ -1,0 +1,371 @@
+"""Realistic defects injected into the real overlays' render must each be caught by the named rule.
+
+The render is taken once per overlay (the pinned kustomize), then each case mutates a copy the
+way a careless edit of base/, components/ or an overlay would, and runs the policy engine.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.support import require
+from yuxi_k8s.validate.engine import evaluate, load_config
+from yuxi_k8s.validate.render import REPO_ROOT, render_one
+
+Objects = list[dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def renders() -> dict[str, Objects]:
+    require((REPO_ROOT / "bin" / "kustomize").exists(), "bin/kustomize: run `make tools-validate`")
+    out = {}
+    for env in ("dev", "staging", "prod"):
+        rendered = render_one(str(REPO_ROOT / "overlays" / env))
+        require(rendered.error is None, f"overlays/{env} renders ({rendered.error})")
+        out[env] = rendered.objects
+    return out
+
+
+def one(objs: Objects, kind: str, component: str | None = None) -> dict[str, Any]:
+    for o in objs:
+        labels = (o.get("metadata") or {}).get("labels") or {}
+        if o["kind"] == kind and (
+            component is None or labels.get("app.kubernetes.io/component") == component
+        ):
+            return o
+    raise LookupError(f"no {kind} {component} in the render")
+
+
+def pod(objs: Objects, kind: str = "Deployment", component: str = "api") -> dict[str, Any]:
+    return one(objs, kind, component)["spec"]["template"]["spec"]
+
+
+def main(objs: Objects, component: str = "api") -> dict[str, Any]:
+    spec = pod(objs, component=component)
+    return next((c for c in spec["containers"] if c["name"] == component), spec["containers"][0])
+
+
+def drop(objs: Objects, kind: str, component: str | None = None) -> None:
+    objs.remove(one(objs, kind, component))
+
+
+def plaintext_secret(objs: Objects) -> None:
+    ns = one(objs, "Namespace")["metadata"]["name"]
+    objs.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": "db",
+                "namespace": ns,
+                "labels": one(objs, "Namespace")["metadata"]["labels"],
+            },
+            "data": {"password": base64.b64encode(b"s3cr3t").decode()},
+        }
+    )
+
+
+def allow_all_ingress(objs: Objects) -> None:
+    policy = copy.deepcopy(one(objs, "NetworkPolicy"))
+    policy["metadata"]["name"] = "allow-all"
+    policy["spec"] = {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{}]}
+    objs.append(policy)
+
+
+def configmap_credential(objs: Objects) -> None:
+    cm = next(
+        o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("api-settings")
+    )
+    cm["data"]["REDIS_PASSWORD"] = "hunter2"
+
+
+def configmap_url(objs: Objects) -> None:
+    cm = next(
+        o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("api-settings")
+    )
+    cm["data"]["MINIO_URI"] = "http://minio:minio123@minio:9000"
+
+
+CASES: list[tuple[str, str, Callable[[Objects], Any], str]] = [
+    (
+        "prod",
+        "api image latest",
+        lambda o: main(o).update(image="ghcr.io/xerrors/yuxi-know-api:latest"),
+        "YK-IMG-001",
+    ),
+    (
+        "staging",
+        "web image without tag",
+        lambda o: main(o, "web").update(image="ghcr.io/xerrors/yuxi-know-web"),
+        "YK-IMG-002",
+    ),
+    ("prod", "privileged api", lambda o: main(o)["securityContext"].update(privileged=True), "YK-PSS-001"),
+    (
+        "dev",
+        "privilege escalation",
+        lambda o: main(o)["securityContext"].update(allowPrivilegeEscalation=True),
+        "YK-PSS-002",
+    ),
+    ("prod", "api as root", lambda o: main(o)["securityContext"].update(runAsUser=0), "YK-PSS-003"),
+    ("prod", "capabilities kept", lambda o: main(o)["securityContext"].pop("capabilities"), "YK-PSS-004"),
+    (
+        "prod",
+        "NET_ADMIN added",
+        lambda o: main(o)["securityContext"].setdefault("capabilities", {}).update(add=["NET_ADMIN"]),
+        "YK-PSS-005",
+    ),
+    (
+        "staging",
+        "seccomp unconfined",
+        lambda o: pod(o)["securityContext"].update(seccompProfile={"type": "Unconfined"}),
+        "YK-PSS-006",
+    ),
+    ("prod", "hostNetwork", lambda o: pod(o).update(hostNetwork=True), "YK-PSS-007"),
+    ("prod", "hostPort", lambda o: main(o)["ports"][0].update(hostPort=5050), "YK-PSS-008"),
+    (
+        "dev",
+        "hostPath volume",
+        lambda o: pod(o)["volumes"].append({"name": "docker", "hostPath": {"path": "/var/run/docker.sock"}}),
+        "YK-PSS-009",
+    ),
+    (
+        "prod",
+        "writable root",
+        lambda o: main(o)["securityContext"].update(readOnlyRootFilesystem=False),
+        "YK-HARD-001",
+    ),
+    ("prod", "token mounted", lambda o: pod(o).update(automountServiceAccountToken=True), "YK-HARD-002"),
+    ("prod", "no readiness", lambda o: main(o).pop("readinessProbe"), "YK-PRB-001"),
+    ("prod", "no liveness", lambda o: main(o).pop("livenessProbe"), "YK-PRB-002"),
+    (
+        "prod",
+        "probe port typo",
+        lambda o: main(o)["readinessProbe"].update(httpGet={"path": "/readyz", "port": 5051}),
+        "YK-PRB-003",
+    ),
+    ("prod", "api without startupProbe", lambda o: main(o).pop("startupProbe"), "YK-PRB-004"),
+    (
+        "prod",
+        "readiness = liveness",
+        lambda o: main(o).update(readinessProbe=copy.deepcopy(main(o)["livenessProbe"])),
+        "YK-PRB-005",
+    ),
+    ("prod", "no requests", lambda o: main(o)["resources"].pop("requests"), "YK-RES-001"),
+    ("staging", "no limits", lambda o: main(o, "web")["resources"].pop("limits"), "YK-RES-002"),
+    (
+        "prod",
+        "limit below request",
+        lambda o: main(o)["resources"]["limits"].update(memory="1Mi"),
+        "YK-RES-003",
+    ),
+    (
+        "prod",
+        "api 2 replicas",
+        lambda o: (
+            one(o, "Deployment", "api")["spec"].update(replicas=2),
+            one(o, "HorizontalPodAutoscaler", "api")["spec"].update(minReplicas=2),
+        ),
+        "YK-AVL-001",
+    ),
+    (
+        "staging",
+        "web single replica",
+        lambda o: one(o, "Deployment", "web")["spec"].update(replicas=1),
+        "YK-AVL-001",
+    ),
+    ("prod", "api PDB removed", lambda o: drop(o, "PodDisruptionBudget", "api"), "YK-AVL-002"),
+    (
+        "prod",
+        "no spread",
+        lambda o: (pod(o).pop("topologySpreadConstraints", None), pod(o).pop("affinity", None)),
+        "YK-AVL-003",
+    ),
+    (
+        "prod",
+        "PDB blocks evictions",
+        lambda o: one(o, "PodDisruptionBudget", "web")["spec"].update({"maxUnavailable": 0}),
+        "YK-AVL-004",
+    ),
+    (
+        "prod",
+        "PDB selector typo",
+        lambda o: one(o, "PodDisruptionBudget", "web")["spec"].update(
+            selector={"matchLabels": {"app.kubernetes.io/component": "wbe"}}
+        ),
+        "YK-AVL-006",
+    ),
+    (
+        "dev",
+        "default deny removed",
+        lambda o: o.remove(
+            next(
+                p
+                for p in o
+                if p["kind"] == "NetworkPolicy"
+                and not p["spec"].get("podSelector")
+                and "Ingress" in p["spec"].get("policyTypes", [])
+                and not p["spec"].get("ingress")
+            )
+        ),
+        "YK-NET-001",
+    ),
+    ("prod", "allow-all ingress", allow_all_ingress, "YK-NET-004"),
+    (
+        "prod",
+        "web policy removed",
+        lambda o: [
+            o.remove(p)
+            for p in [
+                p
+                for p in o
+                if p["kind"] == "NetworkPolicy"
+                and (p["spec"].get("podSelector") or {})
+                .get("matchLabels", {})
+                .get("app.kubernetes.io/component")
+                == "web"
+            ]
+        ],
+        "YK-NET-003",
+    ),
+    (
+        "prod",
+        "Service selector typo",
+        lambda o: one(o, "Service", "api")["spec"]["selector"].update(
+            {"app.kubernetes.io/component": "apii"}
+        ),
+        "YK-SVC-001",
+    ),
+    (
+        "prod",
+        "targetPort typo",
+        lambda o: one(o, "Service", "web")["spec"]["ports"][0].update(targetPort=8081),
+        "YK-SVC-002",
+    ),
+    (
+        "staging",
+        "api NodePort",
+        lambda o: one(o, "Service", "api")["spec"].update(type="NodePort"),
+        "YK-SVC-003",
+    ),
+    (
+        "dev",
+        "missing ConfigMap",
+        lambda o: main(o).setdefault("envFrom", []).append({"configMapRef": {"name": "nope"}}),
+        "YK-REF-001",
+    ),
+    (
+        "prod",
+        "missing Secret",
+        lambda o: (
+            main(o)
+            .setdefault("env", [])
+            .append({"name": "X_TOKEN_FILE", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k"}}})
+        ),
+        "YK-REF-002",
+    ),
+    (
+        "dev",
+        "secret key typo",
+        lambda o: next(e for e in main(o)["env"] if "secretKeyRef" in e.get("valueFrom", {}))["valueFrom"][
+            "secretKeyRef"
+        ].update(key="NOPE"),
+        "YK-REF-003",
+    ),
+    (
+        "prod",
+        "PVC typo",
+        lambda o: next(v for v in pod(o)["volumes"] if "persistentVolumeClaim" in v)[
+            "persistentVolumeClaim"
+        ].update(claimName="savez"),
+        "YK-REF-004",
+    ),
+    ("prod", "ServiceAccount typo", lambda o: pod(o).update(serviceAccountName="apii"), "YK-REF-005"),
+    ("staging", "password in ConfigMap", configmap_credential, "YK-CRED-001"),
+    (
+        "prod",
+        "literal env password",
+        lambda o: main(o).setdefault("env", []).append({"name": "NEO4J_PASSWORD", "value": "hunter2"}),
+        "YK-CRED-002",
+    ),
+    ("prod", "password inside URL", configmap_url, "YK-CRED-003"),
+    ("prod", "plaintext Secret", plaintext_secret, "YK-CRED-004"),
+    (
+        "staging",
+        "placeholder host",
+        lambda o: one(o, "Ingress")["spec"]["rules"][0].update(host="yuxi.example.com"),
+        "YK-PLH-001",
+    ),
+    (
+        "prod",
+        "changeme",
+        lambda o: main(o).setdefault("env", []).append({"name": "ADMIN_USER", "value": "changeme"}),
+        "YK-PLH-001",
+    ),
+    ("prod", "Job without backoffLimit", lambda o: one(o, "Job")["spec"].pop("backoffLimit"), "YK-JOB-001"),
+    (
+        "prod",
+        "Job unbounded",
+        lambda o: [
+            one(o, "Job")["spec"].pop(k, None) for k in ("activeDeadlineSeconds", "ttlSecondsAfterFinished")
+        ],
+        "YK-JOB-002",
+    ),
+    (
+        "prod",
+        "PSA baseline",
+        lambda o: one(o, "Namespace")["metadata"]["labels"].update(
+            {"pod-security.kubernetes.io/enforce": "baseline"}
+        ),
+        "YK-NS-001",
+    ),
+    (
+        "prod",
+        "part-of label dropped",
+        lambda o: one(o, "Deployment", "web")["metadata"]["labels"].pop("app.kubernetes.io/part-of"),
+        "YK-LBL-001",
+    ),
+    (
+        "prod",
+        "component label dropped",
+        lambda o: one(o, "Deployment", "web")["metadata"]["labels"].pop("app.kubernetes.io/component"),
+        "YK-LBL-002",
+    ),
+    (
+        "prod",
+        "HPA min above max",
+        lambda o: one(o, "HorizontalPodAutoscaler")["spec"].update(minReplicas=20),
+        "YK-AVL-005",
+    ),
+    (
+        "prod",
+        "mount without volume",
+        lambda o: main(o).setdefault("volumeMounts", []).append({"name": "cache", "mountPath": "/cache"}),
+        "YK-REF-006",
+    ),
+    (
+        "prod",
+        "broad Service selector",
+        lambda o: one(o, "Service", "api")["spec"].update(selector={"app.kubernetes.io/name": "yuxi-know"}),
+        "YK-SVC-006",
+    ),
+    ("prod", "memory 1GB", lambda o: main(o)["resources"]["limits"].update(memory="1GB"), "YK-RES-004"),
+    ("prod", "Ingress TLS removed", lambda o: one(o, "Ingress")["spec"].pop("tls"), "YK-SVC-005"),
+]
+
+
+@pytest.mark.parametrize(
+    ("env", "what", "inject", "rule_id"), CASES, ids=[f"{c[0]}-{c[3]}-{c[1]}" for c in CASES]
+)
+def test_injected_defect_is_caught(
+    renders: dict[str, Objects], env: str, what: str, inject: Callable[[Objects], Any], rule_id: str
+) -> None:
+    objects = copy.deepcopy(renders[env])
+    before = {v.rule for v in evaluate(env, env, objects, load_config()) if v.suppressed is None}
+    inject(objects)
+    found = {v.rule for v in evaluate(env, env, objects, load_config()) if v.suppressed is None}
+    assert rule_id in found - before, f"{what}: {rule_id} not raised (raised: {sorted(found - before)})"
