@@ -6,7 +6,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 export PATH="$here/bin:$here/.venv/bin:$PATH"
 
-make --no-print-directory venv tools-validate
+make --no-print-directory venv tools-validate dev-secrets
 if [[ " $* " != *" -m static "* ]]; then
   scripts/services.sh up
   # shellcheck disable=SC1091
