@@ -8,6 +8,8 @@ BIN   := $(CURDIR)/bin
 export PATH := $(BIN):$(VENV)/bin:$(PATH)
 ENV      ?= dev
 OVERLAYS := overlays/dev overlays/staging overlays/prod
+# GitOps entry points (Flux Kustomizations, Argo CD Applications) are checked too: CRD schemas + rules.
+GITOPS   := $(wildcard gitops/flux/dev gitops/flux/staging gitops/flux/prod gitops/argocd)
 
 .PHONY: help
 help: ## List the targets
@@ -31,7 +33,7 @@ dev-secrets: ## Write overlays/dev/{secrets,provider-keys}.env (random, git-igno
 	scripts/dev-secrets.sh
 
 validate: venv tools-validate dev-secrets ## Render, schema-check and policy-check every overlay
-	python -m yuxi_k8s.validate $(OVERLAYS)  # = yuxi-k8s validate, without loading the other concerns
+	python -m yuxi_k8s.validate $(OVERLAYS) $(GITOPS)  # = yuxi-k8s validate, without loading the other concerns
 
 render: tools-validate dev-secrets ## Print the rendered manifests of one overlay: make render ENV=prod
 	kustomize build overlays/$(ENV)

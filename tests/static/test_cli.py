@@ -81,7 +81,17 @@ def test_render_failure_exits_1_naming_the_overlay(
 
 def test_not_a_kustomization(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(tmp_path)]) == 1
-    assert "not a kustomization directory" in capsys.readouterr().out
+    assert "neither a kustomization nor Kubernetes manifests" in capsys.readouterr().out
+    assert main(["validate", str(tmp_path / "missing")]) == 1
+    assert "no such file or directory" in capsys.readouterr().out
+
+
+def test_plain_manifest_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder of manifests without kustomization.yaml (e.g. Argo CD Applications) is read as is."""
+    (tmp_path / "prod").mkdir()
+    shutil.copy(CLEAN / "app.yaml", tmp_path / "prod" / "app.yaml")
+    assert main(["validate", str(tmp_path / "prod")]) == 0
+    assert "7 objects" in capsys.readouterr().err
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,3 +25,15 @@ def test_overlay_is_clean(report: pipeline.Report, index: int) -> None:
     overlay = report.overlays[index]
     assert overlay.env == OVERLAYS[index].split("/")[1]
     assert not overlay.failed(), to_text(pipeline.Report([overlay]))
+
+
+GITOPS = ("gitops/flux/dev", "gitops/flux/staging", "gitops/flux/prod", "gitops/argocd")
+
+
+def test_gitops_entry_points_are_clean() -> None:
+    """Flux Kustomizations / GitRepositories and Argo CD Applications pass their CRD schemas and rules."""
+    present = [str(REPO_ROOT / p) for p in GITOPS if (REPO_ROOT / p).exists()]
+    require(bool(present), "gitops/ entry points (issue 2)")
+    result = pipeline.run(present, config=load_config())
+    assert not result.failed, to_text(result)
+    assert all(o.objects for o in result.overlays)

@@ -41,12 +41,30 @@ def load_documents(text: str) -> list[dict]:
     return [doc for doc in yaml.load_all(text, Loader=_Loader) if isinstance(doc, dict)]
 
 
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+
+def read_plain(target: Path) -> Rendered:
+    """A manifest file, or a folder of them (no kustomization): the objects as written."""
+    files = [target] if target.is_file() else sorted([*target.glob("*.yaml"), *target.glob("*.yml")])
+    objects: list[dict] = []
+    try:
+        for f in files:
+            objects += load_documents(f.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        return Rendered(str(target), error=f"cannot read manifests: {exc}")
+    if not objects:
+        return Rendered(str(target), error=f"{target}: neither a kustomization nor Kubernetes manifests")
+    return Rendered(str(target), objects)
+
+
 def render_one(path: str) -> Rendered:
+    """kustomize build for a kustomization; a plain manifest file or folder is read as is."""
     target = Path(path)
-    if not target.is_dir() or not any(
-        (target / n).exists() for n in ("kustomization.yaml", "kustomization.yml", "Kustomization")
-    ):
-        return Rendered(path, error=f"{path}: not a kustomization directory")
+    if not target.exists():
+        return Rendered(path, error=f"{path}: no such file or directory")
+    if target.is_file() or not any((target / n).exists() for n in KUSTOMIZATION_FILES):
+        return read_plain(target)
     proc = subprocess.run(
         [str(find_tool("kustomize")), "build", "--load-restrictor", "LoadRestrictionsRootOnly", path],
         capture_output=True,
