@@ -84,7 +84,8 @@ def wait_available(ns: Namespace, name: str, replicas: int, timeout: float = 120
 
 def fetch(ns: Namespace, client: str, url: str) -> str | None:
     """The body a GET of *url* from pod *client* returns, or None when it cannot connect."""
-    proc = ns.exec(client, "wget", "-q", "-T", "3", "-O", "-", url)
+    # busybox 1.35's `wget -T` crashes; its `timeout` applet bounds the attempt instead.
+    proc = ns.exec(client, "timeout", "5", "wget", "-q", "-O", "-", url)
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 

@@ -49,7 +49,7 @@ int main(void) {
 
 BUSYBOX_APPLETS = (
     "sh", "cat", "echo", "ls", "mkdir", "rm", "sleep", "test", "true", "false", "wget",
-    "nc", "nslookup", "httpd", "hostname", "id", "env", "grep", "sed", "touch", "date", "ip",
+    "nc", "nslookup", "httpd", "hostname", "id", "env", "grep", "sed", "touch", "date", "ip", "timeout",
 )  # fmt: skip
 
 
