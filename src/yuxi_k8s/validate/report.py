@@ -101,12 +101,12 @@ def to_text(report: Report) -> str:
             lines.append(f"  allowed {v.rule} {where}: {v.message} (reason: {v.suppressed})")
         for s in o.notes:
             lines.append(f"  note    {_where(s.kind, s.namespace, s.name)}: {'; '.join(s.messages)}")
-    s = report.summary()
+    n = report.summary()
     lines.append(
-        f"Summary: {s['overlays']} overlays ({s['failed_overlays']} failed), {s['objects']} objects, "
-        f"{s['violations']} violations ({s['errors']} errors, {s['warnings']} warnings), "
-        f"{s['schema_failures']} schema failures, {s['render_failures']} render failures, "
-        f"{s['suppressed']} suppressed — {'FAIL' if report.failed else 'PASS'}"
+        f"Summary: {n['overlays']} overlays ({n['failed_overlays']} failed), {n['objects']} objects, "
+        f"{n['violations']} violations ({n['errors']} errors, {n['warnings']} warnings), "
+        f"{n['schema_failures']} schema failures, {n['render_failures']} render failures, "
+        f"{n['suppressed']} suppressed — {'FAIL' if report.failed else 'PASS'}"
     )
     return "\n".join(lines) + "\n"
 
