@@ -560,8 +560,10 @@ class LocalCluster:
             if verbose:
                 say(f"==> {msg}")
 
-        for name in reversed(COMPONENTS):
-            processes.stop(name)
+        # The node side first, so the kubelet does not restart what is being removed.
+        processes.stop_all(["kubelet", "kube-proxy", "kube-router", "provisioner"])
+        processes.stop_all(["kube-scheduler", "kube-controller-manager", "kube-apiserver"])
+        processes.stop_all(["containerd", "etcd"])
         # Processes of an earlier run whose pid files are gone (or that escaped our cgroups).
         strays = host.find_processes_using(
             (str(layout.STATE), str(layout.RUNTIME)), (*BINARIES, "yuxi_k8s.cluster.provisioner")

@@ -89,6 +89,14 @@ def stop(name: str, timeout: float = 10.0) -> None:
     _pidfile(name).unlink(missing_ok=True)
 
 
+def stop_all(names: list[str], timeout: float = 8.0) -> None:
+    """Stop several at once: SIGTERM to all, one shared grace period, then SIGKILL."""
+    pids = {name: pid for name in names if (pid := _pid_of(name)) is not None}
+    kill_pids(list(pids.values()), timeout=timeout)
+    for name in names:
+        _pidfile(name).unlink(missing_ok=True)
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
