@@ -16,6 +16,13 @@ POD_TEMPLATE_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "J
 LONG_RUNNING_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet")
 REPLICATED_KINDS = ("Deployment", "StatefulSet", "ReplicaSet")
 COMPONENT = "app.kubernetes.io/component"
+# Pods an operator creates from a custom resource in the render: CloudNativePG instances carry the
+# Cluster's inheritedMetadata labels plus these, and listen on these ports.
+CNPG_PORTS = (
+    {"name": "postgresql", "containerPort": 5432},
+    {"name": "metrics", "containerPort": 9187},
+    {"name": "status", "containerPort": 8000},
+)
 
 
 @dataclass(eq=False)
@@ -166,6 +173,17 @@ def pod_template(res: Resource) -> tuple[dict[str, Any], dict[str, Any]] | None:
     return template.get("spec") or {}, template.get("metadata") or {}
 
 
+def operator_pods(res: Resource) -> list[Workload]:
+    """Stand-ins for the pods an operator will create (for selector and port checks only)."""
+    if res.kind != "Cluster" or res.group != "postgresql.cnpg.io":
+        return []
+    inherited = ((res.spec.get("inheritedMetadata") or {}).get("labels")) or {}
+    base = {**inherited, "cnpg.io/cluster": res.name, "cnpg.io/podRole": "instance"}
+    roles = ["primary"] + (["replica"] if int(res.spec.get("instances", 1)) > 1 else [])
+    spec = {"containers": [{"name": "postgres", "ports": [dict(p) for p in CNPG_PORTS]}]}
+    return [Workload(res, spec, {"labels": {**base, "cnpg.io/instanceRole": r, "role": r}}) for r in roles]
+
+
 def job_spec(res: Resource) -> dict[str, Any] | None:
     if res.kind == "Job":
         return res.spec
@@ -233,6 +251,12 @@ class Context:
             if template is not None:
                 found.append(Workload(res, *template))
         return found
+
+    @cached_property
+    def selectable_pods(self) -> list[Workload]:
+        """The render's workloads plus the pods operators create from it (CloudNativePG instances):
+        what Service, NetworkPolicy and PDB selectors can match."""
+        return self.workloads + [p for res in self.resources for p in operator_pods(res)]
 
     def containers(self) -> Iterator[Container]:
         for w in self.workloads:

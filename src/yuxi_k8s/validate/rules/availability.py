@@ -159,7 +159,8 @@ def pdb_selects(ctx: Context) -> Iterator[Finding]:
     for pdb in ctx.of_kind("PodDisruptionBudget"):
         selector = pdb.spec.get("selector")
         if not any(
-            w.namespace == pdb.namespace and selector_matches(selector, w.pod_labels) for w in ctx.workloads
+            w.namespace == pdb.namespace and selector_matches(selector, w.pod_labels)
+            for w in ctx.selectable_pods
         ):
             yield pdb, f"selector {selector} matches no pod in the render"
 

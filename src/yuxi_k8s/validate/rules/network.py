@@ -73,7 +73,7 @@ rule(
 )
 def pod_selected(ctx: Context) -> Iterator[Finding]:
     policies = [p for p in ctx.of_kind("NetworkPolicy") if p.spec.get("podSelector")]
-    for w in ctx.workloads:
+    for w in ctx.selectable_pods:
         if not any(
             p.namespace == w.namespace and selector_matches(p.spec["podSelector"], w.pod_labels)
             for p in policies
@@ -133,7 +133,7 @@ def policy_selects(ctx: Context) -> Iterator[Finding]:
             continue
         if not any(
             w.namespace == policy.namespace and selector_matches(selector, w.pod_labels)
-            for w in ctx.workloads
+            for w in ctx.selectable_pods
         ):
             yield policy, f"podSelector {selector} matches no pod in the render"
 
@@ -148,7 +148,11 @@ def _declares(pods: list[Any], port: Any) -> bool:
 
 
 def _selected(ctx: Context, namespace: str, selector: dict[str, Any]) -> list[Any]:
-    return [w for w in ctx.workloads if w.namespace == namespace and selector_matches(selector, w.pod_labels)]
+    return [
+        w
+        for w in ctx.selectable_pods
+        if w.namespace == namespace and selector_matches(selector, w.pod_labels)
+    ]
 
 
 @rule(

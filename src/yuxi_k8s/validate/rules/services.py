@@ -12,7 +12,9 @@ FAMILY = "services"
 
 def backends(ctx: Context, svc: Resource) -> list[Workload]:
     selector = svc.spec.get("selector")
-    return [w for w in ctx.workloads if w.namespace == svc.namespace and map_matches(selector, w.pod_labels)]
+    return [
+        w for w in ctx.selectable_pods if w.namespace == svc.namespace and map_matches(selector, w.pod_labels)
+    ]
 
 
 @rule(
