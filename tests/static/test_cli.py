@@ -155,3 +155,18 @@ def test_print_crd_paths(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "--print-crd-paths"]) == 0
     paths = capsys.readouterr().out.split()
     assert paths and all(Path(p).is_file() for p in paths)
+
+
+def test_duplicate_keys_fail(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """kubeconform -strict refuses duplicate keys; kustomize does too, and so do plain manifest folders."""
+    manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  a: '1'\n  a: '2'\n"
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "cm.yaml").write_text(manifest)
+    kust = tmp_path / "kust"
+    kust.mkdir()
+    (kust / "cm.yaml").write_text(manifest)
+    (kust / "kustomization.yaml").write_text("resources: [cm.yaml]\n")
+    assert main(["validate", "-q", str(plain), str(kust)]) == 1
+    out = capsys.readouterr().out
+    assert "duplicate key 'a'" in out and 'mapping key "a" already defined' in out

@@ -37,8 +37,25 @@ class Rendered:
     error: str | None = None
 
 
-def load_documents(text: str) -> list[dict]:
-    return [doc for doc in yaml.load_all(text, Loader=_Loader) if isinstance(doc, dict)]
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:  # type: ignore[override]
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_documents(text: str, strict: bool = False) -> list[dict]:
+    """YAML documents that are mappings; *strict* also refuses duplicate keys (as kustomize does)."""
+    loader = _StrictLoader if strict else _Loader
+    return [doc for doc in yaml.load_all(text, Loader=loader) if isinstance(doc, dict)]
 
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
@@ -50,9 +67,9 @@ def read_plain(target: Path) -> Rendered:
     objects: list[dict] = []
     try:
         for f in files:
-            objects += load_documents(f.read_text())
+            objects += load_documents(f.read_text(), strict=True)
     except (OSError, yaml.YAMLError) as exc:
-        return Rendered(str(target), error=f"cannot read manifests: {exc}")
+        return Rendered(str(target), error=f"cannot read manifests: {' '.join(str(exc).split())}")
     if not objects:
         return Rendered(str(target), error=f"{target}: neither a kustomization nor Kubernetes manifests")
     return Rendered(str(target), objects)
