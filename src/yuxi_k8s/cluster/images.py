@@ -285,10 +285,16 @@ def build_from_directory(
     )
 
 
-def load_into_containerd(archive: Path, *, address: str = CONTAINERD_SOCKET, ctr: str = "ctr") -> None:
+def _ctr_binary() -> str:
+    """The pinned ctr that scripts/tools.sh links into bin/, else one on PATH."""
+    pinned = Path(__file__).resolve().parents[3] / "bin" / "ctr"
+    return str(pinned) if pinned.exists() else (shutil.which("ctr") or "ctr")
+
+
+def load_into_containerd(archive: Path, *, address: str = CONTAINERD_SOCKET, ctr: str | None = None) -> None:
     """Import *archive* into containerd's ``k8s.io`` namespace (where the kubelet looks)."""
     _run(
-        [ctr, "--address", address, "-n", "k8s.io", "images", "import", str(archive)],
+        [ctr or _ctr_binary(), "--address", address, "-n", "k8s.io", "images", "import", str(archive)],
         f"import {archive.name} into containerd at {address}",
     )
 

@@ -35,11 +35,6 @@ class Provisioner:
         self.root = root
         self.name = name
 
-    def our_classes(self) -> set[str]:
-        return {
-            sc.metadata.name for sc in self.storage.list_storage_class().items if sc.provisioner == self.name
-        }
-
     def provision(self, pvc: Any, reclaim: str) -> None:
         pv_name = f"pvc-{pvc.metadata.uid}"
         path = self.root / pv_name
@@ -85,9 +80,13 @@ class Provisioner:
                 raise
 
     def sync(self) -> None:
-        classes = {sc.metadata.name: sc for sc in self.storage.list_storage_class().items}
+        # The client's models type every field Optional; the API server fills the ones read here.
+        storage_classes: list[Any] = self.storage.list_storage_class().items
+        classes = {sc.metadata.name: sc for sc in storage_classes}
         ours = {n for n, sc in classes.items() if sc.provisioner == self.name}
-        for pvc in self.api.list_persistent_volume_claim_for_all_namespaces().items:
+        claims: list[Any] = self.api.list_persistent_volume_claim_for_all_namespaces().items
+        volumes: list[Any] = self.api.list_persistent_volume().items
+        for pvc in claims:
             wanted = (pvc.metadata.annotations or {}).get(CLAIM_PROVISIONER) == self.name
             if (
                 pvc.status.phase == "Pending"
@@ -95,7 +94,7 @@ class Provisioner:
                 and (wanted or pvc.spec.storage_class_name in ours)
             ):
                 self.provision(pvc, classes[pvc.spec.storage_class_name].reclaim_policy or "Delete")
-        for pv in self.api.list_persistent_volume().items:
+        for pv in volumes:
             mine = (pv.metadata.annotations or {}).get(ANNOTATION) == self.name
             if (
                 mine

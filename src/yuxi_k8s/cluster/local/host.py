@@ -70,10 +70,9 @@ def restore_sysctls() -> None:
     if not layout.SYSCTL_BACKUP.exists():
         return
     for key, value in json.loads(layout.SYSCTL_BACKUP.read_text()).items():
-        try:
+        # Some keys cannot be written back (read-only in this VM): nothing more to do for them.
+        with contextlib.suppress(OSError):
             _sysctl_path(key).write_text(value)
-        except OSError:
-            pass  # some keys are read-only once set (keys quota): nothing more to do
     layout.SYSCTL_BACKUP.unlink()
 
 

@@ -59,5 +59,6 @@ class ExistingProvider(ClusterProvider):
             images.load_into_kind(archive, context.removeprefix("kind-"))
         else:
             raise ProviderError(
-                f"cannot load {archive.name} into the cluster at {server}: push it to a registry it pulls from"
+                f"cannot load {archive.name} into the cluster at {server}: "
+                "push it to a registry that cluster pulls from"
             )
