@@ -30,7 +30,7 @@ from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from .. import migrations
-from . import layout
+from . import jsonio, layout
 from .config import DistributedConfig, Versioned, check_config_key, check_scope, provider_key
 from .errors import ConflictError, FencingError, NotFoundError, StateUnavailableError
 from .file_backend import _check_document
@@ -580,6 +580,7 @@ class DatabaseConfig(DistributedConfig):
                 with psycopg.connect(
                     dsn, autocommit=True, connect_timeout=max(1, int(self.settings.connect_timeout_s))
                 ) as conn:
+                    jsonio.use_for(conn)
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     self._reload(conn)  # after LISTEN: a change made meanwhile is heard, not lost
                     self._stale_since = None

@@ -19,6 +19,8 @@ from typing import Any
 
 import tomli_w
 
+from . import jsonio
+
 BASE_TOML = "config/base.toml"
 CUSTOM_PROVIDERS_TOML = "config/custom_providers.toml"
 GLOBAL_METADATA = "knowledge_base_data/global_metadata.json"
@@ -172,7 +174,7 @@ def load_json(path: Path) -> Any:
     if text is None:
         return None
     try:
-        return json.loads(text)
+        return jsonio.loads(text)
     except json.JSONDecodeError as exc:
         raise FormatError(path, f"invalid JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
 
@@ -243,7 +245,8 @@ def read_saves(root: Path) -> Snapshot:
             kb = snap.kbs.setdefault(db_id, KbEntry(kb_type=kb_type))
             kb.kb_type, kb.payload = kb_type, entry
         for file_id, entry in _object(path, _or_empty(doc.get("files")), "files").items():
-            entry = _object(path, entry, f"files.{file_id}")
+            if type(entry) is not dict:  # (inline: this loop runs once per file record)
+                entry = _object(path, entry, f"files.{file_id}")
             if file_id in snap.files:
                 raise FormatError(path, f"file id {file_id} also appears in another metadata file")
             snap.files[file_id] = FileEntry(kb_type=kb_type, payload=entry)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..state import jsonio
 from .rows import KIND_LABELS, TABLES, Rows, key_label
 
 
@@ -52,8 +52,8 @@ class Plan:
         return lines
 
 
-def canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def canonical(value: Any) -> bytes:
+    return jsonio.canonical(value)
 
 
 def same_row(a: dict[str, Any], b: dict[str, Any]) -> bool:

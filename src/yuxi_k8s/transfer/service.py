@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 
 from .. import migrations
+from ..state import jsonio
 from ..state.fileio import fsync_dir
 from ..state.layout import (
     BASE_TOML,
@@ -37,7 +38,7 @@ from ..state.layout import (
 )
 from ..state.models import NOTIFY_CHANNEL
 from ..state.settings import describe_database_url, libpq_url
-from .plan import Plan, canonical, make_plan
+from .plan import KindPlan, Plan, canonical, make_plan
 from .rows import JSON_COLUMNS, TABLES, Rows, key_label, read_rows, rows_snapshot, snapshot_rows
 
 MIGRATE_LOCK_KEY = "yuxi-k8s:migrate-config"
@@ -62,7 +63,9 @@ def _one_line(exc: BaseException) -> str:
 
 def connect(url: str, timeout_s: float = 5.0) -> psycopg.Connection:
     try:
-        return psycopg.connect(libpq_url(url), connect_timeout=max(1, int(timeout_s)))
+        conn = psycopg.connect(libpq_url(url), connect_timeout=max(1, int(timeout_s)))
+        jsonio.use_for(conn)
+        return conn
     except psycopg.Error as exc:
         raise TransferError(f"database {describe_database_url(url)}: {_one_line(exc)}") from None
 
@@ -103,51 +106,96 @@ def read_tree(saves_dir: Path) -> Snapshot:
 
 
 def _db_value(column: str, value: Any) -> Any:
-    return json.dumps(value, ensure_ascii=False) if column in JSON_COLUMNS and value is not None else value
+    return jsonio.dumps(value) if column in JSON_COLUMNS and value is not None else value
 
 
-def insert_rows(conn: psycopg.Connection, kind: str, rows: dict[Any, dict[str, Any]]) -> None:
-    """COPY new rows in (version 1, rev from the sequence by column default)."""
-    if not rows:
-        return
+def _stage_name(kind: str) -> str:
+    return f"stage_{TABLES[kind][0]}"
+
+
+def _cast(column: str, source: str) -> str:
+    return f"{source}.{column}"
+
+
+def _stage_type(column: str) -> str:
+    return "jsonb" if column in JSON_COLUMNS else "integer" if column == "position" else "text"
+
+
+def stage_rows(conn: psycopg.Connection, kind: str, p: KindPlan) -> None:
+    """COPY the rows to write into a temp table, where PostgreSQL parses the JSON once."""
+    _, pk, cols = TABLES[kind]
+    defs = ", ".join(f"{c} {_stage_type(c)}" for c in pk + cols)
+    stage = _stage_name(kind)
+    conn.execute(f"CREATE TEMP TABLE {stage} (op char(1) NOT NULL, {defs}) ON COMMIT DROP")
+    with conn.cursor() as cur, cur.copy(f"COPY {stage} (op, {', '.join(pk + cols)}) FROM STDIN") as copy:
+        for op, rows in (("i", p.insert), ("u", p.update)):
+            for key, row in rows.items():
+                keys = key if isinstance(key, tuple) else (key,)
+                copy.write_row([op, *keys, *(_db_value(c, row[c]) for c in cols)])
+
+
+def write_staged(conn: psycopg.Connection, kind: str, p: KindPlan) -> None:
+    """New rows in one INSERT ... SELECT (version 1, rev from the sequence), changed rows in one UPDATE."""
     table, pk, cols = TABLES[kind]
-    with conn.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(pk + cols)}) FROM STDIN") as copy:
-        for key, row in rows.items():
-            keys = key if isinstance(key, tuple) else (key,)
-            copy.write_row([*keys, *(_db_value(c, row[c]) for c in cols)])
-
-
-def update_rows(conn: psycopg.Connection, kind: str, rows: dict[Any, dict[str, Any]]) -> None:
-    if not rows:
-        return
-    table, pk, cols = TABLES[kind]
-    casts = {c: "::jsonb" if c in JSON_COLUMNS else "" for c in cols}
-    sets = ", ".join(f"{c} = %s{casts[c]}" for c in cols)
-    where = " AND ".join(f"{c} = %s" for c in pk)
-    bump = "version = version + 1, rev = nextval('state_rev_seq'), updated_at = now()"
-    sql = f"UPDATE {table} SET {sets}, {bump} WHERE {where}"
-    params = []
-    for key, row in rows.items():
-        keys = key if isinstance(key, tuple) else (key,)
-        params.append([*(_db_value(c, row[c]) for c in cols), *keys])
-    with conn.cursor() as cur:
-        cur.executemany(sql, params)
+    stage = _stage_name(kind)
+    names = ", ".join(pk + cols)
+    values = ", ".join([*(f"s.{c}" for c in pk), *(_cast(c, "s") for c in cols)])
+    inserted = conn.execute(f"INSERT INTO {table} ({names}) SELECT {values} FROM {stage} s WHERE s.op = 'i'")
+    sets = ", ".join(f"{c} = {_cast(c, 's')}" for c in cols if c != "position")
+    bump = "version = t.version + 1, rev = nextval('state_rev_seq'), updated_at = now()"
+    match = " AND ".join(f"t.{c} = s.{c}" for c in pk)
+    updated = conn.execute(f"UPDATE {table} t SET {sets}, {bump} FROM {stage} s WHERE s.op = 'u' AND {match}")
+    if inserted.rowcount != len(p.insert) or updated.rowcount != len(p.update):
+        raise TransferError(f"{table}: wrote {inserted.rowcount}+{updated.rowcount} rows, planned "
+                            f"{len(p.insert)}+{len(p.update)}; nothing written")  # fmt: skip
 
 
 def apply_plan(conn: psycopg.Connection, plan: Plan) -> None:
     for kind, p in plan.kinds.items():
-        insert_rows(conn, kind, p.insert)
-        update_rows(conn, kind, p.update)
+        if p.insert or p.update:
+            stage_rows(conn, kind, p)
+            write_staged(conn, kind, p)
 
 
-def verify(conn: psycopg.Connection, wanted: Rows) -> None:
-    """Read back and compare every row the files define; raise on the first mismatch."""
-    stored = read_rows(conn)
-    for kind, rows in wanted.items():
-        have = stored[kind]
-        for key, row in rows.items():
-            got = have.get(key)
-            if got is None or canonical(got) != canonical(row):
+def verify(conn: psycopg.Connection, plan: Plan, sample: int = 10_000) -> None:
+    """Read back what was written and compare, twice over.
+
+    In the database, every written row against its staged copy (JSONB equality is
+    type-aware: true is not 1): the INSERT/UPDATE wrote what was planned. In Python,
+    the rows of each kind (a deterministic sample of *sample* for larger kinds)
+    against the records parsed from the files: the encoding lost nothing.
+    """
+    for kind, p in plan.kinds.items():
+        if not (p.insert or p.update):
+            continue
+        table, pk, cols = TABLES[kind]
+        stage = _stage_name(kind)
+        join = " AND ".join(f"t.{c} = s.{c}" for c in pk)
+        differs = " OR ".join(f"t.{c} IS DISTINCT FROM {_cast(c, 's')}" for c in cols)
+        bad = conn.execute(
+            f"SELECT {', '.join('s.' + c for c in pk)} FROM {stage} s LEFT JOIN {table} t ON {join} "
+            f"WHERE t.{pk[0]} IS NULL OR {differs} LIMIT 1"
+        ).fetchone()
+        if bad is not None:
+            key = tuple(bad) if len(pk) > 1 else bad[0]
+            raise TransferError(
+                f"verification failed for {key_label(kind, key)}: database differs after writing"
+            )
+        written = {**p.insert, **p.update}
+        keys = list(written)
+        if len(keys) > sample:
+            step = len(keys) / sample
+            keys = [keys[int(i * step)] for i in range(sample)]
+        where = " AND ".join(f"{c} = ANY(%s)" for c in pk[:1])
+        params = [[k[0] if isinstance(k, tuple) else k for k in keys]]
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT {', '.join(pk + cols)} FROM {table} WHERE {where}", params)
+            got = {}
+            for record in cur:
+                key = tuple(record[: len(pk)]) if len(pk) > 1 else record[0]
+                got[key] = dict(zip(cols, record[len(pk) :], strict=True))
+        for key in keys:
+            if key not in got or canonical(got[key]) != canonical(written[key]):
                 raise TransferError(
                     f"verification failed for {key_label(kind, key)}: database differs after writing"
                 )
@@ -191,7 +239,7 @@ def migrate(
                     # Nothing to write: leave the transaction without changes.
                     raise _Rollback(plan)
                 apply_plan(conn, plan)
-                verify(conn, wanted)
+                verify(conn, plan)
                 conn.execute(
                     "SELECT pg_notify(%s, %s)",
                     (NOTIFY_CHANNEL, json.dumps({"k": "all", "src": "migrate-config"})),
