@@ -91,7 +91,7 @@ def test_plain_manifest_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str
     (tmp_path / "prod").mkdir()
     shutil.copy(CLEAN / "app.yaml", tmp_path / "prod" / "app.yaml")
     assert main(["validate", str(tmp_path / "prod")]) == 0
-    assert "7 objects" in capsys.readouterr().err
+    assert "8 objects" in capsys.readouterr().err
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

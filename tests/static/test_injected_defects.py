@@ -91,6 +91,42 @@ def configmap_url(objs: Objects) -> None:
     cm["data"]["MINIO_URI"] = "http://minio:minio123@minio:9000"
 
 
+def policies_for(objs: Objects, component: str) -> list[dict[str, Any]]:
+    return [
+        p
+        for p in objs
+        if p["kind"] == "NetworkPolicy"
+        and ((p["spec"].get("podSelector") or {}).get("matchLabels") or {}).get("app.kubernetes.io/component")
+        == component
+    ]
+
+
+def drop_dns(objs: Objects) -> None:
+    for p in [p for p in objs if p["kind"] == "NetworkPolicy"]:
+        p["spec"]["egress"] = [
+            r
+            for r in p["spec"].get("egress") or []
+            if not any(str(x.get("port")) == "53" for x in r.get("ports") or [])
+        ]
+
+
+def web_to_postgres(objs: Objects) -> None:
+    policy = copy.deepcopy(policies_for(objs, "postgres")[0])
+    policy["metadata"]["name"] = "web-to-postgres"
+    policy["spec"] = {
+        "podSelector": {"matchLabels": {"app.kubernetes.io/component": "postgres"}},
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/component": "web"}}}]}],
+    }
+    objs.append(policy)
+
+
+def drop_api_ingress(objs: Objects) -> None:
+    for p in policies_for(objs, "api"):
+        if "Ingress" in p["spec"].get("policyTypes", []):
+            objs.remove(p)
+
+
 CASES: list[tuple[str, str, Callable[[Objects], Any], str]] = [
     (
         "prod",
@@ -355,6 +391,16 @@ CASES: list[tuple[str, str, Callable[[Objects], Any], str]] = [
     ),
     ("prod", "memory 1GB", lambda o: main(o)["resources"]["limits"].update(memory="1GB"), "YK-RES-004"),
     ("prod", "Ingress TLS removed", lambda o: one(o, "Ingress")["spec"].pop("tls"), "YK-SVC-005"),
+    ("dev", "DNS egress removed", drop_dns, "YK-NET-007"),
+    ("dev", "web allowed into postgres", web_to_postgres, "YK-NET-008"),
+    ("prod", "web allowed into postgres", web_to_postgres, "YK-NET-008"),
+    ("prod", "api ingress policy removed", drop_api_ingress, "YK-NET-009"),
+    (
+        "dev",
+        "postgres port typo in a policy",
+        lambda o: policies_for(o, "postgres")[0]["spec"]["ingress"][0]["ports"][0].update(port=5433),
+        "YK-NET-006",
+    ),
 ]
 
 

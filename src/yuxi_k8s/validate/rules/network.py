@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from yuxi_k8s.validate.model import Context, Resource, selector_matches
@@ -185,3 +186,169 @@ def policy_ports(ctx: Context) -> Iterator[Finding]:
             for port in (item.get("ports") or []) if peers else []:
                 if "port" in port and "endPort" not in port and not _declares(peers, port["port"]):
                     yield policy, f"egress[{i}] allows port {port['port']}, not declared by the peer pods"
+
+
+# --- flows between the render's pods -------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Flow:
+    """Traffic one policy rule allows from src to dst pods; ports None = every port."""
+
+    policy: Resource
+    direction: str  # Ingress | Egress
+    src: Any
+    dst: Any
+    ports: frozenset[int] | None
+    explicit: bool  # the peer was named (podSelector), not left empty
+
+
+def _peer_pods(ctx: Context, policy: Resource, peer: dict[str, Any]) -> list[Any]:
+    """Pods of the policy's namespace that a peer selects ([] for ipBlocks and other namespaces)."""
+    if "ipBlock" in peer:
+        return []
+    ns_selector = peer.get("namespaceSelector")
+    if ns_selector is not None:
+        named = (ns_selector.get("matchLabels") or {}).get("kubernetes.io/metadata.name")
+        if named != policy.namespace:
+            return []
+    return _selected(ctx, policy.namespace, peer.get("podSelector") or {})
+
+
+def _numbers(ports: list[dict[str, Any]], dst: Any) -> frozenset[int] | None:
+    if not ports:
+        return None
+    out: set[int] = set()
+    for p in ports:
+        port = p.get("port")
+        if port is None:
+            return None
+        if isinstance(port, int) or str(port).isdigit():
+            end = p.get("endPort")
+            out |= set(range(int(port), int(end) + 1)) if end else {int(port)}
+        else:
+            out |= {
+                cp["containerPort"] for c in dst.main_containers for cp in c.ports if cp.get("name") == port
+            }
+    return frozenset(out)
+
+
+def flows(ctx: Context) -> list[Flow]:
+    """Every (policy rule, source pod, destination pod) the render's NetworkPolicies allow in-namespace."""
+    found = []
+    for policy in ctx.of_kind("NetworkPolicy"):
+        selected = _selected(ctx, policy.namespace, policy.spec.get("podSelector") or {})
+        everyone = _selected(ctx, policy.namespace, {})
+        for direction, key, peer_key in (("Ingress", "ingress", "from"), ("Egress", "egress", "to")):
+            if direction not in _types(policy):
+                continue
+            for item in policy.spec.get(key) or []:
+                item = item or {}
+                peers = item.get(peer_key) or []
+                others = [w for peer in peers for w in _peer_pods(ctx, policy, peer)] if peers else everyone
+                for pod in selected:
+                    for other in others:
+                        src, dst = (other, pod) if direction == "Ingress" else (pod, other)
+                        ports = _numbers(item.get("ports") or [], dst)
+                        found.append(Flow(policy, direction, src, dst, ports, bool(peers)))
+    return found
+
+
+def _architecture(ctx: Context) -> dict[str, dict[str, set[int]]]:
+    table = ctx.setting("network_flows", {}) or {}
+    return {src: {dst: set(ports) for dst, ports in (dsts or {}).items()} for src, dsts in table.items()}
+
+
+@rule(
+    "YK-NET-007",
+    family=FAMILY,
+    title="DNS egress allowed",
+    message="Under a default-deny egress policy a pod without an egress rule to port 53 cannot resolve "
+    "any Service name.",
+    fix="Allow egress to the cluster DNS (kube-system/kube-dns) on UDP and TCP 53 for every pod.",
+)
+def dns_egress(ctx: Context) -> Iterator[Finding]:
+    for w in ctx.workloads:
+        policies = [
+            p
+            for p in ctx.of_kind("NetworkPolicy")
+            if p.namespace == w.namespace
+            and "Egress" in _types(p)
+            and selector_matches(p.spec.get("podSelector") or {}, w.pod_labels)
+        ]
+        if not policies:
+            continue  # egress not restricted for this pod
+        allowed = any(
+            not (item or {}).get("ports")
+            or any(str(x.get("port")) in {"53", "dns", "dns-tcp"} for x in item["ports"])
+            for p in policies
+            for item in p.spec.get("egress") or []
+        )
+        if not allowed:
+            yield w.resource, "egress is restricted and no rule allows DNS (port 53)"
+
+
+@rule(
+    "YK-NET-008",
+    family=FAMILY,
+    title="Only the architecture's flows",
+    message="Every pod-to-pod flow a NetworkPolicy opens must be one the architecture needs "
+    "(config `network_flows`: web -> api 5050, api -> postgres 5432, ...); anything else widens "
+    "the blast radius of a compromised pod.",
+    fix="Remove the extra peer or port, or add the flow to `network_flows` in the config if the "
+    "architecture really changed.",
+)
+def extra_flows(ctx: Context) -> Iterator[Finding]:
+    table = _architecture(ctx)
+    reported = set()
+    for f in flows(ctx):
+        if not f.explicit or not f.src.component or not f.dst.component:
+            continue  # empty peer lists are YK-NET-004's business
+        allowed = table.get(f.src.component, {}).get(f.dst.component, set())
+        extra = "every port" if f.ports is None else ", ".join(map(str, sorted(f.ports - allowed)))
+        key = (f.policy.name, f.direction, f.src.component, f.dst.component, extra)
+        if extra and key not in reported:
+            reported.add(key)
+            yield f.policy, f"{f.direction.lower()} allows {f.src.component} -> {f.dst.component} on {extra}"
+
+
+@rule(
+    "YK-NET-009",
+    family=FAMILY,
+    title="The architecture's flows are open",
+    message="A flow the architecture needs (config `network_flows`) that the policies block breaks the "
+    "app at run time: e.g. the api cannot reach PostgreSQL.",
+    fix="Allow the flow on both sides: egress from the source pods and ingress to the destination pods.",
+)
+def required_flows(ctx: Context) -> Iterator[Finding]:
+    table = _architecture(ctx)
+    allowed = flows(ctx)
+    policies = ctx.of_kind("NetworkPolicy")
+
+    def isolated(pod: Any, direction: str) -> bool:
+        return any(
+            p.namespace == pod.namespace
+            and direction in _types(p)
+            and selector_matches(p.spec.get("podSelector") or {}, pod.pod_labels)
+            for p in policies
+        )
+
+    for src in ctx.selectable_pods:
+        for dst in ctx.selectable_pods:
+            if src.namespace != dst.namespace or src is dst:
+                continue  # a pod does not need a policy to talk to itself
+            for port in sorted(table.get(src.component, {}).get(dst.component, set())):
+                for direction in ("Egress", "Ingress"):
+                    side = src if direction == "Egress" else dst
+                    if not isolated(side, direction):
+                        continue
+                    if not any(
+                        f.direction == direction
+                        and f.src is src
+                        and f.dst is dst
+                        and (f.ports is None or port in f.ports)
+                        for f in allowed
+                    ):
+                        verb = "egress from" if direction == "Egress" else "ingress to"
+                        flow = f"{src.component} -> {dst.component}:{port}"
+                        yield side.resource, f"{flow} is blocked ({verb} {side.component})"
