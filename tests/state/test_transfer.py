@@ -267,3 +267,13 @@ def test_check_reports_connectivity_and_schema(db_url: str, empty_db_url: str, r
     assert "schema 0002 (head)" in ok.stdout and "redis" in ok.stdout
     behind = run_cli("check", "--database-url", empty_db_url)
     assert "db upgrade" in _one_line_error(behind)
+
+
+def test_a_bom_is_accepted_and_a_parent_dir_gets_a_hint(db_url: str, saves: Path) -> None:
+    for rel in ("config/base.toml", "knowledge_base_data/global_metadata.json"):
+        path = saves / rel
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # saved by a Windows editor
+    result = run_cli("migrate-config", "--saves-dir", str(saves), "--database-url", db_url)
+    assert result.returncode == 0, result.stderr
+    parent = run_cli("migrate-config", "--saves-dir", str(saves.parent), "--database-url", db_url)
+    assert f"did you mean {saves}" in _one_line_error(parent)

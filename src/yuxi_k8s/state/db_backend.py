@@ -28,6 +28,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from .. import migrations
 from . import jsonio, layout
@@ -227,7 +228,7 @@ class DatabaseConfig(DistributedConfig):
             if exc.connection_invalidated or isinstance(exc.orig, psycopg.OperationalError):
                 raise unavailable(self.url, exc) from exc
             raise
-        except OSError as exc:
+        except (OSError, SATimeoutError) as exc:  # SATimeoutError: no pooled connection came free
             raise unavailable(self.url, exc) from exc
 
     def _fresh(self) -> None:

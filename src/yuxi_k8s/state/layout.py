@@ -144,7 +144,7 @@ def _json_to_toml(value: Any) -> Any:
 
 def _read_text(path: Path) -> str | None:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (edited on Windows) is not content
     except FileNotFoundError:
         return None
     except UnicodeDecodeError as exc:

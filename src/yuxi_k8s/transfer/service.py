@@ -95,9 +95,11 @@ def read_tree(saves_dir: Path) -> Snapshot:
     except FormatError as exc:
         raise TransferError(str(exc)) from None
     if not snap.documents and not snap.config:
+        hint = "is this the saves/ directory?"
+        if (saves_dir / "saves" / BASE_TOML).is_file() or (saves_dir / "saves" / GLOBAL_METADATA).is_file():
+            hint = f"did you mean {saves_dir / 'saves'}?"
         raise TransferError(
-            f"{saves_dir}: no Yuxi-Know state found (expected {BASE_TOML}, {GLOBAL_METADATA}, ...); "
-            "is this the saves/ directory?"
+            f"{saves_dir}: no Yuxi-Know state found (expected {BASE_TOML}, {GLOBAL_METADATA}, ...); {hint}"
         )
     return snap
 
