@@ -392,6 +392,13 @@ CASES: list[tuple[str, str, Callable[[Objects], Any], str]] = [
     ("prod", "memory 1GB", lambda o: main(o)["resources"]["limits"].update(memory="1GB"), "YK-RES-004"),
     ("prod", "Ingress TLS removed", lambda o: one(o, "Ingress")["spec"].pop("tls"), "YK-SVC-005"),
     ("dev", "DNS egress removed", drop_dns, "YK-NET-007"),
+    ("prod", "api preStop removed", lambda o: main(o).pop("lifecycle"), "YK-PRB-006"),
+    (
+        "staging",
+        "grace period shorter than preStop",
+        lambda o: pod(o).update(terminationGracePeriodSeconds=1),
+        "YK-PRB-006",
+    ),
     ("dev", "web allowed into postgres", web_to_postgres, "YK-NET-008"),
     ("prod", "web allowed into postgres", web_to_postgres, "YK-NET-008"),
     ("prod", "api ingress policy removed", drop_api_ingress, "YK-NET-009"),

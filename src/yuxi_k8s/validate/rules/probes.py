@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -131,3 +132,44 @@ def distinct_probes(ctx: Context) -> Iterator[Finding]:
         ready, live = c.spec.get("readinessProbe"), c.spec.get("livenessProbe")
         if ready and live and _handler(ready) == _handler(live):
             yield c.workload.resource, f"{c.label()} readinessProbe and livenessProbe run the same check"
+
+
+def _prestop_seconds(pre_stop: dict[str, Any]) -> int | None:
+    """Seconds a preStop hook waits (sleep action or `sleep N` command), None when unknown."""
+    if "sleep" in pre_stop:
+        return int((pre_stop["sleep"] or {}).get("seconds", 0))
+    command = " ".join(map(str, (pre_stop.get("exec") or {}).get("command") or []))
+    match = re.search(r"\bsleep\s+(\d+)", command)
+    return int(match.group(1)) if match else None
+
+
+@rule(
+    "YK-PRB-006",
+    family=FAMILY,
+    title="Graceful shutdown behind a Service",
+    message="A Deployment's pod behind a Service keeps receiving requests for a few seconds after it is "
+    "told to stop (endpoints propagate slowly); without a preStop pause, or with a grace period shorter "
+    "than the pause, in-flight requests fail on every rollout.",
+    fix="Add `lifecycle.preStop.sleep.seconds` (5-15) and a `terminationGracePeriodSeconds` longer than it "
+    "plus the longest request.",
+)
+def graceful_shutdown(ctx: Context) -> Iterator[Finding]:
+    services = [s for s in ctx.of_kind("Service") if s.spec.get("selector")]
+    for w in ctx.workloads:
+        if w.kind != "Deployment":
+            continue
+        if not any(
+            s.namespace == w.namespace and map_matches(s.spec["selector"], w.pod_labels) for s in services
+        ):
+            continue
+        c = w.primary
+        if c is None:
+            continue
+        pre_stop = (c.spec.get("lifecycle") or {}).get("preStop")
+        if not pre_stop:
+            yield w.resource, f"{c.label()} has no preStop hook"
+            continue
+        pause = _prestop_seconds(pre_stop)
+        grace = int(w.pod_spec.get("terminationGracePeriodSeconds", 30))
+        if pause is not None and grace <= pause:
+            yield w.resource, f"terminationGracePeriodSeconds {grace} <= preStop pause {pause}s"
