@@ -261,6 +261,7 @@ def kubelet_config(p: pki.Pki) -> dict[str, Any]:
         "shutdownGracePeriod": "0s",
         "nodeStatusUpdateFrequency": "5s",
         "containerLogMaxSize": "10Mi",
+        "podLogsDir": str(layout.POD_LOGS),
         "rotateCertificates": False,
         "serverTLSBootstrap": False,
     }
@@ -569,7 +570,7 @@ class LocalCluster:
         strays = host.find_processes_using(
             (str(layout.STATE), str(layout.RUNTIME)), (*BINARIES, "yuxi_k8s.cluster.provisioner")
         )
-        processes.kill_pids(strays)
+        processes.kill_pids(strays, timeout=1)  # leftovers (shims): the cgroup sweep below finishes them
         note(f"stopped the cluster's processes ({len(strays)} strays)")
         host.remove_cgroups()
         note("killed the pods and removed the cgroups")
@@ -581,6 +582,7 @@ class LocalCluster:
         note("removed iptables chains, ipsets, the bridge and its veths")
         host.restore_sysctls()
         _remove_stale_shim_sockets()
+        host.remove_fixed_path_leftovers()
         for d in (layout.RUNTIME, layout.STATE):
             shutil.rmtree(d, ignore_errors=True)
         note(f"removed {layout.STATE} and {layout.RUNTIME}")

@@ -256,3 +256,35 @@ def find_processes_using(paths: tuple[str, ...], programs: tuple[str, ...]) -> l
         if ours and any(re.search(rf"(^|[\s=]){re.escape(p)}(/|\s|$)", cmdline) for p in paths):
             found.append(int(entry.name))
     return found
+
+
+def _rmdir_up(path: Path, stop: Path) -> None:
+    """Remove *path* and its parents up to (not including) *stop* while they are empty."""
+    while path != stop and path.is_dir():
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        path = path.parent
+
+
+def remove_fixed_path_leftovers() -> None:
+    """The cluster's entries in folders whose paths the kubelet and libcni fix themselves."""
+    plugins = layout.KUBELET_DEVICE_PLUGINS
+    (plugins / "kubelet.sock").unlink(missing_ok=True)
+    _rmdir_up(plugins, Path("/var/lib"))
+    links = layout.CONTAINER_LOG_LINKS
+    if links.is_dir():
+        for link in links.iterdir():
+            if link.is_symlink() and os.readlink(link).startswith(str(layout.STATE)):
+                link.unlink()
+        _rmdir_up(links, Path("/var/log"))
+    _rmdir_up(layout.DEFAULT_POD_LOGS, Path("/var/log"))
+    results = layout.CNI_RESULTS
+    if results.is_dir():
+        ours = [r for r in results.iterdir() if r.name.startswith("yuxi-k8s-")]
+        for result in ours:
+            container_id = result.name.removeprefix("yuxi-k8s-").rsplit("-", 1)[0]
+            (results / f"cni-loopback-{container_id}-lo").unlink(missing_ok=True)
+            result.unlink(missing_ok=True)
+        _rmdir_up(results, Path("/var/lib"))

@@ -22,6 +22,13 @@ CONTAINERD_STATE = RUNTIME / "containerd"
 CONTAINERD_SOCKET = CONTAINERD_STATE / "containerd.sock"
 RUNC_ROOT = RUNTIME / "runc"
 KUBELET_ROOT = STATE / "kubelet"
+POD_LOGS = STATE / "pod-logs"
+# Paths the kubelet and the CNI library use whatever they are told; `down` removes
+# only the cluster's entries from them, and the folders themselves once empty.
+KUBELET_DEVICE_PLUGINS = Path("/var/lib/kubelet/device-plugins")
+CONTAINER_LOG_LINKS = Path("/var/log/containers")
+DEFAULT_POD_LOGS = Path("/var/log/pods")
+CNI_RESULTS = Path("/var/lib/cni/results")
 CNI_CONF_DIR = STATE / "cni" / "net.d"
 CNI_DATA = STATE / "cni" / "networks"
 CNI_BIN_DIRS = ("/usr/lib/cni",)  # Debian's containernetworking-plugins
