@@ -392,6 +392,12 @@ CASES: list[tuple[str, str, Callable[[Objects], Any], str]] = [
     ("prod", "memory 1GB", lambda o: main(o)["resources"]["limits"].update(memory="1GB"), "YK-RES-004"),
     ("prod", "Ingress TLS removed", lambda o: one(o, "Ingress")["spec"].pop("tls"), "YK-SVC-005"),
     ("dev", "DNS egress removed", drop_dns, "YK-NET-007"),
+    (
+        "prod",
+        "migration wave after the api",
+        lambda o: one(o, "Job")["metadata"]["annotations"].update({"argocd.argoproj.io/sync-wave": "5"}),
+        "YK-JOB-003",
+    ),
     ("prod", "api preStop removed", lambda o: main(o).pop("lifecycle"), "YK-PRB-006"),
     (
         "staging",
