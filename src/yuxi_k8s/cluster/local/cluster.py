@@ -563,9 +563,17 @@ class LocalCluster:
                 say(f"==> {msg}")
 
         # The node side first, so the kubelet does not restart what is being removed.
-        processes.stop_all(["kubelet", "kube-proxy", "kube-router", "provisioner"])
-        processes.stop_all(["kube-scheduler", "kube-controller-manager", "kube-apiserver"])
-        processes.stop_all(["containerd", "etcd"])
+        for group in (
+            ["kubelet", "kube-proxy", "kube-router", "provisioner"],
+            ["kube-scheduler", "kube-controller-manager", "kube-apiserver"],
+            ["containerd", "etcd"],
+        ):
+            t0 = time.monotonic()
+            slow = processes.stop_all(group)
+            note(
+                f"stopped {', '.join(group)} ({time.monotonic() - t0:.1f} s{'; SIGKILLed ' if slow else ''}"
+                f"{', '.join(slow)})"
+            )
         # Processes of an earlier run whose pid files are gone (or that escaped our cgroups).
         strays = host.find_processes_using(
             (str(layout.STATE), str(layout.RUNTIME)), (*BINARIES, "yuxi_k8s.cluster.provisioner")

@@ -89,12 +89,21 @@ def stop(name: str, timeout: float = 10.0) -> None:
     _pidfile(name).unlink(missing_ok=True)
 
 
-def stop_all(names: list[str], timeout: float = 8.0) -> None:
-    """Stop several at once: SIGTERM to all, one shared grace period, then SIGKILL."""
+def stop_all(names: list[str], timeout: float = 8.0) -> list[str]:
+    """Stop several at once: SIGTERM to all, one shared grace period, then SIGKILL.
+    Returns the names that needed SIGKILL."""
     pids = {name: pid for name in names if (pid := _pid_of(name)) is not None}
-    kill_pids(list(pids.values()), timeout=timeout)
+    for pid in pids.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
+        time.sleep(0.1)
+    slow = [name for name, pid in pids.items() if _alive(pid)]
+    kill_pids([pids[name] for name in slow], timeout=2)
     for name in names:
         _pidfile(name).unlink(missing_ok=True)
+    return slow
 
 
 def _alive(pid: int) -> bool:
