@@ -36,7 +36,7 @@ class OverlayReport:
 
     @property
     def notes(self) -> list[SchemaResult]:
-        return [s for s in self.schema if s.status == "skipped"]
+        return [s for s in self.schema if s.status == "note"]
 
     def failed(self, fail_on: str = "warning") -> bool:
         return bool(self.render_error or self.schema_failures or self.active(fail_on))

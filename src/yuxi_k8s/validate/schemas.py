@@ -145,7 +145,7 @@ class SchemaResult:
     kind: str
     name: str
     namespace: str
-    status: str  # valid | invalid | error | skipped
+    status: str  # valid | invalid | error | note (SOPS)
     messages: list[str] = field(default_factory=list)
 
 
@@ -196,7 +196,7 @@ def check(objects_by_overlay: dict[str, list[dict]], jobs: int = 4) -> list[Sche
                     results.append(
                         SchemaResult(
                             *where,
-                            "skipped",
+                            "note",
                             ["SOPS-encrypted: schema-checked without its encrypted values"],
                         )
                     )
