@@ -74,3 +74,13 @@ def test_environment_scoping() -> None:
     next(o for o in objects if o["kind"] == "Deployment")["spec"]["replicas"] = 1
     assert "YK-AVL-001" in {v.rule for v in evaluate("x", "prod", objects, load_config())}
     assert "YK-AVL-001" not in {v.rule for v in evaluate("x", "dev", objects, load_config())}
+
+
+def test_stale_opt_out_is_reported_but_does_not_fail() -> None:
+    objects = copy.deepcopy(CLEAN)
+    api = next(o for o in objects if o["kind"] == "Deployment")
+    api["metadata"]["annotations"] = {"yuxi-k8s.io/allow-YK-HARD-001": "no longer true"}
+    found = evaluate("x", "prod", objects, load_config())
+    assert [(v.rule, v.severity) for v in found] == [("YK-META-003", "info")]
+    overlay = OverlayReport("x", "prod", violations=found)
+    assert not overlay.failed() and overlay.info == found

@@ -69,15 +69,21 @@ def infer_env(path: str, default: str = "prod") -> str:
 
 
 def evaluate(overlay: str, env: str, objects: list[dict], config: dict[str, Any]) -> list[Violation]:
-    """Every finding of every rule that applies to *env*, suppressed ones marked."""
+    """Every finding of every rule that applies to *env*, suppressed ones marked.
+
+    Rules marked ``after_others`` (stale opt-outs) run last and see what the others found
+    in ``ctx.findings``.
+    """
     ctx = Context(overlay, env, [Resource(o) for o in objects], config)
     overrides = config.get("severity") or {}
     out: list[Violation] = []
-    for r in all_rules():
+    rules = sorted(all_rules(), key=lambda r: r.after_others)
+    for r in rules:
         severity = overrides.get(r.id, r.severity)
         if severity == "off" or not r.applies_to(env):
             continue
         for res, detail in r.check(ctx):
+            ctx.findings.setdefault(r.id, set()).add(id(res))
             reason = allowances(res.annotations).get(r.id) or None
             if r.id.startswith("YK-META-"):
                 reason = None  # the opt-out rules themselves cannot be opted out of

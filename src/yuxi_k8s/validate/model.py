@@ -226,6 +226,8 @@ class Context:
     env: str
     resources: list[Resource]
     config: dict[str, Any] = field(default_factory=dict)
+    # rule id -> ids of the objects it flagged so far (for rules that run after the others)
+    findings: dict[str, set[int]] = field(default_factory=dict)
 
     @cached_property
     def by_kind(self) -> dict[str, list[Resource]]:

@@ -27,6 +27,10 @@ class OverlayReport:
         return [v for v in self.violations if v.suppressed is None and v.severity in levels]
 
     @property
+    def info(self) -> list[Violation]:
+        return [v for v in self.violations if v.suppressed is None and v.severity == "info"]
+
+    @property
     def suppressed(self) -> list[Violation]:
         return [v for v in self.violations if v.suppressed is not None]
 
@@ -99,6 +103,8 @@ def to_text(report: Report) -> str:
         for v in o.suppressed:
             where = _where(v.kind, v.namespace, v.name)
             lines.append(f"  allowed {v.rule} {where}: {v.message} (reason: {v.suppressed})")
+        for v in o.info:
+            lines.append(f"  info    {v.rule} {_where(v.kind, v.namespace, v.name)}: {v.message}")
         for s in o.notes:
             lines.append(f"  note    {_where(s.kind, s.namespace, s.name)}: {'; '.join(s.messages)}")
     n = report.summary()
@@ -138,6 +144,7 @@ def to_json(report: Report) -> str:
                 "notes": [_schema_dict(s) for s in o.notes],
                 "violations": [v.to_dict() for v in o.active(report.fail_on)],
                 "suppressed": [v.to_dict() for v in o.suppressed],
+                "info": [v.to_dict() for v in o.info],
             }
             for o in report.overlays
         ],
@@ -181,6 +188,7 @@ def to_junit(report: Report) -> str:
                 continue
             found = [v for v in active if v.rule == r.id]
             allowed = [v for v in o.suppressed if v.rule == r.id]
+            infos = [v for v in o.info if v.rule == r.id]
             failure = "\n".join(
                 f"{_where(v.kind, v.namespace, v.name)}: {v.message} (fix: {v.fix})" for v in found
             )
@@ -188,6 +196,7 @@ def to_junit(report: Report) -> str:
                 f"allowed {_where(v.kind, v.namespace, v.name)}: {v.message} (reason: {v.suppressed})"
                 for v in allowed
             )
+            out += "".join(f"\ninfo {_where(v.kind, v.namespace, v.name)}: {v.message}" for v in infos)
             case(f"{r.id} {r.title}", f"{o.path}.{r.family}", failure or None, out or None)
         suite.set("tests", str(cases))
         suite.set("failures", str(failures))

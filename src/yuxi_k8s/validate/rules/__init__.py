@@ -16,7 +16,9 @@ from yuxi_k8s.validate.model import Context, Resource
 
 ENVS = ("dev", "staging", "prod")
 OUTSIDE_DEV = ("staging", "prod")
-SEVERITIES = ("error", "warning", "off")
+# error and warning fail the run (warning only with --fail-on warning, the default);
+# info is reported and never fails; off disables the rule.
+SEVERITIES = ("error", "warning", "info", "off")
 
 # A finding: the object at fault and what exactly is wrong with it.
 Finding = tuple[Resource, str]
@@ -33,6 +35,7 @@ class Rule:
     fix: str
     envs: tuple[str, ...]
     check: Check
+    after_others: bool = False
 
     def applies_to(self, env: str) -> bool:
         return env in self.envs
@@ -50,6 +53,7 @@ def rule(
     fix: str,
     severity: str = "error",
     envs: tuple[str, ...] = ENVS,
+    after_others: bool = False,
 ) -> Callable[[Check], Check]:
     """Register the decorated check under *id* (ids are stable: never reuse one)."""
     assert severity in SEVERITIES, severity
@@ -57,7 +61,9 @@ def rule(
     def register(check: Check) -> Check:
         if id in REGISTRY:
             raise ValueError(f"duplicate rule id {id}")
-        REGISTRY[id] = Rule(id, family, severity, title, message.strip(), fix.strip(), envs, check)
+        REGISTRY[id] = Rule(
+            id, family, severity, title, message.strip(), fix.strip(), envs, check, after_others
+        )
         return check
 
     return register

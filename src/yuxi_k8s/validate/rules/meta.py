@@ -47,3 +47,23 @@ def known_rule(ctx: Context) -> Iterator[Finding]:
         for rule_id in allowances(res.annotations):
             if rule_id not in REGISTRY:
                 yield res, f"allow annotation names unknown rule {rule_id}"
+
+
+@rule(
+    "YK-META-003",
+    family=FAMILY,
+    title="Opt-outs still needed",
+    message="An allow annotation whose rule no longer flags the object is stale: it would silently hide "
+    "the next real finding of that rule on this object. Reported as information, never fails the run.",
+    fix="Remove the annotation.",
+    severity="info",
+    after_others=True,
+)
+def stale_allowance(ctx: Context) -> Iterator[Finding]:
+    for res in ctx.resources:
+        for rule_id, reason in allowances(res.annotations).items():
+            known = REGISTRY.get(rule_id)
+            if not reason or known is None or not known.applies_to(ctx.env) or known.after_others:
+                continue
+            if id(res) not in ctx.findings.get(rule_id, set()):
+                yield res, f"allow annotation for {rule_id} suppresses nothing in {ctx.env}"
