@@ -247,3 +247,59 @@ def test_read_write_once_claim_is_bound(namespace: Namespace, busybox: str, mode
     namespace.apply(manifest)
     namespace.wait_pod_ready("user")
     assert namespace.exec("user", "sh", "-c", "echo ok > /data/f && cat /data/f").stdout.strip() == "ok"
+
+
+def test_network_policy_egress_deny_blocks_and_allow_rule_allows(namespace: Namespace, busybox: str) -> None:
+    namespace.apply(web_deployment(busybox, replicas=1), service(), pod(busybox, "client"))
+    wait_available(namespace, "web", 1)
+    namespace.wait_pod_ready("client")
+    url = f"http://web.{namespace.name}.svc.cluster.local/"
+    poll("client reaching web before any policy", lambda: fetch(namespace, "client", url))
+    cluster_ip = namespace.get("service", "web")["spec"]["clusterIP"]
+
+    namespace.apply(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "client-deny-egress"},
+            "spec": {"podSelector": {"matchLabels": {"role": "client"}}, "policyTypes": ["Egress"]},
+        }
+    )
+    poll(
+        "egress deny blocking the client", lambda: fetch(namespace, "client", f"http://{cluster_ip}/") is None
+    )
+
+    dns = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+           "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}  # fmt: skip
+    namespace.apply(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "client-allow-web-and-dns"},
+            "spec": {
+                "podSelector": {"matchLabels": {"role": "client"}},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {"to": [{"podSelector": {"matchLabels": {"app": "web"}}}],
+                     "ports": [{"protocol": "TCP", "port": HTTP_PORT}]},
+                    {"to": [dns], "ports": [{"protocol": p, "port": 53} for p in ("UDP", "TCP")]},
+                ],
+            },
+        }
+    )  # fmt: skip
+    poll(
+        "the egress allow rule letting the client reach web by name", lambda: fetch(namespace, "client", url)
+    )
+    coredns_ip = namespace.cluster.kubectl(
+        "get",
+        "pods",
+        "-n",
+        "kube-system",
+        "-l",
+        "k8s-app=kube-dns",
+        "-o",
+        "jsonpath={.items[0].status.podIP}",
+    ).stdout.strip()
+    assert fetch(namespace, "client", f"http://{coredns_ip}:8080/health") is None, (
+        "egress outside the rule got out"
+    )
