@@ -170,3 +170,22 @@ def test_duplicate_keys_fail(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["validate", "-q", str(plain), str(kust)]) == 1
     out = capsys.readouterr().out
     assert "duplicate key 'a'" in out and 'mapping key "a" already defined' in out
+
+
+def test_module_entry_point_used_by_make(overlay: Path) -> None:
+    """`make validate` runs `python -m yuxi_k8s.validate`: same command, same exit codes."""
+    import subprocess
+    import sys
+
+    ok = subprocess.run(
+        [sys.executable, "-m", "yuxi_k8s.validate", str(overlay)], capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "PASS" in ok.stdout and "[1/1]" in ok.stderr
+    inject(overlay, "replicas: 3", "replicas: 1")
+    bad = subprocess.run(
+        [sys.executable, "-m", "yuxi_k8s.validate", "-q", str(overlay)], capture_output=True, text=True
+    )
+    assert bad.returncode == 1 and "YK-AVL-001" in bad.stdout
+    usage = subprocess.run([sys.executable, "-m", "yuxi_k8s.validate"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "give at least one kustomization PATH" in usage.stderr
