@@ -36,11 +36,11 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 import psycopg  # noqa: E402
 import redis  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
-
 from tests.state.saves_factory import build_saves  # noqa: E402
+
 from yuxi_k8s import migrations  # noqa: E402
 from yuxi_k8s.state import DistributedConfig, DistributedLock, Settings  # noqa: E402
-from yuxi_k8s.state.db_backend import DatabaseConfig, make_engine  # noqa: E402
+from yuxi_k8s.state.db_backend import make_engine  # noqa: E402
 from yuxi_k8s.state.models import KbFile  # noqa: E402
 from yuxi_k8s.state.settings import libpq_url  # noqa: E402
 from yuxi_k8s.transfer.service import migrate  # noqa: E402
@@ -48,7 +48,7 @@ from yuxi_k8s.transfer.service import migrate  # noqa: E402
 
 def pct(samples: list[float], p: float) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def us(seconds: float) -> str:
@@ -116,7 +116,8 @@ def bench_reads(url: str) -> dict[str, Any]:
     print("1. config read, cached vs direct database read")
     print(f"   cached get (string value)   p50 {us(result['cached_p50'])}  p99 {us(result['cached_p99'])}")
     print(
-        f"   cached get (dict, deep copy) p50 {us(result['cached_dict_p50'])}  p99 {us(result['cached_dict_p99'])}"
+        f"   cached get (dict, deep copy) p50 {us(result['cached_dict_p50'])}"
+        f"  p99 {us(result['cached_dict_p99'])}"
     )
     print(f"   direct SELECT (prepared)    p50 {us(result['direct_p50'])}  p99 {us(result['direct_p99'])}")
     print(
@@ -141,6 +142,7 @@ def _subscriber(url: str, queue: Any, ready: Any) -> None:
     ready.set()
     while cfg.get("bench_stop") is None:
         time.sleep(0.05)
+    queue.put(("final", cfg.get("bench_propagation")["seq"]))
     cfg.close()
 
 
@@ -158,13 +160,15 @@ def bench_propagation(url: str, writes: int = 150) -> dict[str, Any]:
     for seq in range(writes):
         writer.set("bench_propagation", {"seq": seq, "sent": time.time()})
         time.sleep(0.02)
-    deadline = time.monotonic() + 10
-    while len(latencies) < 3 * writes and time.monotonic() < deadline:
-        try:
-            latencies.append(queue.get(timeout=1)[1])
-        except Exception:
-            break
+    time.sleep(1.0)
     writer.set("bench_stop", True)
+    finals = []
+    while len(finals) < 3:
+        tag, value = queue.get(timeout=30)
+        if tag == "final":
+            finals.append(value)
+        else:
+            latencies.append(value)
     for p in procs:
         p.join(20)
     cold: list[float] = []
@@ -176,13 +180,18 @@ def bench_propagation(url: str, writes: int = 150) -> dict[str, Any]:
     result = {
         "delivered": len(latencies),
         "expected": 3 * writes,
+        "all_final": all(f == writes - 1 for f in finals),
         "p50": pct(latencies, 50),
         "p99": pct(latencies, 99),
         "max": max(latencies),
         "cold_open_median": statistics.median(cold),
     }
     print("2. change propagation to 3 subscriber processes")
-    print(f"   delivered {result['delivered']}/{result['expected']} callbacks")
+    print(
+        f"   {result['delivered']} callbacks for {result['expected']} subscriber-writes (two writes to one "
+        f"key arriving together make one callback);\n   every subscriber ended on the last write: "
+        f"{result['all_final']}"
+    )
     print(f"   write -> callback  p50 {ms(result['p50'])}  p99 {ms(result['p99'])}  max {ms(result['max'])}")
     print(f"   baseline: open a fresh replica (connect + full load) median {ms(result['cold_open_median'])}")
     print(f"   ratio: {result['cold_open_median'] / result['p99']:.1f}x faster at p99 (target p99 < 500 ms)")
@@ -232,10 +241,12 @@ def bench_migration(base_url: str, n_files: int = 100_000, orm_rows: int = 3_000
     }
     print(f"3. migrate-config of {total:,} file records (+ config, providers, KBs, tasks)")
     print(
-        f"   migrate-config end to end: {bulk_s:.2f} s = {out['bulk_rate']:,.0f} records/s (parse+plan+COPY+verify)"
+        f"   migrate-config end to end: {bulk_s:.2f} s = {out['bulk_rate']:,.0f} records/s"
+        " (parse+plan+COPY+verify)"
     )
     print(
-        f"   row-by-row ORM inserts:    {out['orm_rows']:,} rows in {orm_s:.2f} s = {out['orm_rate']:,.0f} records/s"
+        f"   row-by-row ORM inserts:    {out['orm_rows']:,} rows in {orm_s:.2f} s"
+        f" = {out['orm_rate']:,.0f} records/s"
     )
     print(f"   ratio: {out['bulk_rate'] / out['orm_rate']:.1f}x (target >= 20,000 records/s)")
     return out
@@ -272,7 +283,8 @@ def bench_lock(redis_url: str, rounds: int = 2_000) -> dict[str, Any]:
     )
     print(f"   baseline PING            p50 {us(out['ping_p50'])}  p99 {us(out['ping_p99'])}")
     print(
-        f"   ratio lock/PING p50: {out['lock_p50'] / out['ping_p50']:.1f}x (two round trips: acquire + release)"
+        f"   ratio lock/PING p50: {out['lock_p50'] / out['ping_p50']:.1f}x"
+        " (two round trips: acquire + release)"
     )
     return out
 
