@@ -139,13 +139,21 @@ def seccomp(ctx: Context) -> Iterator[Finding]:
 @rule(
     "YK-PSS-007",
     family=FAMILY,
-    title="No host namespaces",
-    message="Sharing the node's network, PID or IPC namespace breaks pod isolation.",
-    fix="Remove `hostNetwork`, `hostPID` and `hostIPC` from the pod spec.",
+    title="No host namespaces or host processes",
+    message="Sharing the node's network, PID or IPC namespace, or running a Windows HostProcess "
+    "container, breaks pod isolation.",
+    fix="Remove `hostNetwork`, `hostPID`, `hostIPC` and `windowsOptions.hostProcess` from the pod spec.",
 )
 def host_namespaces(ctx: Context) -> Iterator[Finding]:
     for w in ctx.workloads:
         used = [k for k in ("hostNetwork", "hostPID", "hostIPC") if w.pod_spec.get(k)]
+        if (w.pod_security.get("windowsOptions") or {}).get("hostProcess"):
+            used.append("windowsOptions.hostProcess")
+        used += [
+            f"{c.label()} windowsOptions.hostProcess"
+            for c in w.containers
+            if (c.security.get("windowsOptions") or {}).get("hostProcess")
+        ]
         if used:
             yield w.resource, f"pod uses {', '.join(used)}"
 
