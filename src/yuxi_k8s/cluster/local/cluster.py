@@ -82,6 +82,33 @@ def step(title: str) -> Iterator[None]:
     say(f"==> {title} ({time.monotonic() - start:.1f} s)")
 
 
+@contextlib.contextmanager
+def exclusive(timeout: float = 900) -> Iterator[None]:
+    """One `up` or `down` at a time on this host (a test session and a user may race).
+
+    The lock is an abstract unix socket: it leaves no file behind and is released
+    when its holder dies, however it dies."""
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    deadline = time.monotonic() + timeout
+    announced = False
+    while True:
+        try:
+            lock.bind("\0yuxi-k8s-local-cluster")
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                lock.close()
+                raise ClusterError("another `cluster up/down` has held the lock for too long") from None
+            if not announced:
+                say("==> waiting for another `cluster up/down` on this host to finish")
+                announced = True
+            time.sleep(1)
+    try:
+        yield
+    finally:
+        lock.close()
+
+
 def wait_for(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.3) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -342,6 +369,10 @@ class LocalCluster:
     # up -------------------------------------------------------------------
     def up(self) -> None:
         check_host()
+        with exclusive():
+            self._up()
+
+    def _up(self) -> None:
         started = time.monotonic()
         if layout.KUBECONFIG.exists() and self.healthy():
             say(f"==> cluster already up (kubeconfig {self.kubeconfig})")
@@ -548,6 +579,10 @@ class LocalCluster:
     # down -----------------------------------------------------------------
     def down(self) -> None:
         check_host()
+        with exclusive():
+            self._down()
+
+    def _down(self) -> None:
         started = time.monotonic()
         if layout.LOGS.exists():
             shutil.rmtree(layout.LAST_LOGS, ignore_errors=True)
