@@ -80,7 +80,7 @@ def test_a_changed_file_updates_only_what_changed(db_url: str, saves: Path) -> N
 
 
 def test_two_migrations_at_once_one_waits(db_url: str, saves: Path) -> None:
-    env = {**os.environ, PAUSE_ENV: "2"}
+    env = {**os.environ, PAUSE_ENV: "8"}  # long enough for two more CLI starts on a busy machine
     base_env = {k: v for k, v in env.items() if not k.startswith("DATABASE_URL")}
     cmd = [
         sys.executable,
@@ -184,10 +184,14 @@ def test_malformed_files_fail_in_one_line_and_write_nothing(
 def test_missing_and_empty_saves_dirs(db_url: str, tmp_path: Path) -> None:
     missing = run_cli("migrate-config", "--saves-dir", str(tmp_path / "nope"), "--database-url", db_url)
     assert "not a directory" in _one_line_error(missing)
-    (tmp_path / "empty").mkdir()
-    empty = run_cli("migrate-config", "--saves-dir", str(tmp_path / "empty"), "--database-url", db_url)
-    assert "no Yuxi-Know state found" in _one_line_error(empty)
+    fresh = tmp_path / "fresh"
+    (fresh / "logs").mkdir(parents=True)  # a fresh install: the migrate Job must pass and write nothing
+    empty = run_cli("migrate-config", "--saves-dir", str(fresh), "--database-url", db_url)
+    assert empty.returncode == 0, empty.stderr
+    assert "nothing to import" in empty.stdout
     assert sum(count_rows(db_url).values()) == 0
+    unreachable = run_cli("migrate-config", "--saves-dir", str(fresh), "--database-url", db_url + "_missing")
+    assert "_missing" in _one_line_error(unreachable)  # still checks the database it was given
 
 
 def test_missing_optional_files_are_fine(db_url: str, saves: Path, tmp_path: Path) -> None:

@@ -29,6 +29,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     plan = result.plan
     target = describe_database_url(url)
+    if result.empty_source:
+        # A fresh install has no saves yet: the migrate Job must pass, and must not wipe anything.
+        print(
+            f"{args.saves_dir} holds no Yuxi-Know state (a fresh install?): nothing to import into {target}"
+        )
+        return 0
     if args.dry_run:
         print(f"plan: {args.saves_dir} -> {target} (dry run, nothing written)")
         print("\n".join(plan.summary()))

@@ -55,6 +55,7 @@ class MigrateResult:
     plan: Plan
     committed: bool
     seconds: float
+    empty_source: bool = False
 
 
 def _one_line(exc: BaseException) -> str:
@@ -94,14 +95,14 @@ def read_tree(saves_dir: Path) -> Snapshot:
         snap = read_saves(saves_dir)
     except FormatError as exc:
         raise TransferError(str(exc)) from None
-    if not snap.documents and not snap.config:
-        hint = "is this the saves/ directory?"
-        if (saves_dir / "saves" / BASE_TOML).is_file() or (saves_dir / "saves" / GLOBAL_METADATA).is_file():
-            hint = f"did you mean {saves_dir / 'saves'}?"
-        raise TransferError(
-            f"{saves_dir}: no Yuxi-Know state found (expected {BASE_TOML}, {GLOBAL_METADATA}, ...); {hint}"
-        )
+    if is_empty(snap) and any((saves_dir / "saves" / rel).is_file() for rel in (BASE_TOML, GLOBAL_METADATA)):
+        raise TransferError(f"{saves_dir}: no Yuxi-Know state here; did you mean {saves_dir / 'saves'}?")
     return snap
+
+
+def is_empty(snap: Snapshot) -> bool:
+    """No managed file at all: a fresh install (the migrate Job must pass), or a wrong path."""
+    return not snap.documents and not snap.config
 
 
 # --- writing rows ------------------------------------------------------------------
@@ -237,7 +238,7 @@ def migrate(
             with conn.transaction():
                 _advisory_lock(conn, lock_wait_s, say)
                 plan = make_plan(wanted, read_rows(conn))
-                if dry_run or plan.empty:
+                if dry_run or plan.empty or is_empty(snap):
                     # Nothing to write: leave the transaction without changes.
                     raise _Rollback(plan)
                 apply_plan(conn, plan)
@@ -251,7 +252,7 @@ def migrate(
                     print(f"{PAUSE_ENV}: pausing {pause:g}s before commit", file=sys.stderr, flush=True)
                     time.sleep(pause)
         except _Rollback as rb:
-            return MigrateResult(rb.plan, False, time.monotonic() - started)
+            return MigrateResult(rb.plan, False, time.monotonic() - started, empty_source=is_empty(snap))
         except psycopg.Error as exc:
             raise TransferError(
                 f"database {describe_database_url(url)}: {_one_line(exc)}; nothing written"
