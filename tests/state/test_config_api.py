@@ -188,3 +188,10 @@ def test_blind_upserts_bump_versions_atomically(mode: str, target: str) -> None:
         assert cfg.get_versioned("shared_blind").version == processes * rounds  # type: ignore[union-attr]
     finally:
         cfg.close()
+
+
+def test_odd_types_in_filter_fields_are_kept(cfg: DistributedConfig) -> None:
+    cfg.put_kb("kb_9", {"name": 42, "kb_type": "milvus"})
+    cfg.put_file("file_9", {"file_id": "file_9", "database_id": "kb_9", "status": 3, "filename": None})
+    assert cfg.get_kb("kb_9") == {"name": 42, "kb_type": "milvus"}
+    assert cfg.get_file("file_9")["status"] == 3  # type: ignore[index]

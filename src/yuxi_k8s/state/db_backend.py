@@ -49,6 +49,11 @@ def _copy(value: Any) -> Any:
     return value if type(value) in _IMMUTABLE else copy.deepcopy(value)
 
 
+def _text(value: Any) -> str | None:
+    """A filter column is text even when a record holds a number there."""
+    return None if value is None else value if isinstance(value, str) else str(value)
+
+
 def make_engine(url: str, connect_timeout_s: float = 5.0, **kwargs: Any) -> Any:
     return create_engine(
         url,
@@ -445,7 +450,7 @@ class DatabaseConfig(DistributedConfig):
             entry = layout.split_kb(record, previous)
             cols = {
                 "kb_type": entry.kb_type,
-                "name": record.get("name"),
+                "name": _text(record.get("name")),
                 "payload": entry.payload,
                 "global_payload": entry.global_payload,
             }
@@ -506,10 +511,10 @@ class DatabaseConfig(DistributedConfig):
             if kb_type is None:
                 raise NotFoundError(f"knowledge base {db_id!r} of file {file_id} not found")
             cols = {
-                "database_id": db_id,
+                "database_id": _text(db_id),
                 "kb_type": kb_type,
-                "status": record.get("status"),
-                "filename": record.get("filename"),
+                "status": _text(record.get("status")),
+                "filename": _text(record.get("filename")),
                 "payload": record,
             }
             version, rev = self._write(conn, "file", {"file_id": file_id}, cols, expected_version)
@@ -534,7 +539,7 @@ class DatabaseConfig(DistributedConfig):
         record = {**record, "id": task_id}
         with self._tx() as conn:
             position = conn.execute(text("SELECT coalesce(max(position), 0) + 1 FROM tasks")).scalar_one()
-            cols = {"status": record.get("status"), "payload": record}
+            cols = {"status": _text(record.get("status")), "payload": record}
             version, rev = self._write(
                 conn, "task", {"task_id": task_id}, cols, expected_version, insert_only={"position": position}
             )
