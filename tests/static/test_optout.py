@@ -84,3 +84,16 @@ def test_stale_opt_out_is_reported_but_does_not_fail() -> None:
     assert [(v.rule, v.severity) for v in found] == [("YK-META-003", "info")]
     overlay = OverlayReport("x", "prod", violations=found)
     assert not overlay.failed() and overlay.info == found
+
+
+def test_malformed_objects_do_not_crash_the_rules() -> None:
+    """Garbage where a mapping belongs is a schema failure; the rules report it instead of raising."""
+    objects = copy.deepcopy(CLEAN)
+    api = next(o for o in objects if o["kind"] == "Deployment")
+    container = api["spec"]["template"]["spec"]["containers"][0]
+    container["resources"] = 1
+    container["securityContext"] = "yes"
+    api["spec"]["template"]["spec"]["volumes"] = [None, "x"]
+    found = evaluate("x", "prod", objects, load_config())
+    assert found and all(v.severity == "error" for v in found)
+    assert any("could not evaluate on malformed objects" in v.message for v in found)

@@ -82,7 +82,26 @@ def evaluate(overlay: str, env: str, objects: list[dict], config: dict[str, Any]
         severity = overrides.get(r.id, r.severity)
         if severity == "off" or not r.applies_to(env):
             continue
-        for res, detail in r.check(ctx):
+        try:
+            found = list(r.check(ctx))
+        except (AttributeError, TypeError, ValueError, KeyError, IndexError, ArithmeticError) as exc:
+            # A malformed object (e.g. `resources: 1`) that kubeconform also reports: say so, no traceback.
+            out.append(
+                Violation(
+                    overlay,
+                    r.id,
+                    "error",
+                    "",
+                    "",
+                    "(render)",
+                    f"could not evaluate on malformed objects ({type(exc).__name__}: {exc}); "
+                    "fix the schema failures first",
+                    r.fix,
+                    r.title,
+                )
+            )
+            continue
+        for res, detail in found:
             ctx.findings.setdefault(r.id, set()).add(id(res))
             reason = allowances(res.annotations).get(r.id) or None
             if r.id.startswith("YK-META-"):

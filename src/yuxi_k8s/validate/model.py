@@ -25,6 +25,11 @@ CNPG_PORTS = (
 )
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """The value if it is a mapping, else {} (malformed input is the schema check's to report)."""
+    return value if isinstance(value, dict) else {}
+
+
 @dataclass(eq=False)
 class Resource:
     """One rendered object."""
@@ -45,7 +50,7 @@ class Resource:
 
     @property
     def meta(self) -> dict[str, Any]:
-        return self.obj.get("metadata") or {}
+        return _mapping(self.obj.get("metadata"))
 
     @property
     def name(self) -> str:
@@ -57,15 +62,15 @@ class Resource:
 
     @property
     def labels(self) -> dict[str, str]:
-        return self.meta.get("labels") or {}
+        return _mapping(self.meta.get("labels"))
 
     @property
     def annotations(self) -> dict[str, str]:
-        return self.meta.get("annotations") or {}
+        return _mapping(self.meta.get("annotations"))
 
     @property
     def spec(self) -> dict[str, Any]:
-        return self.obj.get("spec") or {}
+        return _mapping(self.obj.get("spec"))
 
     def __str__(self) -> str:
         return f"{self.kind} {self.namespace + '/' if self.namespace else ''}{self.name}"

@@ -36,7 +36,10 @@ def quantity(value: object) -> Decimal | None:
     match = _QUANTITY.match(str(value).strip())
     if not match or match.group(2) not in _SUFFIX:
         return None
-    return Decimal(match.group(1)) * _SUFFIX[match.group(2)]
+    try:
+        return Decimal(match.group(1)) * _SUFFIX[match.group(2)]
+    except ArithmeticError:  # "1.2.3"
+        return None
 
 
 def _resources(spec: dict) -> tuple[dict, dict]:
