@@ -173,3 +173,19 @@ def test_cached_reads_do_not_touch_the_database(db_url: str) -> None:
         assert cfg.engine.pool.checkedout() == before
     finally:
         cfg.close()
+
+
+def test_a_newer_schema_is_accepted_during_a_rolling_upgrade(db_url: str) -> None:
+    """The migrate Job of release N+1 ran; pods of release N restart and must keep working."""
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'f00dcafe0003'")
+    cfg = _open(db_url)
+    try:
+        cfg.set("k", 1)
+        assert cfg.get("k") == 1
+    finally:
+        cfg.close()
+    from yuxi_k8s.state import health
+
+    ok, checks = health.readiness(Settings(mode="database", database_url=db_url))
+    assert ok and checks["postgres"]["schema"] == "ahead"

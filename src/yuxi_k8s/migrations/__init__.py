@@ -30,6 +30,22 @@ def head_revision() -> str:
     return head
 
 
+def schema_status(current: str | None) -> str:
+    """``head``, ``behind`` (run db upgrade), ``empty``, or ``ahead``: a revision this code
+    does not know, written by a newer release. Migrations are additive (expand, then
+    contract in a later release), so an older replica keeps working during a rolling upgrade."""
+    if current is None:
+        return "empty"
+    script = ScriptDirectory.from_config(alembic_config())
+    if current == script.get_current_head():
+        return "head"
+    try:
+        known = script.get_revision(current)
+    except Exception:  # alembic raises for an unknown id
+        known = None
+    return "behind" if known is not None else "ahead"
+
+
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()

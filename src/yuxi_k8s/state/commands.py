@@ -99,7 +99,8 @@ def cmd_current(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     head = migrations.head_revision()
-    state = "at head" if current == head else f"head is {head}"
+    status = migrations.schema_status(current)
+    state = {"head": "at head", "ahead": f"newer than this tool's head {head}"}.get(status, f"head is {head}")
     print(f"{current or 'empty'} ({state})")
     return 0
 
@@ -112,7 +113,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     settings = Settings(mode="database", database_url=url, redis_url=redis_url)
     ok, checks = readiness(settings, timeout=args.timeout)
     for name, result in checks.items():
-        detail = f"schema {result['revision']} (head)" if result.get("revision") else result.get("error", "")
+        detail = f"schema {result['revision']} ({result['schema']})" if result.get("revision") else ""
+        detail = detail or result.get("error", "")
         target = result.get("target", "")
         print(f"{name:9} {'ok  ' if result['ok'] else 'FAIL'} {target} {detail}".rstrip())
     if not ok:

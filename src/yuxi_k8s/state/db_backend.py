@@ -216,12 +216,17 @@ class DatabaseConfig(DistributedConfig):
         except (SQLAlchemyError, OSError) as exc:
             self.engine.dispose()
             raise unavailable(self.url, exc) from exc
-        head = migrations.head_revision()
-        if current != head:
+        status = migrations.schema_status(current)
+        if status == "ahead":
+            head = migrations.head_revision()
+            log.warning(
+                "database schema %s is newer than this code's %s; assuming additive changes", current, head
+            )
+        elif status != "head":
             self.engine.dispose()
             raise StateUnavailableError(
                 f"database {describe_database_url(self.url)} schema is at {current or 'nothing'}, "
-                f"this version needs {head}: run `yuxi-k8s db upgrade`"
+                f"this version needs {migrations.head_revision()}: run `yuxi-k8s db upgrade`"
             )
 
     @contextmanager
