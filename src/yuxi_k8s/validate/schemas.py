@@ -174,7 +174,8 @@ def check(objects_by_overlay: dict[str, list[dict]], jobs: int = 4) -> list[Sche
         for index, (overlay, objects) in enumerate(objects_by_overlay.items()):
             docs = []
             for obj in objects:
-                meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+                raw_meta = obj.get("metadata")
+                meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
                 api_version, kind = str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
                 where = (overlay, kind, str(meta.get("name", "")), str(meta.get("namespace", "")))
                 namespaces[where[:3]] = where[3]
