@@ -91,9 +91,9 @@ def evaluate(overlay: str, env: str, objects: list[dict], config: dict[str, Any]
                     overlay,
                     r.id,
                     "error",
+                    "Render",
                     "",
-                    "",
-                    "(render)",
+                    overlay,
                     f"could not evaluate on malformed objects ({type(exc).__name__}: {exc}); "
                     "fix the schema failures first",
                     r.fix,

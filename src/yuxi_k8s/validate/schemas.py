@@ -248,8 +248,9 @@ def _messages(item: dict[str, Any]) -> list[str]:
     """Each "at '/path': reason" of kubeconform's message, without the schema file URL."""
     msg = str(item.get("msg") or "")
     found = re.findall(r"at '([^']*)': (.*?)(?= - at '|$)", msg)
+    specific = [(p, r) for p, r in found if r.strip() != "validation failed"]  # drop parent summaries
     if found:
-        return [f"{path or '/'}: {reason.strip()}" for path, reason in found]
+        return [f"{path or '/'}: {reason.strip()}" for path, reason in (specific or found)]
     errors = item.get("validationErrors") or []
     return [f"{e.get('path') or '/'}: {e.get('msg')}" for e in errors] or ([msg] if msg else [])
 
