@@ -111,16 +111,17 @@ class _Cache:
         self.tasks: dict[str, tuple[dict[str, Any], int, int, int]] = {}  # payload, position, version, rev
         self.docs: dict[str, tuple[Any, int, int]] = {}
         self.deleted: dict[tuple[str, Any], int] = {}  # tombstone revs
-
-    def table(self, kind: str) -> dict[Any, Any]:
-        return {
+        self._tables: dict[str, dict[Any, Any]] = {
             "config": self.config,
             "provider": self.providers,
             "kb": self.kbs,
             "file": self.files,
             "task": self.tasks,
             "doc": self.docs,
-        }[kind]
+        }
+
+    def table(self, kind: str) -> dict[Any, Any]:
+        return self._tables[kind]
 
     def rev_of(self, kind: str, key: Any) -> int:
         entry = self.table(kind).get(key)

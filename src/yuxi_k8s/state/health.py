@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -95,7 +96,7 @@ def readiness(
         checks["saves"] = lambda: check_saves(Path(settings.save_dir))
     for name, (var, port) in OPTIONAL_TCP.items():
         if env.get(var):
-            checks[name] = lambda uri=env[var], port=port: check_tcp(uri, port, timeout)
+            checks[name] = partial(check_tcp, env[var], port, timeout)
 
     targets = {
         "postgres": describe_database_url(settings.database_url or ""),

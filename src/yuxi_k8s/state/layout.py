@@ -131,7 +131,12 @@ def _json_to_toml(value: Any) -> Any:
     if isinstance(value, dict):
         if set(value) == {_TOML_TAG, "value"}:
             kind, text = value[_TOML_TAG], value["value"]
-            return {"datetime": dt.datetime, "date": dt.date, "time": dt.time}[kind].fromisoformat(text)
+            parse = {
+                "datetime": dt.datetime.fromisoformat,
+                "date": dt.date.fromisoformat,
+                "time": dt.time.fromisoformat,
+            }
+            return parse[kind](text)
         # TOML has no null: a key set to None is left out of the file.
         return {k: _json_to_toml(v) for k, v in sorted(value.items()) if v is not None}
     if isinstance(value, list):

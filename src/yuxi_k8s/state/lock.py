@@ -154,7 +154,7 @@ class DistributedLock:
     def _renew_loop(self) -> None:
         interval = self.ttl_ms / 3000
         last_ok = time.monotonic()
-        token = self._token
+        token = self._token or ""
         while not self._stop.wait(interval):
             try:
                 if not int(self._renew(keys=[self.key], args=[token, self.ttl_ms])):
