@@ -30,6 +30,11 @@ def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _mappings(value: Any) -> list[dict[str, Any]]:
+    """The mapping items of a list (others are the schema check's to report)."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
 @dataclass(eq=False)
 class Resource:
     """One rendered object."""
@@ -90,11 +95,11 @@ class Container:
 
     @property
     def security(self) -> dict[str, Any]:
-        return self.spec.get("securityContext") or {}
+        return _mapping(self.spec.get("securityContext"))
 
     @property
     def ports(self) -> list[dict[str, Any]]:
-        return self.spec.get("ports") or []
+        return _mappings(self.spec.get("ports"))
 
     def label(self) -> str:
         return f"{'initContainer' if self.init else 'container'} {self.name}"
@@ -118,7 +123,7 @@ class Workload:
 
     @property
     def pod_labels(self) -> dict[str, str]:
-        return self.pod_meta.get("labels") or {}
+        return _mapping(self.pod_meta.get("labels"))
 
     @property
     def component(self) -> str:
@@ -137,14 +142,14 @@ class Workload:
 
     @property
     def pod_security(self) -> dict[str, Any]:
-        return self.pod_spec.get("securityContext") or {}
+        return _mapping(self.pod_spec.get("securityContext"))
 
     @cached_property
     def containers(self) -> list[Container]:
         """Init containers first, then the main ones (ephemeral ones count as main)."""
-        init = [Container(self, c, True) for c in self.pod_spec.get("initContainers") or []]
-        main = [Container(self, c) for c in self.pod_spec.get("containers") or []]
-        main += [Container(self, c) for c in self.pod_spec.get("ephemeralContainers") or []]
+        init = [Container(self, c, True) for c in _mappings(self.pod_spec.get("initContainers"))]
+        main = [Container(self, c) for c in _mappings(self.pod_spec.get("containers"))]
+        main += [Container(self, c) for c in _mappings(self.pod_spec.get("ephemeralContainers"))]
         return init + main
 
     @property
@@ -162,7 +167,7 @@ class Workload:
 
     @property
     def volumes(self) -> list[dict[str, Any]]:
-        return self.pod_spec.get("volumes") or []
+        return _mappings(self.pod_spec.get("volumes"))
 
 
 def pod_template(res: Resource) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -170,12 +175,12 @@ def pod_template(res: Resource) -> tuple[dict[str, Any], dict[str, Any]] | None:
     if res.kind == "Pod":
         return res.spec, res.meta
     if res.kind == "CronJob":
-        template = ((res.spec.get("jobTemplate") or {}).get("spec") or {}).get("template") or {}
+        template = _mapping(_mapping(_mapping(res.spec.get("jobTemplate")).get("spec")).get("template"))
     elif res.kind in POD_TEMPLATE_KINDS:
-        template = res.spec.get("template") or {}
+        template = _mapping(res.spec.get("template"))
     else:
         return None
-    return template.get("spec") or {}, template.get("metadata") or {}
+    return _mapping(template.get("spec")), _mapping(template.get("metadata"))
 
 
 def operator_pods(res: Resource) -> list[Workload]:
