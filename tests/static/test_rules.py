@@ -17,6 +17,7 @@ from yuxi_k8s.validate.engine import Violation, evaluate, load_config
 from yuxi_k8s.validate.rules import REGISTRY, all_rules
 
 RULES_DIR = Path(__file__).parent / "rules"
+Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 ENV_HEADER = re.compile(r"^# env: (\w+)$", re.MULTILINE)
 
 
@@ -28,7 +29,7 @@ def run_fixture(path: Path) -> list[Violation]:
     text = path.read_text()
     match = ENV_HEADER.search(text)
     env = match.group(1) if match else "prod"
-    objects = [d for d in yaml.safe_load_all(text) if d]
+    objects = [d for d in yaml.load_all(text, Loader=Loader) if d]
     return evaluate(str(path), env, objects, load_config())
 
 
@@ -66,5 +67,5 @@ def test_every_fixture_folder_names_a_rule() -> None:
 
 def test_pass_fixtures_parse_as_kubernetes_objects() -> None:
     for path in fixtures():
-        for doc in yaml.safe_load_all(path.read_text()):
+        for doc in yaml.load_all(path.read_text(), Loader=Loader):
             assert doc and doc.get("apiVersion") and doc.get("kind"), path

@@ -180,6 +180,5 @@ def test_crd_files_are_available_for_server_side_dry_run() -> None:
     paths = crds.crd_paths()
     names = {p.name for p in paths}
     assert "postgresql.cnpg.io_clusters.yaml" in names and "application-crd.yaml" in names
-    for path in paths:
-        doc = next(yaml.safe_load_all(path.read_text()))
-        assert doc["kind"] == "CustomResourceDefinition", path
+    for path in paths:  # a text check: parsing 3 MB of CRDs would dominate the tier
+        assert "kind: CustomResourceDefinition" in path.read_text(), path
