@@ -8,8 +8,6 @@ named ``yx-<run-id>-<scenario>`` and deleted at the end (kept with --keep-cluste
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,14 +15,8 @@ from typing import Any
 
 import pytest
 from tests.e2e import diagnostics
-from tests.e2e.kube import ROOT, Kube
-
-RUN_ID = os.environ.get("YUXI_E2E_RUN_ID") or f"{time.strftime('%m%d%H%M')}{secrets.token_hex(2)}"
-RUN_DIR = ROOT / ".run" / "e2e" / RUN_ID
-
-# What the failure hook needs: the cluster and the namespaces of the run (session-wide,
-# because a module fixture that fails in set-up runs before any function fixture).
-_ACTIVE: dict[str, Any] = {"kube": None, "namespaces": []}
+from tests.e2e.kube import Kube
+from tests.e2e.run import ACTIVE, RUN_DIR, RUN_ID
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -49,7 +41,7 @@ def run_dir() -> Path:
 @pytest.fixture(scope="session")
 def kube(kube_cluster: Any) -> Kube:
     client = Kube(str(kube_cluster.kubeconfig))
-    _ACTIVE["kube"] = client
+    ACTIVE["kube"] = client
     return client
 
 
@@ -87,7 +79,7 @@ def make_namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[Calla
             [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": all_labels}}]
         )
         created.append(name)
-        _ACTIVE["namespaces"].append(name)
+        ACTIVE["namespaces"].append(name)
         return name
 
     yield make
@@ -97,27 +89,16 @@ def make_namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[Calla
         kube.run("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
 
 
-def register_namespace(name: str) -> None:
-    """Namespaces made without make_namespace (e.g. by a rendered overlay) also get diagnostics."""
-    if name not in _ACTIVE["namespaces"]:
-        _ACTIVE["namespaces"].append(name)
-
-
-def forget_namespace(name: str) -> None:
-    if name in _ACTIVE["namespaces"]:
-        _ACTIVE["namespaces"].remove(name)
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
-    kube = _ACTIVE["kube"]
-    if not report.failed or kube is None or not _ACTIVE["namespaces"] or "e2e" not in item.nodeid:
+    kube = ACTIVE["kube"]
+    if not report.failed or kube is None or not ACTIVE["namespaces"] or "e2e" not in item.nodeid:
         return
     out = RUN_DIR / "diagnostics" / item.name.replace("/", "_")
     try:
-        summary = diagnostics.collect(kube, list(_ACTIVE["namespaces"]), out)
+        summary = diagnostics.collect(kube, list(ACTIVE["namespaces"]), out)
     except Exception as exc:  # never hide the real failure
         summary = f"could not collect diagnostics: {exc}"
     report.sections.append(("e2e diagnostics", summary))

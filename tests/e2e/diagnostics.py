@@ -89,7 +89,11 @@ def collect(kube: Kube, namespaces: list[str], out: Path) -> str:
         warnings = _try(
             kube, "get", "events", "--field-selector=type=Warning", "--sort-by=.lastTimestamp", ns=ns
         )
-        warning_lines = [line for line in warnings.strip().splitlines()[1:] if line.strip()]
+        warning_lines = [
+            line
+            for line in warnings.strip().splitlines()[1:]
+            if line.strip() and not line.startswith(("No resources found", "[stderr]"))
+        ]
         if warning_lines:
             lines.append(f"[{ns}] latest warning events:")
             lines.extend(f"    {line}" for line in warning_lines[-10:])

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.e2e.conftest import RUN_ID, forget_namespace, register_namespace
 from tests.e2e.kube import Kube, wait_until
+from tests.e2e.run import RUN_ID, forget_namespace, register_namespace
 from tests.e2e.stack import ROOT, prepare_tree, render
 
 OVERLAYS = ("dev", "staging", "prod")
@@ -65,6 +65,17 @@ def pod_from_template(owner: dict[str, Any], namespace: str) -> dict[str, Any] |
     template = spec.get("template") or spec.get("jobTemplate", {}).get("spec", {}).get("template")
     if not template:
         return None
+    pod_spec = copy.deepcopy(template["spec"])
+    # Pod Security does not look at the ServiceAccount; the ServiceAccount admission would
+    # refuse the Pod because the dry-run did not create it.
+    pod_spec.pop("serviceAccountName", None)
+    pod_spec.pop("serviceAccount", None)
+    # A StatefulSet's claim templates become the claims its pods mount.
+    for claim in spec.get("volumeClaimTemplates", []):
+        name = claim["metadata"]["name"]
+        pod_spec.setdefault("volumes", []).append(
+            {"name": name, "persistentVolumeClaim": {"claimName": f"{name}-{owner['metadata']['name']}-0"}}
+        )
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -73,7 +84,7 @@ def pod_from_template(owner: dict[str, Any], namespace: str) -> dict[str, Any] |
             "namespace": namespace,
             "labels": copy.deepcopy(template.get("metadata", {}).get("labels", {})),
         },
-        "spec": copy.deepcopy(template["spec"]),
+        "spec": pod_spec,
     }
 
 
