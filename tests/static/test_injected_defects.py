@@ -394,6 +394,15 @@ CASES: list[tuple[str, str, Callable[[Objects], Any], str]] = [
     ("dev", "DNS egress removed", drop_dns, "YK-NET-007"),
     (
         "prod",
+        "spread selector typo",
+        lambda o: [
+            c.update(labelSelector={"matchLabels": {"app.kubernetes.io/component": "apii"}})
+            for c in pod(o).get("topologySpreadConstraints", [])
+        ],
+        "YK-AVL-003",
+    ),
+    (
+        "prod",
         "migration wave after the api",
         lambda o: one(o, "Job")["metadata"]["annotations"].update({"argocd.argoproj.io/sync-wave": "5"}),
         "YK-JOB-003",

@@ -66,14 +66,31 @@ def pdb_present(ctx: Context) -> Iterator[Finding]:
     family=FAMILY,
     title="Replicas spread across nodes",
     message="Replicas the scheduler may put on one node all fail with that node.",
-    fix="Add `topologySpreadConstraints` on kubernetes.io/hostname (or a podAntiAffinity).",
+    fix="Add `topologySpreadConstraints` on kubernetes.io/hostname (or a podAntiAffinity) whose "
+    "labelSelector matches the workload's own pod labels.",
     envs=OUTSIDE_DEV,
 )
 def spread(ctx: Context) -> Iterator[Finding]:
     for w, n in _multi(ctx):
-        anti = (w.pod_spec.get("affinity") or {}).get("podAntiAffinity")
-        if not w.pod_spec.get("topologySpreadConstraints") and not anti:
+        anti = (w.pod_spec.get("affinity") or {}).get("podAntiAffinity") or {}
+        constraints = w.pod_spec.get("topologySpreadConstraints") or []
+        terms = [
+            t.get("podAffinityTerm") or t
+            for key in (
+                "requiredDuringSchedulingIgnoredDuringExecution",
+                "preferredDuringSchedulingIgnoredDuringExecution",
+            )
+            for t in anti.get(key) or []
+        ]
+        selectors = [c.get("labelSelector") for c in constraints] + [t.get("labelSelector") for t in terms]
+        if not selectors:
             yield w.resource, f"{n} replicas without topologySpreadConstraints or podAntiAffinity"
+        elif not any(selector_matches(sel, w.pod_labels) for sel in selectors):
+            # A spread over a selector that misses the pods themselves spreads nothing.
+            yield (
+                w.resource,
+                f"no spread or anti-affinity labelSelector matches its own pods ({w.pod_labels})",
+            )
 
 
 def _percent(value: object) -> int | None:
