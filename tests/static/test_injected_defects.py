@@ -394,6 +394,12 @@ CASES: list[tuple[str, str, Callable[[Objects], Any], str]] = [
     ("dev", "DNS egress removed", drop_dns, "YK-NET-007"),
     (
         "prod",
+        "ServiceMonitor port typo",
+        lambda o: one(o, "ServiceMonitor")["spec"]["endpoints"][0].update(port="metric"),
+        "YK-SVC-007",
+    ),
+    (
+        "prod",
         "spread selector typo",
         lambda o: [
             c.update(labelSelector={"matchLabels": {"app.kubernetes.io/component": "apii"}})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from yuxi_k8s.validate.model import Context, Resource, Workload, map_matches
+from yuxi_k8s.validate.model import Context, Resource, Workload, map_matches, selector_matches
 from yuxi_k8s.validate.rules import Finding, rule
 
 FAMILY = "services"
@@ -133,3 +133,33 @@ def one_component(ctx: Context) -> Iterator[Finding]:
         components = sorted({w.component or w.resource.name for w in pods})
         if len(components) > 1:
             yield svc, f"selector {svc.spec['selector']} matches pods of {', '.join(components)}"
+
+
+@rule(
+    "YK-SVC-007",
+    family=FAMILY,
+    title="ServiceMonitor selects a Service and its port",
+    message="A ServiceMonitor whose selector matches no Service, or whose endpoint port name the Service "
+    "does not have, scrapes nothing and its alerts never fire.",
+    fix="Match the Service's labels in `spec.selector` and use one of its port names in `endpoints[].port`.",
+)
+def service_monitors(ctx: Context) -> Iterator[Finding]:
+    for sm in ctx.of_kind("ServiceMonitor"):
+        ns_selector = sm.spec.get("namespaceSelector") or {}
+        if ns_selector.get("any") or [n for n in ns_selector.get("matchNames") or [] if n != sm.namespace]:
+            continue  # scrapes other namespaces: not checkable from this render
+        services = [
+            s
+            for s in ctx.of_kind("Service")
+            if s.namespace == sm.namespace and selector_matches(sm.spec.get("selector") or {}, s.labels)
+        ]
+        if not services:
+            yield sm, f"selector {sm.spec.get('selector')} matches no Service in the render"
+            continue
+        names = {p.get("name") for s in services for p in s.spec.get("ports") or []}
+        for ep in sm.spec.get("endpoints") or []:
+            if ep.get("port") and ep["port"] not in names:
+                yield (
+                    sm,
+                    f"endpoint port {ep['port']} is not a port name of {', '.join(s.name for s in services)}",
+                )
