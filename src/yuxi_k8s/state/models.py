@@ -104,7 +104,7 @@ class KbFile(Base):
     __tablename__ = "kb_files"
     __table_args__ = (Index("ix_kb_files_database_id_status", "database_id", "status"),)
     file_id: Mapped[str] = mapped_column(Text, primary_key=True)
-    database_id: Mapped[str | None] = mapped_column(Text, index=True)
+    database_id: Mapped[str | None] = mapped_column(Text)  # indexed by (database_id, status)
     kb_type: Mapped[str] = mapped_column(Text, nullable=False)
     status: Mapped[str | None] = mapped_column(Text)
     filename: Mapped[str | None] = mapped_column(Text)

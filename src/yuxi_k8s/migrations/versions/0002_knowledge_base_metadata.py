@@ -53,7 +53,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
         sa.PrimaryKeyConstraint("file_id", name="pk_kb_files"),
     )
-    op.create_index("ix_kb_files_database_id", "kb_files", ["database_id"])
+    # Serves lookups by database_id alone too (leading column): one index less to maintain.
     op.create_index("ix_kb_files_database_id_status", "kb_files", ["database_id", "status"])
     op.create_table(
         "tasks",
@@ -81,7 +81,6 @@ def downgrade() -> None:
     op.drop_index("ix_tasks_status", table_name="tasks")
     op.drop_table("tasks")
     op.drop_index("ix_kb_files_database_id_status", table_name="kb_files")
-    op.drop_index("ix_kb_files_database_id", table_name="kb_files")
     op.drop_table("kb_files")
     op.drop_index("ix_knowledge_bases_kb_type", table_name="knowledge_bases")
     op.drop_table("knowledge_bases")
