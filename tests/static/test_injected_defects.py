@@ -394,6 +394,12 @@ CASES: list[tuple[str, str, Callable[[Objects], Any], str]] = [
     ("dev", "DNS egress removed", drop_dns, "YK-NET-007"),
     (
         "prod",
+        "api renamed, alerts not",
+        lambda o: one(o, "Deployment", "api")["metadata"].update(name="yuxi-api"),
+        "YK-OBJ-004",
+    ),
+    (
+        "prod",
         "ServiceMonitor port typo",
         lambda o: one(o, "ServiceMonitor")["spec"]["endpoints"][0].update(port="metric"),
         "YK-SVC-007",

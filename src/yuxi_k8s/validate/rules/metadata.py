@@ -165,3 +165,38 @@ def valid_names(ctx: Context) -> Iterator[Finding]:
                 name = str(port.get("name") or "")
                 if name and (len(name) > 15 or not PORT_NAME.match(name) or not re.search("[a-z]", name)):
                     yield w.resource, f"{c.label()} port name {name!r} is invalid (<= 15 chars, [a-z0-9-])"
+
+
+# PromQL label matchers that name objects of the render: label -> kind whose name it must be.
+ALERT_MATCHERS = {
+    "deployment": "Deployment",
+    "statefulset": "StatefulSet",
+    "job_name": "Job",
+    "ingress": "Ingress",
+}
+MATCHER = re.compile(
+    r'\b(exported_namespace|namespace|deployment|statefulset|job_name|ingress)\s*=\s*"([^"]*)"'
+)
+
+
+@rule(
+    "YK-OBJ-004",
+    family=FAMILY,
+    title="Alerts query this render's objects",
+    message="An alert expression that filters on another namespace or on a Deployment/Job/Ingress name the "
+    "render does not have (e.g. after a namespace change or a name prefix) never fires.",
+    fix="Use the render's namespace and object names in the PrometheusRule (kustomize `replacements` keep "
+    "them in step with `namespace:` and `namePrefix:`).",
+)
+def alert_targets(ctx: Context) -> Iterator[Finding]:
+    for pr in ctx.of_kind("PrometheusRule"):
+        for group in pr.spec.get("groups") or []:
+            for item in group.get("rules") or []:
+                expr = str(item.get("expr", ""))
+                name = item.get("alert") or item.get("record") or "?"
+                for label, value in MATCHER.findall(expr):
+                    if label in ("namespace", "exported_namespace"):
+                        if value != pr.namespace:
+                            yield pr, f'{name}: {label}="{value}" is not this namespace ({pr.namespace})'
+                    elif not ctx.find(ALERT_MATCHERS[label], pr.namespace, value):
+                        yield pr, f'{name}: {label}="{value}" names no {ALERT_MATCHERS[label]} in the render'
