@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import yaml
+
 from yuxi_k8s.validate.engine import load_config
 from yuxi_k8s.validate.rules import ENVS, all_rules
 
@@ -42,8 +44,10 @@ def rules_markdown() -> str:
         "",
         "## Default settings",
         "",
+        "From `src/yuxi_k8s/validate/defaults.yaml`; override with `--config FILE`.",
+        "",
         "```yaml",
-        *(f"{k}: {v}" for k, v in config.items()),
+        yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=100).rstrip(),
         "```",
         "",
     ]
