@@ -77,6 +77,19 @@ def allow_all_ingress(objs: Objects) -> None:
     objs.append(policy)
 
 
+def settings(objs: Objects) -> dict[str, Any]:
+    cm = next(
+        o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("api-settings")
+    )
+    return cm["data"]
+
+
+def nginx_typo(objs: Objects) -> None:
+    cm = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("web-nginx"))
+    key = next(k for k, v in cm["data"].items() if "proxy_pass" in v)
+    cm["data"][key] = cm["data"][key].replace(":5050", ":5000")
+
+
 def configmap_credential(objs: Objects) -> None:
     cm = next(
         o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("api-settings")
@@ -392,6 +405,18 @@ CASES: list[tuple[str, str, Callable[[Objects], Any], str]] = [
     ("prod", "memory 1GB", lambda o: main(o)["resources"]["limits"].update(memory="1GB"), "YK-RES-004"),
     ("prod", "Ingress TLS removed", lambda o: one(o, "Ingress")["spec"].pop("tls"), "YK-SVC-005"),
     ("dev", "DNS egress removed", drop_dns, "YK-NET-007"),
+    (
+        "staging",
+        "MILVUS_URI port typo",
+        lambda o: settings(o).update(MILVUS_URI="http://milvus:19531"),
+        "YK-REF-008",
+    ),
+    (
+        "prod",
+        "NEO4J_URI host typo",
+        lambda o: settings(o).update(NEO4J_URI="bolt://neo4j-db:7687"),
+        "YK-REF-008",
+    ),
     (
         "prod",
         "api renamed, alerts not",

@@ -8,10 +8,13 @@ or a CloudNativePG Cluster produces count as present.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from yuxi_k8s.validate.model import Context, Workload
+from yuxi_k8s.validate.model import Context, Resource, Workload
 from yuxi_k8s.validate.rules import Finding, rule
 
 FAMILY = "references"
@@ -233,3 +236,75 @@ def flux_depends_on(ctx: Context) -> Iterator[Finding]:
             key = (dep.get("namespace") or res.namespace, dep.get("name"))
             if key not in names:
                 yield res, f"dependsOn {key[0]}/{key[1]} is not in the render"
+
+
+# host:port of an in-cluster Service, as written in configuration: `redis:6379`, `http://api:5050/`,
+# `postgres.yuxi.svc.cluster.local:5432`; not `0.0.0.0:7687`, not `ghcr.io/x/postgresql:16.6`.
+SERVICE_ADDRESS = re.compile(
+    r"(?<![\w/.@-])(?:[a-z][a-z0-9+.-]*://)?(?:[^\s/@:]+(?::[^\s/@]*)?@)?"
+    r"(?P<host>[a-z][a-z0-9-]*(?:\.[a-z0-9-]+)*):(?P<port>\d{2,5})(?![\w.])"
+)
+CLUSTER_SUFFIXES = (".svc.cluster.local", ".svc")
+
+
+def _service_of(host: str, namespace: str) -> str | None:
+    """The Service name a host means in *namespace*, None when it is not an in-namespace name."""
+    for suffix in CLUSTER_SUFFIXES:
+        if host.endswith(suffix):
+            host = host[: -len(suffix)]
+            break
+    name, _, ns = host.partition(".")
+    if name == "localhost" or (ns and ns != namespace) or "." in ns:
+        return None
+    return name
+
+
+def _config_texts(ctx: Context) -> Iterator[tuple[Resource, str, str]]:
+    """(object, where, text) of every configuration value that may name a Service."""
+    for cm in ctx.of_kind("ConfigMap"):
+        for key, value in (cm.obj.get("data") or {}).items():
+            yield cm, f"key {key}", str(value or "")
+    for secret in ctx.of_kind("Secret"):
+        if isinstance(secret.obj.get("sops"), dict):
+            continue
+        for key, value in (secret.obj.get("stringData") or {}).items():
+            yield secret, f"key {key}", str(value or "")
+        for key, value in (secret.obj.get("data") or {}).items():
+            try:
+                yield (
+                    secret,
+                    f"key {key}",
+                    base64.b64decode(str(value), validate=True).decode("utf-8", "replace"),
+                )
+            except (binascii.Error, ValueError):
+                continue
+    for c in ctx.containers():
+        for env in c.spec.get("env") or []:
+            if isinstance(env, dict) and env.get("value"):
+                yield c.workload.resource, f"{c.label()} env {env.get('name')}", str(env["value"])
+
+
+@rule(
+    "YK-REF-008",
+    family=FAMILY,
+    title="In-cluster addresses name a Service and its port",
+    message="A host:port in configuration (MILVUS_URI, an nginx proxy_pass, a database URL) that names no "
+    "Service of the render, or a port the Service does not expose, fails at run time with a DNS or "
+    "connection error.",
+    fix="Use the Service's name (after any name prefix) and one of its ports, or declare an external "
+    'host with `yuxi-k8s.io/external-refs: "Service/<name>"` on the object.',
+)
+def service_addresses(ctx: Context) -> Iterator[Finding]:
+    for res, where, text in _config_texts(ctx):
+        external = {s.strip() for s in str(res.annotations.get(EXTERNAL_ANNOTATION, "")).split(",")}
+        external |= set(ctx.setting("external_references", []) or [])
+        for match in SERVICE_ADDRESS.finditer(text):
+            name = _service_of(match.group("host"), res.namespace)
+            if name is None or f"Service/{name}" in external:
+                continue
+            svc = ctx.find("Service", res.namespace, name)
+            port = int(match.group("port"))
+            if svc is None:
+                yield res, f"{where}: {match.group('host')}:{port} names no Service in the render"
+            elif port not in {p.get("port") for p in svc.spec.get("ports") or []}:
+                yield res, f"{where}: Service {name} has no port {port}"
