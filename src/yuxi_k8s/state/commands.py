@@ -6,8 +6,6 @@ import argparse
 import os
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from ..cli import UserError
 from .settings import Settings, describe_database_url, normalise_database_url, redis_url_from_env
 
@@ -49,6 +47,8 @@ def engine_for(url: str) -> Any:
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from .. import migrations
 
     url = database_url(args)
@@ -69,6 +69,8 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_downgrade(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from .. import migrations
 
     url = database_url(args)
@@ -88,6 +90,8 @@ def cmd_downgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_current(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from .. import migrations
 
     url = database_url(args)

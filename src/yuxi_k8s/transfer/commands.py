@@ -10,7 +10,6 @@ from typing import Any
 from ..cli import UserError
 from ..state.commands import add_database_url, database_url
 from ..state.settings import describe_database_url
-from .service import TransferError, diff, export, migrate
 
 
 def _saves(args: argparse.Namespace) -> Path:
@@ -22,6 +21,8 @@ def _say(message: str) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from .service import TransferError, migrate  # imported here: `yuxi-k8s --help` stays fast
+
     url = database_url(args)
     try:
         result = migrate(_saves(args), url, dry_run=args.dry_run, lock_wait_s=args.lock_wait, say=_say)
@@ -50,6 +51,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from .service import TransferError, export
+
     url = database_url(args)
     try:
         changed = export(_saves(args), url)
@@ -65,6 +68,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from .service import TransferError, diff
+
     url = database_url(args)
     try:
         plan = diff(_saves(args), url)
