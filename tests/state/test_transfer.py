@@ -165,6 +165,12 @@ def test_a_migration_killed_midway_leaves_the_database_as_it_was(db_url: str, tm
         ("tasks/tasks.json", "\xff\xfe", "tasks.json"),
         ("knowledge_base_data/global_metadata.json", '{"databases": []}', "global_metadata.json"),
         ("knowledge_base_data/milvus_data/metadata_milvus.json", "[1, 2]", "metadata_milvus.json"),
+        ("knowledge_graph/neo4j/graph_info.json", '{"score": NaN}', "NaN is not JSON"),
+        (
+            "knowledge_base_data/lightrag_data/metadata_lightrag.json",
+            "@milvus-copy",  # the same knowledge base in two type files: which one is right?
+            "also appears in knowledge_base_data/lightrag_data/metadata_lightrag.json",
+        ),
     ],
 )
 def test_malformed_files_fail_in_one_line_and_write_nothing(
@@ -173,6 +179,8 @@ def test_malformed_files_fail_in_one_line_and_write_nothing(
     path = saves / rel
     if text == "\xff\xfe":
         path.write_bytes(b"\xff\xfe{}")
+    elif text == "@milvus-copy":
+        path.write_text((saves / "knowledge_base_data/milvus_data/metadata_milvus.json").read_text())
     else:
         path.write_text(text)
     result = run_cli("migrate-config", "--saves-dir", str(saves), "--database-url", db_url)

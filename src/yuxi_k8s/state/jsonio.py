@@ -13,11 +13,21 @@ from typing import Any
 import orjson
 
 
-def loads(data: str | bytes) -> Any:
+class NotJSONError(ValueError):
+    """NaN or Infinity: Python writes them, JSON and PostgreSQL have no such values."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise NotJSONError(f"{name} is not JSON and PostgreSQL cannot store it; replace it (e.g. with null)")
+
+
+def loads(data: str | bytes, *, allow_nan: bool = True) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        return json.loads(data)
+        if allow_nan:
+            return json.loads(data)
+        return json.loads(data, parse_constant=_refuse_constant)
 
 
 def dumps(value: Any) -> str:

@@ -179,9 +179,11 @@ def load_json(path: Path) -> Any:
     if text is None:
         return None
     try:
-        return jsonio.loads(text)
+        return jsonio.loads(text, allow_nan=False)
     except json.JSONDecodeError as exc:
         raise FormatError(path, f"invalid JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
+    except jsonio.NotJSONError as exc:
+        raise FormatError(path, str(exc)) from None
 
 
 def _object(path: Path, value: Any, what: str = "the file") -> dict[str, Any]:
@@ -248,6 +250,10 @@ def read_saves(root: Path) -> Snapshot:
         for db_id, entry in _object(path, _or_empty(doc.get("databases")), "databases").items():
             entry = _object(path, entry, f"databases.{db_id}")
             kb = snap.kbs.setdefault(db_id, KbEntry(kb_type=kb_type))
+            if kb.payload is not None:
+                raise FormatError(
+                    path, f"knowledge base {db_id} also appears in {type_metadata_path(kb.kb_type)}"
+                )
             kb.kb_type, kb.payload = kb_type, entry
         for file_id, entry in _object(path, _or_empty(doc.get("files")), "files").items():
             if type(entry) is not dict:  # (inline: this loop runs once per file record)
