@@ -62,7 +62,9 @@ class FileConfig(DistributedConfig):
         if cached and cached[0] == sig:
             return cached[1]
         try:
-            value = layout.load_toml(path) if rel.endswith(".toml") else layout.load_json(path)
+            value = (
+                layout.load_toml(path) if rel.endswith(".toml") else layout.load_json(path, allow_nan=True)
+            )
         except FormatError as exc:
             raise StateUnavailableError(str(exc)) from exc
         self._parsed[rel] = (sig, value)

@@ -174,12 +174,14 @@ def load_toml(path: Path) -> dict[str, Any] | None:
         raise FormatError(path, f"invalid TOML: {msg}", line) from None
 
 
-def load_json(path: Path) -> Any:
+def load_json(path: Path, *, allow_nan: bool = False) -> Any:
+    """Parse a JSON file. NaN/Infinity (which Python writes) are refused unless *allow_nan*:
+    they are fine file to file, but PostgreSQL cannot store them."""
     text = _read_text(path)
     if text is None:
         return None
     try:
-        return jsonio.loads(text, allow_nan=False)
+        return jsonio.loads(text, allow_nan=allow_nan)
     except json.JSONDecodeError as exc:
         raise FormatError(path, f"invalid JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
     except jsonio.NotJSONError as exc:
