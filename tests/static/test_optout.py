@@ -97,3 +97,13 @@ def test_malformed_objects_do_not_crash_the_rules() -> None:
     found = evaluate("x", "prod", objects, load_config())
     assert found and all(v.severity == "error" for v in found)
     assert any("could not evaluate on malformed objects" in v.message for v in found)
+
+
+def test_env_inference() -> None:
+    from yuxi_k8s.validate.engine import infer_env
+
+    assert infer_env("overlays/dev") == "dev"
+    assert infer_env("overlays/prod-eu") == "prod"
+    assert infer_env("clusters/production/app") == "prod"
+    assert infer_env("gitops/flux/staging/app") == "staging"
+    assert infer_env("somewhere/else") == "prod"

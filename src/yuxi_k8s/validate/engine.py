@@ -59,12 +59,14 @@ def load_config(path: str | None = None) -> dict[str, Any]:
 
 
 def infer_env(path: str, default: str = "prod") -> str:
-    """dev | staging | prod from the path's folder names (production counts as prod)."""
+    """dev | staging | prod from the path's folder names, nearest first (`prod-eu` and `production`
+    count as prod); *default* when none names an environment."""
     aliases = {"production": "prod", "stage": "staging", "development": "dev"}
     for part in reversed(Path(path).resolve().parts):
-        name = aliases.get(part, part)
-        if name in ENVS:
-            return name
+        for word in (part, *part.replace("_", "-").split("-")):  # prod, prod-eu, eu-prod
+            name = aliases.get(word, word)
+            if name in ENVS:
+                return name
     return default
 
 
