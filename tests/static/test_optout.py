@@ -107,3 +107,4 @@ def test_env_inference() -> None:
     assert infer_env("clusters/production/app") == "prod"
     assert infer_env("gitops/flux/staging/app") == "staging"
     assert infer_env("somewhere/else") == "prod"
+    assert infer_env(str(Path.cwd() / "base")) == "prod"

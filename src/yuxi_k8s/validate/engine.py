@@ -62,7 +62,10 @@ def infer_env(path: str, default: str = "prod") -> str:
     """dev | staging | prod from the path's folder names, nearest first (`prod-eu` and `production`
     count as prod); *default* when none names an environment."""
     aliases = {"production": "prod", "stage": "staging", "development": "dev"}
-    for part in reversed(Path(path).resolve().parts):
+    target = Path(path)
+    if target.is_absolute() and target.is_relative_to(Path.cwd()):
+        target = target.relative_to(Path.cwd())  # folders above the project say nothing
+    for part in reversed(target.parts):
         for word in (part, *part.replace("_", "-").split("-")):  # prod, prod-eu, eu-prod
             name = aliases.get(word, word)
             if name in ENVS:
