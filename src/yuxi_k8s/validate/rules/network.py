@@ -1,4 +1,5 @@
-"""NetworkPolicy: default deny both ways, every pod covered, no allow-everything rule."""
+"""NetworkPolicy: default deny both ways, every pod covered, no allow-everything rule, ports that
+exist, DNS reachable, and exactly the pod-to-pod flows of the architecture (config `network_flows`)."""
 
 from __future__ import annotations
 
