@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg.copy import QueuedLibpqWriter
 
 from .. import migrations
 from ..state import jsonio
@@ -125,7 +126,9 @@ def stage_rows(conn: psycopg.Connection, kind: str, p: KindPlan) -> None:
     defs = ", ".join(f"{c} {_stage_type(c)}" for c in pk + cols)
     stage = _stage_name(kind)
     conn.execute(f"CREATE TEMP TABLE {stage} (op char(1) NOT NULL, {defs}) ON COMMIT DROP")
-    with conn.cursor() as cur, cur.copy(f"COPY {stage} (op, {', '.join(pk + cols)}) FROM STDIN") as copy:
+    sql = f"COPY {stage} (op, {', '.join(pk + cols)}) FROM STDIN"
+    # A writer thread sends while this one encodes: the server parses JSON in parallel.
+    with conn.cursor() as cur, cur.copy(sql, writer=QueuedLibpqWriter(cur)) as copy:
         # The hot loop of a 100k-record import: no per-column function calls.
         json_cols = [c in JSON_COLUMNS for c in cols]
         dumps = jsonio.dumps
