@@ -406,6 +406,22 @@ CASES: list[tuple[str, str, Callable[[Objects], Any], str]] = [
     ("prod", "Ingress TLS removed", lambda o: one(o, "Ingress")["spec"].pop("tls"), "YK-SVC-005"),
     ("dev", "DNS egress removed", drop_dns, "YK-NET-007"),
     (
+        "prod",
+        "api strategy Recreate",
+        lambda o: one(o, "Deployment", "api")["spec"].update(strategy={"type": "Recreate"}),
+        "YK-AVL-008",
+    ),
+    (
+        "prod",
+        "saves claim ReadWriteOnce",
+        lambda o: next(
+            p
+            for p in o
+            if p["kind"] == "PersistentVolumeClaim" and "ReadWriteMany" in p["spec"]["accessModes"]
+        )["spec"].update(accessModes=["ReadWriteOnce"]),
+        "YK-AVL-009",
+    ),
+    (
         "staging",
         "MILVUS_URI port typo",
         lambda o: settings(o).update(MILVUS_URI="http://milvus:19531"),

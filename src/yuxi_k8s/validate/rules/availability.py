@@ -195,3 +195,72 @@ def overlapping_pdbs(ctx: Context) -> Iterator[Finding]:
         found = pdbs_for(ctx, w)
         if len(found) > 1:
             yield w.resource, f"pods selected by {len(found)} PDBs: {', '.join(p.name for p in found)}"
+
+
+def _absolute(value: object, replicas: int) -> int:
+    """An int-or-percent rollout/PDB value as a pod count (percent rounded up, as maxSurge does)."""
+    percent = _percent(value)
+    if percent is not None:
+        return -(-percent * replicas // 100)
+    return int(value) if isinstance(value, int) else 0
+
+
+@rule(
+    "YK-AVL-008",
+    family=FAMILY,
+    title="Rollouts keep serving",
+    message="Outside dev a rollout must keep pods serving: `Recreate`, or a rolling update that may take "
+    "every replica down at once, is an outage on every deploy.",
+    fix="Use `strategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 0, maxSurge: 1}}` "
+    "(or maxUnavailable below the replica count).",
+    envs=OUTSIDE_DEV,
+)
+def rollout_strategy(ctx: Context) -> Iterator[Finding]:
+    for w in ctx.workloads:
+        if w.kind != "Deployment":
+            continue
+        n = ctx.effective_replicas(w) or 1
+        strategy = w.resource.spec.get("strategy") or {}
+        if strategy.get("type") == "Recreate":
+            yield w.resource, "strategy Recreate stops every pod before starting new ones"
+            continue
+        rolling = strategy.get("rollingUpdate") or {}
+        unavailable = _absolute(rolling.get("maxUnavailable", "25%"), n)
+        if unavailable >= n:
+            yield (
+                w.resource,
+                f"maxUnavailable {rolling.get('maxUnavailable')} lets all {n} replicas go down at once",
+            )
+
+
+@rule(
+    "YK-AVL-009",
+    family=FAMILY,
+    title="Volumes shared by replicas allow it",
+    message="A ReadWriteOnce claim mounted by a workload with several replicas (or an HPA) pins every pod to "
+    "one node; pods elsewhere stay ContainerCreating (Multi-Attach error).",
+    fix="Use a ReadWriteMany claim (or ReadOnlyMany mounted readOnly), or a StatefulSet volumeClaimTemplate.",
+)
+def shared_claims(ctx: Context) -> Iterator[Finding]:
+    for w in ctx.workloads:
+        n = ctx.effective_replicas(w)
+        if w.kind != "Deployment" or n is None or (n < 2 and ctx.hpa_for(w) is None):
+            continue
+        for vol in w.volumes:
+            claim = (vol.get("persistentVolumeClaim") or {}).get("claimName")
+            pvc = ctx.find("PersistentVolumeClaim", w.namespace, claim) if claim else None
+            if pvc is None:
+                continue
+            modes = set(pvc.spec.get("accessModes") or [])
+            mounts = [
+                m
+                for c in w.containers
+                for m in c.spec.get("volumeMounts") or []
+                if m.get("name") == vol.get("name")
+            ]
+            read_only = bool((vol.get("persistentVolumeClaim") or {}).get("readOnly")) or (
+                bool(mounts) and all(m.get("readOnly") for m in mounts)
+            )
+            if "ReadWriteMany" in modes or ("ReadOnlyMany" in modes and read_only):
+                continue
+            yield w.resource, f"{n} replicas share claim {claim} with access modes {sorted(modes) or 'unset'}"
