@@ -21,6 +21,11 @@ def _refuse_constant(name: str) -> Any:
     raise NotJSONError(f"{name} is not JSON and PostgreSQL cannot store it; replace it (e.g. with null)")
 
 
+def fast_loads(data: str | bytes) -> Any:
+    """orjson only: raises ValueError (orjson.JSONDecodeError) on anything it refuses."""
+    return orjson.loads(data)
+
+
 def loads(data: str | bytes, *, allow_nan: bool = True) -> Any:
     try:
         return orjson.loads(data)

@@ -147,16 +147,30 @@ def _json_to_toml(value: Any) -> Any:
 # --- reading -------------------------------------------------------------------
 
 
-def _read_text(path: Path) -> str | None:
+def _read_bytes(path: Path) -> bytes | None:
+    """The file's bytes without a UTF-8 BOM (edited on Windows), or None when absent or blank
+    (an empty file, left by a crash mid-write of the app, holds nothing)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a BOM (edited on Windows) is not content
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
-    except UnicodeDecodeError as exc:
-        raise FormatError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise FormatError(path, f"cannot read: {exc.strerror}") from None
-    return text if text.strip() else None  # an empty file (crash mid-write by the app) holds nothing
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    return None if not data or data.isspace() else data
+
+
+def _decode(path: Path, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _read_text(path: Path) -> str | None:
+    data = _read_bytes(path)
+    return None if data is None else _decode(path, data)
 
 
 def load_toml(path: Path) -> dict[str, Any] | None:
@@ -177,11 +191,15 @@ def load_toml(path: Path) -> dict[str, Any] | None:
 def load_json(path: Path, *, allow_nan: bool = False) -> Any:
     """Parse a JSON file. NaN/Infinity (which Python writes) are refused unless *allow_nan*:
     they are fine file to file, but PostgreSQL cannot store them."""
-    text = _read_text(path)
-    if text is None:
+    data = _read_bytes(path)
+    if data is None:
         return None
     try:
-        return jsonio.loads(text, allow_nan=allow_nan)
+        return jsonio.fast_loads(data)  # bytes straight in: no decode and re-encode of a large file
+    except ValueError:
+        pass  # invalid UTF-8, NaN, very large numbers, malformed: let the standard library say which
+    try:
+        return jsonio.loads(_decode(path, data), allow_nan=allow_nan)
     except json.JSONDecodeError as exc:
         raise FormatError(path, f"invalid JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
     except jsonio.NotJSONError as exc:
