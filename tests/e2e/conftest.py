@@ -102,3 +102,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     except Exception as exc:  # never hide the real failure
         summary = f"could not collect diagnostics: {exc}"
     report.sections.append(("e2e diagnostics", summary))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print this run's figures (failover, propagation, self-healing, duration) after the tests."""
+    figures = {
+        name: RUN_DIR / f"{name}.json" for name in ("failover", "propagation", "self_healing", "duration")
+    }
+    present = {name: path for name, path in figures.items() if path.exists()}
+    if not present:
+        return
+    terminalreporter.section(f"e2e figures ({RUN_DIR})")
+    failover = present.pop("failover", None)
+    if failover:
+        for scenario, fig in json.loads(failover.read_text()).items():
+            terminalreporter.write_line(
+                f"failover {scenario:18} requests={fig['requests']} failed={fig['failed']} "
+                f"errors={fig['errors']} time_to_full_replicas={fig['time_to_full_replicas_s']}s"
+            )
+    propagation = present.pop("propagation", None)
+    if propagation:
+        fig = json.loads(propagation.read_text())
+        terminalreporter.write_line(
+            f"config propagation to {fig['replicas']} replicas: max {fig['max_s'] * 1000:.0f} ms "
+            f"over {len(fig['rounds'])} writes"
+        )
+    for name, path in present.items():
+        terminalreporter.write_line(f"{name}: {json.dumps(json.loads(path.read_text()))}"[:400])
