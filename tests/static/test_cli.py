@@ -189,3 +189,17 @@ def test_module_entry_point_used_by_make(overlay: Path) -> None:
     assert bad.returncode == 1 and "YK-AVL-001" in bad.stdout
     usage = subprocess.run([sys.executable, "-m", "yuxi_k8s.validate"], capture_output=True, text=True)
     assert usage.returncode == 2 and "give at least one kustomization PATH" in usage.stderr
+
+
+def test_overlay_image_pin_that_does_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An overlay `images:` entry naming an image the base already renamed is reported (YK-IMG-003)."""
+    shutil.copytree(CLEAN, tmp_path / "base")
+    prod = tmp_path / "overlays" / "prod"
+    prod.mkdir(parents=True)
+    kustomization = "resources: [../../base]\nimages:\n  - name: {name}\n    newTag: 0.7.0\n"
+    (prod / "kustomization.yaml").write_text(kustomization.format(name="yuxi-know-api"))
+    assert main(["validate", str(prod)]) == 1
+    out = capsys.readouterr().out
+    assert "YK-IMG-003 Kustomization" in out and "images entry yuxi-know-api" in out
+    (prod / "kustomization.yaml").write_text(kustomization.format(name="ghcr.io/xerrors/yuxi-know-api"))
+    assert main(["validate", str(prod)]) == 0

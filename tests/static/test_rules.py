@@ -1,7 +1,8 @@
 """Every rule is proven by fixtures: tests/static/rules/<RULE-ID>/{fail,pass}*.yaml.
 
 A `fail*` file must be flagged by that rule id, a `pass*` file must not. The
-`# env: <env>` header picks the environment (default prod). Discovered by
+`# env: <env>` header picks the environment (default prod); a kustomize.config.k8s.io
+Kustomization document stands for the validated kustomization.yaml itself. Discovered by
 walking the folders, like Polaris' test/checks/<id>/{success,failure}*.yaml.
 """
 
@@ -29,8 +30,11 @@ def run_fixture(path: Path) -> list[Violation]:
     text = path.read_text()
     match = ENV_HEADER.search(text)
     env = match.group(1) if match else "prod"
-    objects = [d for d in yaml.load_all(text, Loader=Loader) if d]
-    return evaluate(str(path), env, objects, load_config())
+    docs = [d for d in yaml.load_all(text, Loader=Loader) if d]
+    # A kustomize.config.k8s.io Kustomization document stands for the validated path's kustomization.yaml.
+    own = [d for d in docs if str(d.get("apiVersion", "")).startswith("kustomize.config.k8s.io/")]
+    objects = [d for d in docs if d not in own]
+    return evaluate(str(path), env, objects, load_config(), own[0] if own else None)
 
 
 @pytest.mark.parametrize("path", fixtures(), ids=lambda p: f"{p.parent.name}/{p.stem}")

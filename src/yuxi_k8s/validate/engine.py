@@ -73,13 +73,19 @@ def infer_env(path: str, default: str = "prod") -> str:
     return default
 
 
-def evaluate(overlay: str, env: str, objects: list[dict], config: dict[str, Any]) -> list[Violation]:
+def evaluate(
+    overlay: str,
+    env: str,
+    objects: list[dict],
+    config: dict[str, Any],
+    kustomization: dict[str, Any] | None = None,
+) -> list[Violation]:
     """Every finding of every rule that applies to *env*, suppressed ones marked.
 
     Rules marked ``after_others`` (stale opt-outs) run last and see what the others found
     in ``ctx.findings``.
     """
-    ctx = Context(overlay, env, [Resource(o) for o in objects], config)
+    ctx = Context(overlay, env, [Resource(o) for o in objects], config, kustomization=kustomization)
     overrides = config.get("severity") or {}
     out: list[Violation] = []
     rules = sorted(all_rules(), key=lambda r: r.after_others)

@@ -238,6 +238,8 @@ class Context:
     config: dict[str, Any] = field(default_factory=dict)
     # rule id -> ids of the objects it flagged so far (for rules that run after the others)
     findings: dict[str, set[int]] = field(default_factory=dict)
+    # the validated path's own kustomization.yaml (None for plain manifests), for checks of its fields
+    kustomization: dict[str, Any] | None = None
 
     @cached_property
     def by_kind(self) -> dict[str, list[Resource]]:

@@ -35,6 +35,7 @@ class Rendered:
     path: str
     objects: list[dict] = field(default_factory=list)
     error: str | None = None
+    kustomization: dict | None = None  # the path's own kustomization file, parsed
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -93,7 +94,9 @@ def render_one(path: str) -> Rendered:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         return Rendered(path, error=lines[-1] if lines else f"kustomize exited {proc.returncode}")
     try:
-        return Rendered(path, load_documents(proc.stdout))
+        own = next(target / n for n in KUSTOMIZATION_FILES if (target / n).exists())
+        kustomization = yaml.load(own.read_text(), Loader=_Loader)
+        return Rendered(path, load_documents(proc.stdout), kustomization=kustomization or {})
     except yaml.YAMLError as exc:
         return Rendered(path, error=f"kustomize output is not YAML: {exc}")
 
