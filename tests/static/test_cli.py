@@ -203,3 +203,20 @@ def test_overlay_image_pin_that_does_nothing(tmp_path: Path, capsys: pytest.Capt
     assert "YK-IMG-003 Kustomization" in out and "images entry yuxi-know-api" in out
     (prod / "kustomization.yaml").write_text(kustomization.format(name="ghcr.io/xerrors/yuxi-know-api"))
     assert main(["validate", str(prod)]) == 0
+
+
+def test_patch_that_matches_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """kustomize ignores a patch whose target matches nothing; the validator does not (YK-OBJ-005)."""
+    shutil.copytree(CLEAN, tmp_path / "base")
+    prod = tmp_path / "overlays" / "prod"
+    prod.mkdir(parents=True)
+    (prod / "replicas.patch.yaml").write_text("- op: replace\n  path: /spec/replicas\n  value: 4\n")
+    kustomization = (
+        "resources: [../../base]\npatches:\n  - path: replicas.patch.yaml\n"
+        "    target: {{kind: Deployment, name: {name}}}\n"
+    )
+    (prod / "kustomization.yaml").write_text(kustomization.format(name="apii"))
+    assert main(["validate", str(prod)]) == 1
+    assert "YK-OBJ-005 Kustomization" in capsys.readouterr().out
+    (prod / "kustomization.yaml").write_text(kustomization.format(name="api"))
+    assert main(["validate", str(prod)]) == 0

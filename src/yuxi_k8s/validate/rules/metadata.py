@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
-from yuxi_k8s.validate.model import COMPONENT, POD_TEMPLATE_KINDS, Context, selector_matches
+import yaml
+
+from yuxi_k8s.validate.model import COMPONENT, POD_TEMPLATE_KINDS, Context, Resource, selector_matches
 from yuxi_k8s.validate.rules import Finding, rule
 
 FAMILY = "metadata"
@@ -200,3 +203,70 @@ def alert_targets(ctx: Context) -> Iterator[Finding]:
                             yield pr, f'{name}: {label}="{value}" is not this namespace ({pr.namespace})'
                     elif not ctx.find(ALERT_MATCHERS[label], pr.namespace, value):
                         yield pr, f'{name}: {label}="{value}" names no {ALERT_MATCHERS[label]} in the render'
+
+
+def _name_matches(pattern: str, name: str) -> bool:
+    """A kustomize target name (a regex) against a rendered name, which may carry a name prefix/suffix."""
+    try:
+        return bool(re.fullmatch(pattern, name) or re.search(rf"(^|-)(?:{pattern})($|-)", name))
+    except re.error:
+        return pattern == name
+
+
+def _targets(ctx: Context, kind: str | None, name: str | None) -> bool:
+    return any(
+        (not kind or res.kind == kind) and (not name or _name_matches(name, res.name))
+        for res in ctx.resources
+    )
+
+
+@rule(
+    "YK-OBJ-005",
+    family=FAMILY,
+    title="Kustomization patches and replicas hit an object",
+    message="kustomize silently ignores a patch whose target matches nothing and a `replicas:` entry naming "
+    "no workload: the environment then runs the base's settings while the overlay says otherwise.",
+    fix="Fix the target's kind/name (before any name prefix), or remove the dead entry.",
+)
+def dead_patches(ctx: Context) -> Iterator[Finding]:
+    kustomization = ctx.kustomization or {}
+    where = Resource(
+        {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "metadata": {"name": ctx.overlay},
+        }
+    )
+    for entry in kustomization.get("replicas") or []:
+        if isinstance(entry, dict) and not _targets(ctx, None, re.escape(str(entry.get("name", "")))):
+            yield where, f"replicas entry {entry.get('name')} names no object of the render"
+    for i, patch in enumerate(kustomization.get("patches") or []):
+        if not isinstance(patch, dict):
+            continue
+        target = patch.get("target")
+        if isinstance(target, dict):
+            name = target.get("name")
+            # `api|web`: each literal alternative must hit something, not just one of them
+            names = (
+                name.split("|")
+                if isinstance(name, str) and re.fullmatch(r"[\w.-]+(\|[\w.-]+)+", name)
+                else [name]
+            )
+            for part in names:
+                if not _targets(ctx, target.get("kind"), part):
+                    yield where, f"patches[{i}] target {target.get('kind')}/{part} matches nothing"
+            continue
+        text = patch.get("patch")
+        if text is None and patch.get("path"):
+            try:
+                text = (Path(ctx.overlay) / str(patch["path"])).read_text()
+            except OSError:
+                continue
+        try:
+            docs = [d for d in yaml.safe_load_all(str(text or "")) if isinstance(d, dict)]
+        except yaml.YAMLError:
+            continue
+        for doc in docs:  # a strategic-merge patch names its own target
+            kind, name = doc.get("kind"), (doc.get("metadata") or {}).get("name")
+            if kind and name and not _targets(ctx, kind, re.escape(str(name))):
+                yield where, f"patches[{i}] patches {kind}/{name}, which is not in the render"
