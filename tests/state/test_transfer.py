@@ -289,3 +289,20 @@ def test_a_bom_is_accepted_and_a_parent_dir_gets_a_hint(db_url: str, saves: Path
     assert result.returncode == 0, result.stderr
     parent = run_cli("migrate-config", "--saves-dir", str(saves.parent), "--database-url", db_url)
     assert f"did you mean {saves}" in _one_line_error(parent)
+
+
+def test_awkward_strings_survive_the_bulk_path(db_url: str, saves: Path, tmp_path: Path) -> None:
+    """Tabs, newlines, backslashes, a literal \\N, quotes and emoji in keys, columns and payloads."""
+    path = saves / "knowledge_base_data/milvus_data/metadata_milvus.json"
+    doc = json.loads(path.read_text())
+    db_id = next(iter(doc["databases"]))
+    nasty = 'a\tb\nc\rd\\e \\N "q" 🚀 \u2028 \x01'
+    for i, name in enumerate([nasty, "\\N", "", "\\", "tab\there"]):
+        file_id = f"file_nasty_{i}\t\\"
+        doc["files"][file_id] = {"file_id": file_id, "database_id": db_id, "filename": name, "status": name}
+    path.write_text(json.dumps(doc, ensure_ascii=False))
+    result = run_cli("migrate-config", "--saves-dir", str(saves), "--database-url", db_url)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    assert run_cli("export-config", "--saves-dir", str(out), "--database-url", db_url).returncode == 0
+    assert parsed_tree(out) == parsed_tree(saves)

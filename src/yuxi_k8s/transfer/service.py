@@ -16,9 +16,10 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg.copy import QueuedLibpqWriter
@@ -129,17 +130,41 @@ def stage_rows(conn: psycopg.Connection, kind: str, p: KindPlan) -> None:
     sql = f"COPY {stage} (op, {', '.join(pk + cols)}) FROM STDIN"
     # A writer thread sends while this one encodes: the server parses JSON in parallel.
     with conn.cursor() as cur, cur.copy(sql, writer=QueuedLibpqWriter(cur)) as copy:
-        # The hot loop of a 100k-record import: no per-column function calls.
-        json_cols = [c in JSON_COLUMNS for c in cols]
-        dumps = jsonio.dumps
-        write = copy.write_row
-        for op, rows in (("i", p.insert), ("u", p.update)):
-            for key, row in rows.items():
-                values = [op, *key] if isinstance(key, tuple) else [op, key]
-                for column, is_json in zip(cols, json_cols, strict=True):
-                    value = row[column]
-                    values.append(dumps(value) if is_json and value is not None else value)
-                write(values)
+        for chunk in copy_text_chunks(p, cols):
+            copy.write(chunk)
+
+
+def _copy_field(value: Any) -> str:
+    """One field of COPY's text format: NULL is \\N; backslash, tab, newline, CR are escaped."""
+    if value is None:
+        return "\\N"
+    text = value if type(value) is str else str(value)
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return text
+
+
+def copy_text_chunks(p: KindPlan, cols: tuple[str, ...], chunk_rows: int = 2000) -> Iterator[str]:
+    """COPY text for the planned rows, in chunks: the hot loop of a 100k-record import.
+
+    Built by hand rather than with ``write_row`` (a third of the import's Python time);
+    the verification afterwards compares every written row, so an escaping slip cannot pass.
+    """
+    json_cols = [c in JSON_COLUMNS for c in cols]
+    dumps, field = jsonio.dumps, _copy_field
+    lines: list[str] = []
+    for op, rows in (("i", p.insert), ("u", p.update)):
+        for key, row in rows.items():
+            fields = [op, *map(field, key)] if isinstance(key, tuple) else [op, field(key)]
+            for column, is_json in zip(cols, json_cols, strict=True):
+                value = row[column]
+                fields.append(field(dumps(value) if is_json and value is not None else value))
+            lines.append("\t".join(fields))
+            if len(lines) >= chunk_rows:
+                yield "\n".join(lines) + "\n"
+                lines = []
+    if lines:
+        yield "\n".join(lines) + "\n"
 
 
 def write_staged(conn: psycopg.Connection, kind: str, p: KindPlan) -> None:
