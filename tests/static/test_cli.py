@@ -220,3 +220,23 @@ def test_patch_that_matches_nothing(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "YK-OBJ-005 Kustomization" in capsys.readouterr().out
     (prod / "kustomization.yaml").write_text(kustomization.format(name="api"))
     assert main(["validate", str(prod)]) == 0
+
+
+def test_dead_patch_in_a_component(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every local layer (bases, components) is checked, and named by its folder."""
+    shutil.copytree(CLEAN, tmp_path / "base")
+    component = tmp_path / "components" / "scale"
+    component.mkdir(parents=True)
+    (component / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\npatches:\n"
+        '  - patch: \'[{"op": "replace", "path": "/spec/replicas", "value": 4}]\'\n'
+        "    target: {kind: Deployment, name: apii}\n"
+    )
+    prod = tmp_path / "overlays" / "prod"
+    prod.mkdir(parents=True)
+    (prod / "kustomization.yaml").write_text(
+        "resources: [../../base]\ncomponents: [../../components/scale]\n"
+    )
+    assert main(["validate", str(prod)]) == 1
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "YK-OBJ-005" in ln)
+    assert f"Kustomization {component}" in line and "Deployment/apii matches nothing" in line

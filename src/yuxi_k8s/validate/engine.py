@@ -79,13 +79,18 @@ def evaluate(
     objects: list[dict],
     config: dict[str, Any],
     kustomization: dict[str, Any] | None = None,
+    layers: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> list[Violation]:
     """Every finding of every rule that applies to *env*, suppressed ones marked.
 
     Rules marked ``after_others`` (stale opt-outs) run last and see what the others found
     in ``ctx.findings``.
     """
-    ctx = Context(overlay, env, [Resource(o) for o in objects], config, kustomization=kustomization)
+    if layers is None:
+        layers = [(overlay, kustomization)] if kustomization is not None else []
+    ctx = Context(
+        overlay, env, [Resource(o) for o in objects], config, kustomization=kustomization, layers=layers
+    )
     overrides = config.get("severity") or {}
     out: list[Violation] = []
     rules = sorted(all_rules(), key=lambda r: r.after_others)

@@ -240,6 +240,8 @@ class Context:
     findings: dict[str, set[int]] = field(default_factory=dict)
     # the validated path's own kustomization.yaml (None for plain manifests), for checks of its fields
     kustomization: dict[str, Any] | None = None
+    # (dir, kustomization) of every local layer the render is built from, the validated path first
+    layers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     @cached_property
     def by_kind(self) -> dict[str, list[Resource]]:

@@ -42,7 +42,7 @@ def run(
             by_path[res.overlay].schema.append(res)
     for i, (r, o) in enumerate(zip(rendered, reports, strict=True), 1):
         if r.error is None:
-            o.violations = evaluate(r.path, o.env, r.objects, config, r.kustomization)
+            o.violations = evaluate(r.path, o.env, r.objects, config, r.kustomization, r.layers)
         if on_overlay:
             on_overlay(i, len(reports), o)
     return Report(reports, fail_on)

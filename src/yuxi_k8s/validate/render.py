@@ -36,6 +36,8 @@ class Rendered:
     objects: list[dict] = field(default_factory=list)
     error: str | None = None
     kustomization: dict | None = None  # the path's own kustomization file, parsed
+    # every local kustomization it builds on (itself, resources and components dirs, recursively)
+    layers: list[tuple[str, dict]] = field(default_factory=list)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -76,6 +78,34 @@ def read_plain(target: Path) -> Rendered:
     return Rendered(str(target), objects)
 
 
+def kustomization_layers(root: Path) -> list[tuple[str, dict]]:
+    """(dir, parsed kustomization) for *root* and every local directory it pulls in, root first."""
+    out: list[tuple[str, dict]] = []
+    seen: set[Path] = set()
+    todo = [root]
+    while todo:
+        folder = todo.pop(0)
+        real = folder.resolve()
+        if real in seen:
+            continue
+        seen.add(real)
+        own = next((folder / n for n in KUSTOMIZATION_FILES if (folder / n).exists()), None)
+        if own is None:
+            continue
+        try:
+            doc = yaml.load(own.read_text(), Loader=_Loader) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        if not isinstance(doc, dict):
+            continue
+        out.append((os.path.normpath(folder), doc))
+        for ref in [*(doc.get("resources") or []), *(doc.get("components") or [])]:
+            sub = folder / str(ref)
+            if "://" not in str(ref) and sub.is_dir():
+                todo.append(sub)
+    return out
+
+
 def render_one(path: str) -> Rendered:
     """kustomize build for a kustomization; a plain manifest file or folder is read as is."""
     target = Path(path)
@@ -94,9 +124,9 @@ def render_one(path: str) -> Rendered:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         return Rendered(path, error=lines[-1] if lines else f"kustomize exited {proc.returncode}")
     try:
-        own = next(target / n for n in KUSTOMIZATION_FILES if (target / n).exists())
-        kustomization = yaml.load(own.read_text(), Loader=_Loader)
-        return Rendered(path, load_documents(proc.stdout), kustomization=kustomization or {})
+        layers = kustomization_layers(target)
+        own = layers[0][1] if layers else {}
+        return Rendered(path, load_documents(proc.stdout), kustomization=own, layers=layers)
     except yaml.YAMLError as exc:
         return Rendered(path, error=f"kustomize output is not YAML: {exc}")
 

@@ -229,14 +229,18 @@ def _targets(ctx: Context, kind: str | None, name: str | None) -> bool:
     fix="Fix the target's kind/name (before any name prefix), or remove the dead entry.",
 )
 def dead_patches(ctx: Context) -> Iterator[Finding]:
-    kustomization = ctx.kustomization or {}
-    where = Resource(
-        {
-            "apiVersion": "kustomize.config.k8s.io/v1beta1",
-            "kind": "Kustomization",
-            "metadata": {"name": ctx.overlay},
-        }
-    )
+    for folder, kustomization in ctx.layers:
+        where = Resource(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "metadata": {"name": folder},
+            }
+        )
+        yield from _dead_entries(ctx, folder, kustomization, where)
+
+
+def _dead_entries(ctx: Context, folder: str, kustomization: dict, where: Resource) -> Iterator[Finding]:
     for entry in kustomization.get("replicas") or []:
         if isinstance(entry, dict) and not _targets(ctx, None, re.escape(str(entry.get("name", "")))):
             yield where, f"replicas entry {entry.get('name')} names no object of the render"
@@ -259,7 +263,7 @@ def dead_patches(ctx: Context) -> Iterator[Finding]:
         text = patch.get("patch")
         if text is None and patch.get("path"):
             try:
-                text = (Path(ctx.overlay) / str(patch["path"])).read_text()
+                text = (Path(folder) / str(patch["path"])).read_text()
             except OSError:
                 continue
         try:
