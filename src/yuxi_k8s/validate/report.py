@@ -67,6 +67,7 @@ class Report:
             "schema_failures": sum(len(o.schema_failures) for o in self.overlays),
             "render_failures": sum(bool(o.render_error) for o in self.overlays),
             "suppressed": sum(len(o.suppressed) for o in self.overlays),
+            "info": sum(len(o.info) for o in self.overlays),
         }
 
 
