@@ -68,9 +68,10 @@ ensure_installed() {
 # --- PostgreSQL --------------------------------------------------------------
 # initdb refuses root: as root the server runs as the `postgres` user, which must
 # be able to reach its data directory. When the clone lives somewhere that user
-# cannot traverse, the data goes under /var/lib/yuxi-k8s instead (one per clone).
-as_pg() {
-  if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+# cannot traverse, the data goes under /var/lib/yuxi-k8s-services instead (one per clone;
+# not under the cluster's /var/lib/yuxi-k8s, which `cluster down` may remove).
+as_pg() { # from / : the postgres user may not be allowed into the current directory
+  if [[ $(id -u) -eq 0 ]]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 pg_root() {
@@ -81,7 +82,7 @@ pg_root() {
   if runuser -u postgres -- test -x "$run"; then
     echo "$run/pg"
   else
-    echo "/var/lib/yuxi-k8s/services/$(printf '%s' "$here" | sha1sum | cut -c1-12)/pg"
+    echo "/var/lib/yuxi-k8s-services/$(printf '%s' "$here" | sha1sum | cut -c1-12)/pg"
   fi
 }
 
