@@ -308,3 +308,28 @@ def service_addresses(ctx: Context) -> Iterator[Finding]:
                 yield res, f"{where}: {match.group('host')}:{port} names no Service in the render"
             elif port not in {p.get("port") for p in svc.spec.get("ports") or []}:
                 yield res, f"{where}: Service {name} has no port {port}"
+
+
+@rule(
+    "YK-REF-009",
+    family=FAMILY,
+    title="ExternalSecrets name an existing SecretStore",
+    message="An ExternalSecret whose namespaced SecretStore is not in the render never syncs, so the "
+    "Secret the pods wait for never appears. (A ClusterSecretStore is cluster-wide, usually provided by "
+    "the platform, and is not required in the render.)",
+    fix="Add the SecretStore to the kustomization, fix `secretStoreRef.name`, or use the platform's "
+    "ClusterSecretStore (`kind: ClusterSecretStore`).",
+)
+def secret_stores(ctx: Context) -> Iterator[Finding]:
+    for es in ctx.of_kind("ExternalSecret"):
+        refs = [es.spec.get("secretStoreRef") or {}]
+        refs += [(d.get("sourceRef") or {}).get("storeRef") or {} for d in es.spec.get("data") or []]
+        refs += [(d.get("sourceRef") or {}).get("storeRef") or {} for d in es.spec.get("dataFrom") or []]
+        for ref in refs:
+            name = ref.get("name")
+            if (
+                name
+                and ref.get("kind", "SecretStore") == "SecretStore"
+                and not ctx.find("SecretStore", es.namespace, name)
+            ):
+                yield es, f"SecretStore {name} is not in the render"
