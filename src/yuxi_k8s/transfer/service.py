@@ -10,6 +10,7 @@ reload, then commit. Killed at any point, it leaves the database as it was.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import shutil
@@ -251,6 +252,23 @@ def _advisory_lock(conn: psycopg.Connection, wait_s: float, say: Callable[[str],
         time.sleep(0.2)
 
 
+@contextlib.contextmanager
+def no_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while millions of acyclic objects are built.
+
+    Parsing 100k records creates ~2M dicts and strings; each allocation burst would
+    trigger full collections that walk them all again (a third of the import's time).
+    Reference counting still frees everything; collection resumes afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def migrate(
     saves_dir: Path,
     url: str,
@@ -258,6 +276,13 @@ def migrate(
     dry_run: bool = False,
     lock_wait_s: float = 300.0,
     say: Callable[[str], None] = print,
+) -> MigrateResult:
+    with no_cyclic_gc():
+        return _migrate(saves_dir, url, dry_run=dry_run, lock_wait_s=lock_wait_s, say=say)
+
+
+def _migrate(
+    saves_dir: Path, url: str, *, dry_run: bool, lock_wait_s: float, say: Callable[[str], None]
 ) -> MigrateResult:
     started = time.monotonic()
     snap = read_tree(saves_dir)  # parse everything before touching the database
