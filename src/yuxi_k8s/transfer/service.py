@@ -397,7 +397,8 @@ def write_tree(saves_dir: Path, files: dict[str, str]) -> list[str]:
 
 
 def export(saves_dir: Path, url: str) -> list[str]:
-    files = export_files(url)
+    with no_cyclic_gc():
+        files = export_files(url)
     files.update(stale_type_files(saves_dir, files))
     try:
         return write_tree(saves_dir, files)
@@ -407,5 +408,6 @@ def export(saves_dir: Path, url: str) -> list[str]:
 
 def diff(saves_dir: Path, url: str) -> Plan:
     """Files compared with the database: insert = only in files, only_in_db = only in the database."""
-    wanted = snapshot_rows(read_tree(saves_dir))
-    return make_plan(wanted, read_database(url))
+    with no_cyclic_gc():
+        wanted = snapshot_rows(read_tree(saves_dir))
+        return make_plan(wanted, read_database(url))
