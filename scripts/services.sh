@@ -185,16 +185,23 @@ redis_pid_alive() {
   return 1
 }
 
+redis_ours_answers() { [[ $(redis_cli ping 2>/dev/null) == PONG ]]; } # our password: our server
+
 redis_start() {
   mkdir -p "$run/redis"
-  if redis_pid_alive && [[ $(redis_cli ping 2>/dev/null) == PONG ]]; then return 0; fi
+  if redis_ours_answers; then
+    redis_pid_alive || redis_cli info server 2>/dev/null | sed -n 's/^process_id:\([0-9]*\).*/\1/p' >"$run/redis/redis.pid"
+    return 0
+  fi
+  redis_pid_alive && { log "Redis pid $(cat "$run/redis/redis.pid") does not answer; killing it"; kill -9 "$(cat "$run/redis/redis.pid")" || true; sleep 0.2; }
+  rm -f "$run/redis/redis.pid"
   log "starting Redis on 127.0.0.1:$redis_port"
   redis-server --bind 127.0.0.1 --port "$redis_port" --daemonize yes \
     --pidfile "$run/redis/redis.pid" --dir "$run/redis" --logfile "$run/redis/redis.log" \
     --requirepass "$(secret redis)" --appendonly yes --save '' >/dev/null
   local i
   for i in $(seq 1 50); do
-    [[ $(redis_cli ping 2>/dev/null) == PONG ]] && return 0
+    redis_ours_answers && return 0
     sleep 0.1
   done
   tail -n 20 "$run/redis/redis.log" >&2 || true
@@ -202,12 +209,18 @@ redis_start() {
 }
 
 redis_stop() {
-  redis_pid_alive || return 0
-  log "stopping Redis"
-  redis_cli shutdown nosave >/dev/null 2>&1 || kill "$(cat "$run/redis/redis.pid")" 2>/dev/null || true
+  if redis_ours_answers; then
+    log "stopping Redis"
+    redis_cli shutdown nosave >/dev/null 2>&1 || true
+  elif redis_pid_alive; then
+    log "stopping Redis (pid $(cat "$run/redis/redis.pid"), not answering)"
+    kill "$(cat "$run/redis/redis.pid")" 2>/dev/null || true
+  else
+    return 0
+  fi
   local i
   for i in $(seq 1 50); do
-    redis_pid_alive || return 0
+    if ! redis_ours_answers && ! redis_pid_alive 2>/dev/null; then rm -f "$run/redis/redis.pid"; return 0; fi
     sleep 0.1
   done
   die "Redis did not stop"
