@@ -89,7 +89,7 @@ def stop(name: str, timeout: float = 10.0) -> None:
     _pidfile(name).unlink(missing_ok=True)
 
 
-def stop_all(names: list[str], timeout: float = 8.0) -> list[str]:
+def stop_all(names: list[str], timeout: float = 5.0) -> list[str]:
     """Stop several at once: SIGTERM to all, one shared grace period, then SIGKILL.
     Returns the names that needed SIGKILL."""
     pids = {name: pid for name in names if (pid := _pid_of(name)) is not None}
