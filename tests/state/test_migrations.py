@@ -90,3 +90,48 @@ def test_migrations_ship_inside_the_package(empty_db_url: str, tmp_path: Path) -
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_an_upgrade_killed_midway_changes_nothing(empty_db_url: str) -> None:
+    """Hold the alembic_version row so the upgrade stops after its DDL, SIGKILL it, check nothing stuck."""
+    import os
+    import signal
+    import time
+
+    assert run_cli("db", "upgrade", "0001", "--database-url", empty_db_url).returncode == 0
+    with (
+        psycopg.connect(libpq_url(empty_db_url)) as holder,
+        psycopg.connect(libpq_url(empty_db_url)) as probe,
+    ):
+        holder.execute("SELECT version_num FROM alembic_version FOR UPDATE")  # transaction stays open
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_URL")}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "yuxi_k8s", "db", "upgrade", "--database-url", empty_db_url],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        blocked = False
+        while time.monotonic() < deadline and not blocked:
+            row = probe.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query ILIKE 'UPDATE alembic_version%%'"
+            ).fetchone()
+            probe.commit()
+            blocked = bool(row and row[0])
+            time.sleep(0.05)
+        assert blocked, "the upgrade never reached its version update"
+        assert "kb_files" not in _tables(empty_db_url)  # its DDL is not visible: not committed
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        holder.rollback()
+    time.sleep(0.5)  # the server notices the dead client and rolls its transaction back
+    assert "kb_files" not in _tables(empty_db_url)
+    engine = make_engine(empty_db_url)
+    try:
+        assert migrations.current_revision(engine) == "0001"
+    finally:
+        engine.dispose()
+    assert run_cli("db", "upgrade", "--database-url", empty_db_url).returncode == 0
+    assert "kb_files" in _tables(empty_db_url)
