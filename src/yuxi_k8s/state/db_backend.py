@@ -194,6 +194,7 @@ class DatabaseConfig(DistributedConfig):
         self._cache_lock = threading.RLock()
         self._closing = threading.Event()
         self._ready = threading.Event()
+        self._first_attempt = threading.Event()  # set when the first load succeeded or failed
         self._stale_since: float | None = time.monotonic()  # stale until the first load
         self._listener_error: str | None = "not loaded yet"
         self._listener: threading.Thread | None = None
@@ -203,7 +204,9 @@ class DatabaseConfig(DistributedConfig):
                 target=self._listen_forever, name="yuxi-state-listener", daemon=True
             )
             self._listener.start()
-            if not self._ready.wait(settings.connect_timeout_s + 5):
+            # Fail fast on an error, but let a large first load (100k files) take its time.
+            self._first_attempt.wait(settings.connect_timeout_s + 600)
+            if not self._ready.is_set():
                 reason = self._listener_error
                 self.close()
                 raise StateUnavailableError(
@@ -587,6 +590,7 @@ class DatabaseConfig(DistributedConfig):
     def _listen_forever(self) -> None:
         delay = 0.1
         dsn = libpq_url(self.url)
+        started = time.monotonic()
         while not self._closing.is_set():
             try:
                 with psycopg.connect(
@@ -598,6 +602,7 @@ class DatabaseConfig(DistributedConfig):
                     self._stale_since = None
                     self._listener_error = None
                     self._ready.set()
+                    self._first_attempt.set()
                     delay = 0.1
                     self._pump(conn)
             except (psycopg.Error, OSError) as exc:
@@ -609,11 +614,14 @@ class DatabaseConfig(DistributedConfig):
                 if self._stale_since is None:
                     self._stale_since = time.monotonic()
                     log.warning("state change feed lost (%s); reconnecting", self._listener_error)
+                if time.monotonic() - started > self.settings.connect_timeout_s:
+                    self._first_attempt.set()  # open() gives up; later losses just keep retrying
                 self._closing.wait(delay)
                 delay = min(delay * 2, 1.0)
             except Exception as exc:  # a bug: fail closed rather than serve a cache nobody updates
                 self._listener_error = f"listener crashed: {exc!r}"
                 self._stale_since = self._stale_since or time.monotonic()
+                self._first_attempt.set()
                 log.exception("state change feed crashed")
                 self._closing.wait(1.0)
 
