@@ -227,7 +227,7 @@ def test_read_write_many_claim_is_shared_between_pods(namespace: Namespace, busy
 
 
 @pytest.mark.parametrize("mode", ["ReadWriteOnce"])
-def test_read_write_once_claim_is_bound(namespace: Namespace, busybox: str, mode: str) -> None:
+def test_read_write_once_claim_is_bound_and_reclaimed(namespace: Namespace, busybox: str, mode: str) -> None:
     namespace.apply(
         {
             "apiVersion": "v1",
@@ -302,4 +302,11 @@ def test_network_policy_egress_deny_blocks_and_allow_rule_allows(namespace: Name
     ).stdout.strip()
     assert fetch(namespace, "client", f"http://{coredns_ip}:8080/health") is None, (
         "egress outside the rule got out"
+    )
+    volume = namespace.get("pvc", "single")["spec"]["volumeName"]
+    namespace.kubectl("delete", "pod", "user", "--wait=true", timeout=60)
+    namespace.kubectl("delete", "pvc", "single", "--wait=true", timeout=60)
+    poll(
+        f"the released volume {volume} to be reclaimed (reclaim policy Delete)",
+        lambda: namespace.cluster.kubectl("get", "pv", volume, check=False).returncode != 0,
     )
