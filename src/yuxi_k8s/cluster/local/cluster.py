@@ -129,6 +129,12 @@ def check_host() -> None:
         )
     if os.geteuid() != 0:
         raise ClusterError("the local cluster needs root (it runs containerd, the kubelet and iptables)")
+    # ip, iptables, ipset and mount live in sbin; a caller's PATH may lack it (the
+    # components inherit this PATH and call them too).
+    path = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d] or ["/usr/bin", "/bin"]
+    os.environ["PATH"] = os.pathsep.join(
+        path + [d for d in ("/usr/local/sbin", "/usr/sbin", "/sbin") if d not in path]
+    )
 
 
 def binary(name: str) -> str:
