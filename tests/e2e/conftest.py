@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.e2e import diagnostics
 from tests.e2e.kube import Kube
 from tests.e2e.run import ACTIVE, RUN_DIR, RUN_ID

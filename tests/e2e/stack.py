@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from tests.e2e.kube import (
     E2E_ROLE,
     Kube,

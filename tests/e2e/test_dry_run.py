@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tests.e2e.kube import Kube, wait_until
 from tests.e2e.run import RUN_ID, forget_namespace, register_namespace
 from tests.e2e.stack import ROOT, prepare_tree, render

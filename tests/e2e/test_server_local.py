@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.support import require
 
 pytestmark = pytest.mark.db

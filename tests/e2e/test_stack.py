@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from tests.e2e.kube import Kube, client_pod, is_ready, wait_pod_ready, wait_pod_succeeded, wait_until
 from tests.e2e.run import RUN_ID, forget_namespace, register_namespace
 from tests.e2e.stack import API, HTTP_HELPERS, OVERLAY, Stack, prepare_tree, render, write_kustomization
