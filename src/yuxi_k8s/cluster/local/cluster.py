@@ -604,13 +604,15 @@ class LocalCluster:
                 say(f"==> {msg}")
 
         # The node side first, so the kubelet does not restart what is being removed.
-        for group in (
-            ["kubelet", "kube-proxy", "kube-router", "provisioner"],
-            ["kube-scheduler", "kube-controller-manager", "kube-apiserver"],
-            ["containerd", "etcd"],
+        # (group, grace in seconds): the API server drains its watches for longer than
+        # is useful when everything is being removed anyway.
+        for group, grace in (
+            (["kubelet", "kube-proxy", "kube-router", "provisioner"], 5.0),
+            (["kube-scheduler", "kube-controller-manager", "kube-apiserver"], 2.0),
+            (["containerd", "etcd"], 5.0),
         ):
             t0 = time.monotonic()
-            slow = processes.stop_all(group)
+            slow = processes.stop_all(group, timeout=grace)
             note(
                 f"stopped {', '.join(group)} ({time.monotonic() - t0:.1f} s{'; SIGKILLed ' if slow else ''}"
                 f"{', '.join(slow)})"

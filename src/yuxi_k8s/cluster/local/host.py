@@ -173,12 +173,14 @@ def remove_mounts() -> None:
 
 
 # --- cgroups -----------------------------------------------------------------
-def cgroup_hierarchies() -> list[Path]:
-    """The cgroup v1 hierarchies (cpu, memory, pids, ..., the named systemd one)."""
+def cgroup_hierarchies(*, unified: bool = False) -> list[Path]:
+    """The cgroup v1 hierarchies (cpu, memory, pids, ..., the named systemd one), and with
+    *unified* the cgroup2 one too (on this hybrid host runc mirrors its cgroups there)."""
+    kinds = ("cgroup", "cgroup2") if unified else ("cgroup",)
     found = []
     for line in Path("/proc/self/mounts").read_text().splitlines():
         fields = line.split()
-        if fields[2] == "cgroup":
+        if fields[2] in kinds:
             found.append(Path(fields[1]))
     return found
 
@@ -206,7 +208,7 @@ def join_system_cgroup() -> None:
 
 def _cgroup_pids() -> set[int]:
     pids: set[int] = set()
-    for hierarchy in cgroup_hierarchies():
+    for hierarchy in cgroup_hierarchies(unified=True):
         root = hierarchy / layout.CGROUP_ROOT
         if root.exists():
             for procs in root.rglob("cgroup.procs"):
@@ -228,7 +230,7 @@ def remove_cgroups(timeout: float = 15.0) -> None:
                 with contextlib.suppress(OSError):
                     state.write_text("THAWED")
         time.sleep(0.2)
-    for hierarchy in cgroup_hierarchies():
+    for hierarchy in cgroup_hierarchies(unified=True):
         root = hierarchy / layout.CGROUP_ROOT
         if root.exists():
             for group in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
