@@ -357,8 +357,11 @@ class LocalCluster:
             return False
 
     def status(self) -> dict[str, Any]:
+        running = any(processes.running(c) for c in COMPONENTS)
         report: dict[str, Any] = {
             "kubeconfig": str(self.kubeconfig),
+            # When nothing runs, what a killed run left on the host (the next `up` cleans it).
+            "leftovers": [] if running else host.leftovers((*BINARIES, "yuxi_k8s.cluster.provisioner")),
             "logs": str(layout.LOGS),
             "processes": {c: processes.running(c) for c in COMPONENTS if c in processes.recorded()},
         }
@@ -594,6 +597,10 @@ class LocalCluster:
             shutil.rmtree(layout.LAST_LOGS, ignore_errors=True)
             shutil.copytree(layout.LOGS, layout.LAST_LOGS, dirs_exist_ok=True)
         self._clean(verbose=True)
+        left = host.leftovers((*BINARIES, "yuxi_k8s.cluster.provisioner"))
+        if left:
+            raise ClusterError(f"cluster down left {len(left)} things behind: {'; '.join(left[:8])}")
+        say("==> nothing left: no mount, interface, chain, ipset, cgroup, folder or process of the cluster")
         say(f"==> cluster down in {time.monotonic() - started:.1f} s (last logs kept in {layout.LAST_LOGS})")
 
     def _clean(self, verbose: bool = False) -> None:

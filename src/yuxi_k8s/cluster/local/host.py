@@ -290,3 +290,49 @@ def remove_fixed_path_leftovers() -> None:
             (results / f"cni-loopback-{container_id}-lo").unlink(missing_ok=True)
             result.unlink(missing_ok=True)
         _rmdir_up(results, Path("/var/lib"))
+
+
+def leftovers(programs: tuple[str, ...]) -> list[str]:
+    """Everything of a cluster still on this host; empty after a complete `down`."""
+    found: list[str] = []
+    found += [f"mount {m}" for m in _our_mounts()]
+    links = run(["ip", "-o", "link", "show"], check=False).stdout
+    for name in (line.split(":")[1].strip().split("@")[0] for line in links.splitlines()):
+        if name in (layout.BRIDGE, layout.NODE_LINK, layout.NODE_LINK_PEER):
+            found.append(f"interface {name}")
+    for save in ("iptables-save", "ip6tables-save"):
+        for line in run([save], check=False).stdout.splitlines():
+            if line.startswith(":") and _ours(line[1:].split()[0]):
+                found.append(f"{save.removesuffix('-save')} chain {line[1:].split()[0]}")
+    found += [
+        f"ipset {n}"
+        for n in run(["ipset", "list", "-n"], check=False).stdout.split()
+        if n.startswith(layout.IPSET_PREFIXES)
+    ]
+    found += [f"cgroup {h / layout.CGROUP_ROOT}" for h in cgroup_hierarchies(unified=True)
+              if (h / layout.CGROUP_ROOT).exists()]  # fmt: skip
+    for path in (
+        layout.STATE,
+        layout.RUNTIME,
+        layout.KUBELET_DEVICE_PLUGINS,
+        layout.CONTAINER_LOG_LINKS,
+        layout.DEFAULT_POD_LOGS,
+        Path("/run/containerd/s"),
+    ):
+        if path.exists():
+            found.append(f"path {path}")
+    if layout.CNI_RESULTS.is_dir():
+        found += [f"path {r}" for r in layout.CNI_RESULTS.glob("yuxi-k8s-*")]
+    found += [
+        f"process {pid}"
+        for pid in find_processes_using((str(layout.STATE), str(layout.RUNTIME)), programs)
+        if _alive_pid(pid)
+    ]
+    return found
+
+
+def _alive_pid(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
