@@ -568,7 +568,7 @@ class LocalCluster:
                 # NetworkPolicy only: the bridge routes pods and kube-proxy serves Services.
                 "--run-firewall=true", "--run-router=false", "--run-service-proxy=false",
                 f"--service-cluster-ip-range={layout.SERVICE_CIDR}",
-                "--metrics-port=0", "--health-port=20244",
+                "--metrics-port=0", "--health-port=0",  # no listener on outside interfaces
             ],
         )  # fmt: skip
         processes.start(
