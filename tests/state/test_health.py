@@ -44,7 +44,7 @@ def test_liveness_checks_nothing_external() -> None:
 def test_ready_with_real_services(db_url: str, redis_url: str) -> None:
     ok, checks = health.readiness(Settings(mode="database", database_url=db_url, redis_url=redis_url))
     assert ok, checks
-    assert checks["postgres"]["revision"] == "0002" and checks["redis"]["ok"]
+    assert checks["postgres"]["revision"] == "0003" and checks["redis"]["ok"]
 
 
 def test_not_ready_when_schema_behind_or_redis_gone(empty_db_url: str, private_redis: PrivateRedis) -> None:

@@ -31,15 +31,20 @@ def test_upgrade_and_downgrade_step_by_step(empty_db_url: str) -> None:
         assert migrations.current_revision(engine) == "0001"
         assert {"system_config", "model_providers", "fencing_tokens"} <= _tables(empty_db_url)
         assert "kb_files" not in _tables(empty_db_url)
-        migrations.upgrade(engine)
-        assert migrations.current_revision(engine) == migrations.head_revision() == "0002"
+        migrations.upgrade(engine, "0002")
         assert {"knowledge_bases", "kb_files", "tasks", "documents"} <= _tables(empty_db_url)
+        assert "sync_state" not in _tables(empty_db_url)
+        migrations.upgrade(engine)
+        assert migrations.current_revision(engine) == migrations.head_revision() == "0003"
+        assert "sync_state" in _tables(empty_db_url)
+        migrations.downgrade(engine, "0002")
+        assert "sync_state" not in _tables(empty_db_url) and "kb_files" in _tables(empty_db_url)
         migrations.downgrade(engine, "0001")
         assert "kb_files" not in _tables(empty_db_url)
         migrations.downgrade(engine, "base")
         assert _tables(empty_db_url) == {"alembic_version"}
         migrations.upgrade(engine)  # and back up again after a full downgrade
-        assert migrations.current_revision(engine) == "0002"
+        assert migrations.current_revision(engine) == "0003"
     finally:
         engine.dispose()
 
@@ -57,13 +62,13 @@ def test_models_match_the_migrations(db_url: str) -> None:
 def test_cli_upgrade_twice_changes_nothing(empty_db_url: str) -> None:
     first = run_cli("db", "upgrade", "--database-url", empty_db_url)
     assert first.returncode == 0, first.stderr
-    assert "upgraded empty -> 0002" in first.stdout
+    assert "upgraded empty -> 0003" in first.stdout
     second = run_cli("db", "upgrade", "--database-url", empty_db_url)
-    assert second.returncode == 0 and "already at 0002" in second.stdout
+    assert second.returncode == 0 and "already at 0003" in second.stdout
     current = run_cli("db", "current", env={"DATABASE_URL_SYNC": empty_db_url})
-    assert current.stdout.strip() == "0002 (at head)"
+    assert current.stdout.strip() == "0003 (at head)"
     down = run_cli("db", "downgrade", "0001", "--database-url", empty_db_url)
-    assert down.returncode == 0 and "0002 -> 0001" in down.stdout
+    assert down.returncode == 0 and "0003 -> 0001" in down.stdout
 
 
 def test_cli_reads_database_url_sync_then_database_url(empty_db_url: str) -> None:
@@ -78,6 +83,7 @@ def test_migrations_ship_inside_the_package(empty_db_url: str, tmp_path: Path) -
     assert sorted(p.name for p in (package_dir / "versions").glob("0*.py")) == [
         "0001_config_and_providers.py",
         "0002_knowledge_base_metadata.py",
+        "0003_sync_state.py",
     ]
     pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert '"migrations/versions/*.py"' in pyproject and '"migrations/*.py"' in pyproject

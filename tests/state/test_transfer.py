@@ -51,7 +51,10 @@ def test_migration_run_twice_changes_nothing(db_url: str, saves: Path) -> None:
     before = table_dump(db_url)
     second = run_cli("migrate-config", "--saves-dir", str(saves), "--database-url", db_url)
     assert second.returncode == 0
-    assert "already matches" in second.stdout and "nothing to change" in second.stdout
+    assert "unchanged since the last sync" in second.stdout and "nothing to change" in second.stdout
+    assert table_dump(db_url) == before
+    forced = run_cli("migrate-config", "--saves-dir", str(saves), "--database-url", db_url, "--force")
+    assert forced.returncode == 0 and "already matches" in forced.stdout  # compared: all equal
     assert table_dump(db_url) == before
 
 
@@ -276,7 +279,7 @@ def test_export_empties_type_files_the_database_no_longer_has(db_url: str, saves
 def test_check_reports_connectivity_and_schema(db_url: str, empty_db_url: str, redis_url: str) -> None:
     ok = run_cli("check", "--database-url", db_url, env={"REDIS_URL": redis_url})
     assert ok.returncode == 0, ok.stderr
-    assert "schema 0002 (head)" in ok.stdout and "redis" in ok.stdout
+    assert "schema 0003 (head)" in ok.stdout and "redis" in ok.stdout
     behind = run_cli("check", "--database-url", empty_db_url)
     assert "db upgrade" in _one_line_error(behind)
 
@@ -306,3 +309,48 @@ def test_awkward_strings_survive_the_bulk_path(db_url: str, saves: Path, tmp_pat
     out = tmp_path / "out"
     assert run_cli("export-config", "--saves-dir", str(out), "--database-url", db_url).returncode == 0
     assert parsed_tree(out) == parsed_tree(saves)
+
+
+def test_the_migrate_job_of_the_next_rollout_keeps_edits_made_in_database_mode(
+    db_url: str, saves: Path
+) -> None:
+    """The migrate Job runs on every rollout with the same, now stale, saves/ files."""
+    from yuxi_k8s.state import DistributedConfig, Settings
+
+    assert run_cli("migrate-config", "--saves-dir", str(saves), "--database-url", db_url).returncode == 0
+    cfg = DistributedConfig.open(Settings(mode="database", database_url=db_url))
+    try:
+        cfg.set("default_model", "edited/in-database-mode")
+        rollout = run_cli("migrate-config", "--saves-dir", str(saves), "--database-url", db_url)
+        assert rollout.returncode == 0 and "unchanged since the last sync (import" in rollout.stdout
+        assert cfg.get("default_model") == "edited/in-database-mode"
+
+        # Files edited afterwards (say, during a rollback to file mode) are imported, with a warning
+        # because the database changed too; the files win for what they define.
+        base = saves / "config/base.toml"
+        base.write_text(base.read_text().replace("enable_web_search = true", "enable_web_search = false"))
+        again = run_cli("migrate-config", "--saves-dir", str(saves), "--database-url", db_url)
+        assert again.returncode == 0, again.stderr
+        assert "warning: the database changed since the last sync" in again.stderr
+        deadline = time.monotonic() + 5
+        while cfg.get("enable_web_search") is not False and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cfg.get("enable_web_search") is False
+        assert cfg.get("default_model") == "siliconflow/Qwen/Qwen3-32B"
+    finally:
+        cfg.close()
+
+
+def test_export_records_the_sync_point(db_url: str, saves: Path, tmp_path: Path) -> None:
+    assert run_cli("migrate-config", "--saves-dir", str(saves), "--database-url", db_url).returncode == 0
+    from yuxi_k8s.state import DistributedConfig, Settings
+
+    with DistributedConfig.open(Settings(mode="database", database_url=db_url)) as cfg:
+        cfg.set("fast_model", "db/edit")
+    out = tmp_path / "rollback"
+    assert run_cli("export-config", "--saves-dir", str(out), "--database-url", db_url).returncode == 0
+    # switching back to database mode with the files untouched: nothing to import
+    back = run_cli("migrate-config", "--saves-dir", str(out), "--database-url", db_url)
+    assert "unchanged since the last sync (export" in back.stdout
+    dry = run_cli("migrate-config", "--saves-dir", str(out), "--database-url", db_url, "--dry-run")
+    assert "unchanged since the last sync" in dry.stdout

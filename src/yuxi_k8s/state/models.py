@@ -138,3 +138,15 @@ class Document(Base):
     version: Mapped[int] = _version()
     rev: Mapped[int] = _rev()
     updated_at: Mapped[datetime] = _updated_at()
+
+
+class SyncState(Base):
+    """The content digest of saves/ when files and database were last equal (import or export),
+    and the change sequence then: migrate-config skips files that have not changed since."""
+
+    __tablename__ = "sync_state"
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    digest: Mapped[str] = mapped_column(Text, nullable=False)
+    rev: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    direction: Mapped[str] = mapped_column(Text, nullable=False)
+    synced_at: Mapped[datetime] = _updated_at()

@@ -25,11 +25,21 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     url = database_url(args)
     try:
-        result = migrate(_saves(args), url, dry_run=args.dry_run, lock_wait_s=args.lock_wait, say=_say)
+        result = migrate(
+            _saves(args), url, dry_run=args.dry_run, force=args.force, lock_wait_s=args.lock_wait, say=_say
+        )
     except TransferError as exc:
         raise UserError(str(exc)) from None
     plan = result.plan
     target = describe_database_url(url)
+    if result.unchanged_since is not None:
+        sync = result.unchanged_since
+        print(
+            f"{args.saves_dir} unchanged since the last sync ({sync.direction} at "
+            f"{sync.synced_at:%Y-%m-%d %H:%M:%S %Z}): nothing to change; {target} keeps any newer edits "
+            "(--force re-imports the files over them)"
+        )
+        return 0
     if result.empty_source:
         # A fresh install has no saves yet: the migrate Job must pass, and must not wipe anything.
         print(
@@ -90,6 +100,12 @@ def register(sub: Any) -> None:
     mig.add_argument("--saves-dir", required=True, help="the application's saves/ directory")
     add_database_url(mig)
     mig.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    mig.add_argument(
+        "--force",
+        action="store_true",
+        help="import even when the files have not changed since the last import/export "
+        "(overwrites newer edits made in database mode)",
+    )
     mig.add_argument(
         "--lock-wait", type=float, default=300.0, help="seconds to wait for a concurrent run (default 300)"
     )

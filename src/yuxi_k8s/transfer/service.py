@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import json
 import os
 import shutil
@@ -58,6 +59,7 @@ class MigrateResult:
     committed: bool
     seconds: float
     empty_source: bool = False
+    unchanged_since: SyncPoint | None = None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -252,6 +254,50 @@ def _advisory_lock(conn: psycopg.Connection, wait_s: float, say: Callable[[str],
         time.sleep(0.2)
 
 
+SYNC_NAME = "saves"
+
+
+def digest_rows(rows: Rows) -> str:
+    """Content digest of a snapshot's rows: equal digests, equal state (formatting aside)."""
+    h = hashlib.sha256()
+    for kind in TABLES:
+        table = rows.get(kind, {})
+        h.update(kind.encode())
+        for key in sorted(table):
+            h.update(canonical(key))
+            h.update(canonical(table[key]))
+    return h.hexdigest()
+
+
+@dataclass
+class SyncPoint:
+    digest: str
+    rev: int
+    direction: str
+    synced_at: Any
+
+
+def read_sync(conn: psycopg.Connection) -> SyncPoint | None:
+    row = conn.execute(
+        "SELECT digest, rev, direction, synced_at FROM sync_state WHERE name = %s", (SYNC_NAME,)
+    ).fetchone()
+    return SyncPoint(*row) if row else None
+
+
+def current_rev(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT last_value FROM state_rev_seq").fetchone()
+    return int(row[0]) if row else 0
+
+
+def record_sync(conn: psycopg.Connection, digest: str, rev: int, direction: str) -> None:
+    conn.execute(
+        "INSERT INTO sync_state (name, digest, rev, direction) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (name) DO UPDATE SET digest = EXCLUDED.digest, rev = EXCLUDED.rev, "
+        "direction = EXCLUDED.direction, synced_at = now()",
+        (SYNC_NAME, digest, rev, direction),
+    )
+
+
 @contextlib.contextmanager
 def no_cyclic_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector while millions of acyclic objects are built.
@@ -274,60 +320,92 @@ def migrate(
     url: str,
     *,
     dry_run: bool = False,
+    force: bool = False,
     lock_wait_s: float = 300.0,
     say: Callable[[str], None] = print,
 ) -> MigrateResult:
+    """Import saves/ into the database, unless the files have not changed since files and
+    database were last in sync (an import or an export): then the database, which may hold
+    newer edits made in database mode, is left alone. *force* imports regardless."""
     with no_cyclic_gc():
-        return _migrate(saves_dir, url, dry_run=dry_run, lock_wait_s=lock_wait_s, say=say)
+        return _migrate(saves_dir, url, dry_run=dry_run, force=force, lock_wait_s=lock_wait_s, say=say)
 
 
 def _migrate(
-    saves_dir: Path, url: str, *, dry_run: bool, lock_wait_s: float, say: Callable[[str], None]
+    saves_dir: Path, url: str, *, dry_run: bool, force: bool, lock_wait_s: float, say: Callable[[str], None]
 ) -> MigrateResult:
     started = time.monotonic()
     snap = read_tree(saves_dir)  # parse everything before touching the database
     wanted = snapshot_rows(snap)
+    digest = digest_rows(wanted)
     with connect(url) as conn:
         require_head(conn, url)
         try:
             with conn.transaction():
                 _advisory_lock(conn, lock_wait_s, say)
+                sync = read_sync(conn)
+                if sync is not None and sync.digest == digest and not force and not is_empty(snap):
+                    # The rollout's migrate Job, files untouched since the last sync: the database
+                    # may have newer edits; re-importing stale files would undo them.
+                    raise _Rollback(make_plan({}, {}), unchanged_since=sync)
                 plan = make_plan(wanted, read_rows(conn))
-                if dry_run or plan.empty or is_empty(snap):
-                    # Nothing to write: leave the transaction without changes.
-                    raise _Rollback(plan)
-                apply_plan(conn, plan)
-                verify(conn, plan)
-                conn.execute(
-                    "SELECT pg_notify(%s, %s)",
-                    (NOTIFY_CHANNEL, json.dumps({"k": "all", "src": "migrate-config"})),
-                )
-                pause = float(os.environ.get(PAUSE_ENV) or 0)
-                if pause:
-                    print(f"{PAUSE_ENV}: pausing {pause:g}s before commit", file=sys.stderr, flush=True)
-                    time.sleep(pause)
+                if dry_run or is_empty(snap):
+                    raise _Rollback(plan)  # nothing to write: leave without changes
+                if plan.empty:  # already equal: only remember that files and database are in sync
+                    record_sync(conn, digest, current_rev(conn), "import")
+                else:
+                    if sync is not None and current_rev(conn) > sync.rev:
+                        changed = sum(len(p.update) for p in plan.kinds.values())
+                        say(
+                            f"warning: the database changed since the last sync ({sync.direction} at "
+                            f"{sync.synced_at:%Y-%m-%d %H:%M:%S %Z}) and so did the files; the files win "
+                            f"for the {changed} record(s) they define differently"
+                        )
+                    apply_plan(conn, plan)
+                    verify(conn, plan)
+                    record_sync(conn, digest, current_rev(conn), "import")
+                    conn.execute(
+                        "SELECT pg_notify(%s, %s)",
+                        (NOTIFY_CHANNEL, json.dumps({"k": "all", "src": "migrate-config"})),
+                    )
+                    pause = float(os.environ.get(PAUSE_ENV) or 0)
+                    if pause:
+                        print(f"{PAUSE_ENV}: pausing {pause:g}s before commit", file=sys.stderr, flush=True)
+                        time.sleep(pause)
         except _Rollback as rb:
-            return MigrateResult(rb.plan, False, time.monotonic() - started, empty_source=is_empty(snap))
+            return MigrateResult(
+                rb.plan, False, time.monotonic() - started, empty_source=is_empty(snap),
+                unchanged_since=rb.unchanged_since,
+            )  # fmt: skip
         except psycopg.Error as exc:
             raise TransferError(
                 f"database {describe_database_url(url)}: {_one_line(exc)}; nothing written"
             ) from None
-    return MigrateResult(plan, True, time.monotonic() - started)
+    return MigrateResult(plan, not plan.empty, time.monotonic() - started)
 
 
 class _Rollback(Exception):
-    def __init__(self, plan: Plan) -> None:
+    """Leave the transaction, rolling back: nothing was written."""
+
+    def __init__(self, plan: Plan, unchanged_since: SyncPoint | None = None) -> None:
         super().__init__("rollback")
         self.plan = plan
+        self.unchanged_since = unchanged_since
 
 
 def read_database(url: str) -> Rows:
+    return read_database_at(url)[0]
+
+
+def read_database_at(url: str) -> tuple[Rows, int]:
+    """Every row in one consistent snapshot, and the change sequence's value when read."""
     with connect(url) as conn:
         require_head(conn, url)
         try:
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                return read_rows(conn)
+                rev = current_rev(conn)
+                return read_rows(conn), rev
         except psycopg.Error as exc:
             raise TransferError(f"database {describe_database_url(url)}: {_one_line(exc)}") from None
 
@@ -335,12 +413,13 @@ def read_database(url: str) -> Rows:
 # --- export -------------------------------------------------------------------------
 
 
-def export_files(url: str) -> dict[str, str]:
-    """The saves/ files the database holds, rendered (relative path -> text)."""
-    files = render_saves(rows_snapshot(read_database(url)))
+def export_files(url: str) -> tuple[dict[str, str], int]:
+    """The saves/ files the database holds, rendered (relative path -> text), and the rev read at."""
+    rows, rev = read_database_at(url)
+    files = render_saves(rows_snapshot(rows))
     if not files:
         raise TransferError(f"database {describe_database_url(url)} holds no state; nothing to export")
-    return files
+    return files, rev
 
 
 def stale_type_files(saves_dir: Path, files: dict[str, str]) -> dict[str, str]:
@@ -397,13 +476,27 @@ def write_tree(saves_dir: Path, files: dict[str, str]) -> list[str]:
 
 
 def export(saves_dir: Path, url: str) -> list[str]:
+    """Write the database as saves/ files, then record the sync point: files and database are
+    equal now, so the next migrate-config skips these files unless someone edits them."""
     with no_cyclic_gc():
-        files = export_files(url)
+        files, rev = export_files(url)
     files.update(stale_type_files(saves_dir, files))
     try:
-        return write_tree(saves_dir, files)
+        changed = write_tree(saves_dir, files)
     except OSError as exc:
         raise TransferError(f"cannot write under {saves_dir}: {exc.strerror or exc}") from None
+    with no_cyclic_gc():
+        digest = digest_rows(snapshot_rows(read_tree(saves_dir)))  # exactly as migrate-config will see them
+    with connect(url) as conn:
+        try:
+            with conn.transaction():
+                record_sync(conn, digest, rev, "export")
+        except psycopg.Error as exc:
+            raise TransferError(
+                f"database {describe_database_url(url)}: files written, "
+                f"sync point not recorded: {_one_line(exc)}"
+            ) from None
+    return changed
 
 
 def diff(saves_dir: Path, url: str) -> Plan:
