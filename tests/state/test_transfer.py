@@ -354,3 +354,14 @@ def test_export_records_the_sync_point(db_url: str, saves: Path, tmp_path: Path)
     assert "unchanged since the last sync (export" in back.stdout
     dry = run_cli("migrate-config", "--saves-dir", str(out), "--database-url", db_url, "--dry-run")
     assert "unchanged since the last sync" in dry.stdout
+
+
+def test_the_e2e_seed_tree_round_trips(db_url: str, tmp_path: Path) -> None:
+    """A saves/ tree written by another hand (tests/e2e/seed), not by our generator."""
+    seed = Path(__file__).resolve().parents[1] / "e2e/seed/saves"
+    assert seed.is_dir(), "tests/e2e/seed/saves is part of the repository"
+    result = run_cli("migrate-config", "--saves-dir", str(seed), "--database-url", db_url)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    assert run_cli("export-config", "--saves-dir", str(out), "--database-url", db_url).returncode == 0
+    assert parsed_tree(out) == parsed_tree(seed)
