@@ -239,7 +239,12 @@ class DatabaseConfig(DistributedConfig):
             with self.engine.begin() as conn:
                 yield conn
         except DBAPIError as exc:
-            if exc.connection_invalidated or isinstance(exc.orig, psycopg.OperationalError):
+            # A deadlock or serialization failure is an OperationalError too, but the server is
+            # fine: let it through as it is (retryable) rather than call the database unavailable.
+            retryable = isinstance(exc.orig, psycopg.errors.TransactionRollback)
+            if exc.connection_invalidated or (
+                isinstance(exc.orig, psycopg.OperationalError) and not retryable
+            ):
                 raise unavailable(self.url, exc) from exc
             raise
         except (OSError, SATimeoutError) as exc:  # SATimeoutError: no pooled connection came free
