@@ -167,7 +167,7 @@ def test_concurrent_writers_lose_nothing(mode: str, target: str, processes: int,
     applied = sum(r["applied"] for r in results)
     assert applied == 2 * processes * rounds  # every write applied (after its conflicts were retried)
     if mode == "database":
-        assert seed.wait_fresh()  # type: ignore[attr-defined]
+        assert seed.wait_fresh()
         deadline = time.monotonic() + 5
         while seed.get("counter") != processes * rounds and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -201,6 +201,15 @@ class DistributedConfig(abc.ABC):
     def put_document(self, name: str, value: Any, *, expected_version: int | None = None) -> int: ...
 
     # --- lifecycle ---------------------------------------------------------------
+    @property
+    def healthy(self) -> bool:
+        """False while reads may raise StateUnavailableError (database mode: change feed lost)."""
+        return True
+
+    def wait_fresh(self, timeout: float = 10.0) -> bool:
+        """Wait until reads are served from a fresh, connected cache (always so in file mode)."""
+        return True
+
     def close(self) -> None:  # noqa: B027 - backends without resources need nothing
         pass
 
