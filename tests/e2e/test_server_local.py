@@ -192,3 +192,27 @@ def test_sigterm_fails_readiness_first_then_drains_and_exits_zero(state_env, sta
     assert server.proc.wait(timeout=15) == 0
     with pytest.raises(httpx.TransportError):
         server.get("/api/system/health")
+
+
+def test_a_request_in_flight_at_sigterm_is_answered_before_exit(state_env, start_server) -> None:
+    server = start_server(state_env, "api-a", shutdown_delay=0.5)
+    host, port = server.url.removeprefix("http://").split(":")
+    body = b'{"key": "e2e_local_in_flight", "value": "kept"}'
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head = (
+            f"POST /api/system/config HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        sock.sendall(head.encode() + body[:10])  # the request is in flight: half its body sent
+        time.sleep(0.3)
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(1.5)  # past the shutdown delay: the listener is closed, this request is drained
+        with pytest.raises(httpx.TransportError):
+            httpx.get(server.url + "/api/system/health", timeout=2)
+        sock.sendall(body[10:])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert b"e2e_local_in_flight" in answer and b"x-served-by: api-a" in answer.lower()
+    assert server.proc.wait(timeout=15) == 0
