@@ -7,8 +7,14 @@ import os
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from yuxi_k8s.cli import UserError
     from yuxi_k8s.server.runner import serve  # uvicorn only when serving
+    from yuxi_k8s.state import Settings
 
+    try:
+        Settings.from_env()  # a wrong CONFIG_MODE or a missing database URL: one line, no traceback
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     return serve(args.host, args.port, args.shutdown_delay, args.drain_timeout)
 
 
