@@ -216,3 +216,22 @@ def test_a_request_in_flight_at_sigterm_is_answered_before_exit(state_env, start
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert b"e2e_local_in_flight" in answer and b"x-served-by: api-a" in answer.lower()
     assert server.proc.wait(timeout=15) == 0
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CONFIG_MODE": "bogus"}, "CONFIG_MODE must be"),
+        ({"CONFIG_MODE": "database", "DATABASE_URL_SYNC": "", "DATABASE_URL": ""}, "needs DATABASE_URL"),
+    ],
+)
+def test_invalid_settings_are_one_line_and_exit_1(env: dict[str, str], message: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "yuxi_k8s", "serve", "--port", str(_free_port())],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 1
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
