@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ def increment(mode: str, target: str, rounds: int) -> dict[str, int]:
     """
     cfg = _open(mode, target)
     applied = conflicts = 0
-    me = f"p{os.getpid()}"
+    me = f"p{os.getpid()}-{uuid.uuid4().hex[:6]}"  # a pool worker may run two tasks: pid alone repeats
     try:
         for i in range(rounds):
             while True:
