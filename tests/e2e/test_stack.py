@@ -396,6 +396,10 @@ def test_network_policies_allow_only_the_flows_the_architecture_needs(
         "api->postgres": probe(api, [("postgres", 5432)], container="api"),
         "api->redis": probe(api, [("redis", 6379)], container="api"),
         "api->test-server": probe(api, [(server_svc, 8080), (server_ip, 8080)], container="api"),
+        # Flows nobody needs stay closed too.
+        "web->postgres": probe(web, [("postgres", 5432), ("redis", 6379)], container="web"),
+        "stranger->deps": probe("e2e-stranger", [("postgres", 5432), ("redis", 6379), ("web", 80)]),
+        "api->web": probe(api, [("web", 80)], container="api"),
     }
     # Through nginx too: web proxies /api/ to the API Service.
     via_nginx = "s, h, b = call('http://127.0.0.1:8080/api/system/health'); print(json.dumps([s, b]))"
@@ -409,6 +413,8 @@ def test_network_policies_allow_only_the_flows_the_architecture_needs(
     assert results["api->postgres"] == ["open"], results
     assert results["api->redis"] == ["open"], results
     assert "open" not in results["api->test-server"], results
+    for flow in ("web->postgres", "stranger->deps", "api->web"):
+        assert "open" not in results[flow], (flow, results)
 
 
 # --- 6. self-healing of the state layer -------------------------------------------------------
