@@ -138,8 +138,21 @@ pg_start() {
     as_pg "$PGBIN/pg_ctl" -D "$PGROOT/data" -l "$PGROOT/server.log" -w -t 60 start >/dev/null ||
       { tail -n 20 "$PGROOT/server.log" >&2 || true; die "PostgreSQL did not start (log: $PGROOT/server.log)"; }
   fi
-  psql_admin postgres -c 'select 1' >/dev/null 2>&1 ||
-    die "something else answers on 127.0.0.1:$pg_port (not this clone's PostgreSQL); stop it or set YUXI_PG_PORT"
+  if ! psql_admin postgres -c 'select 1' >/dev/null 2>&1; then
+    local pid
+    pid=$(head -n1 "$PGROOT/data/postmaster.pid" 2>/dev/null || true)
+    proc_alive "$pid" '^(postgres|postmaster)' ||
+      die "something else answers on 127.0.0.1:$pg_port (not this clone's PostgreSQL); stop it or set YUXI_PG_PORT"
+    # Our data directory, but made by an earlier checkout at the same path with other secrets
+    # (the /var/lib fallback outlives a clone). Test data is disposable: start afresh.
+    log "PostgreSQL data in $PGROOT was made with other credentials; re-initialising it"
+    as_pg "$PGBIN/pg_ctl" -D "$PGROOT/data" -m immediate -w -t 60 stop >/dev/null || true
+    rm -rf "$PGROOT/data"
+    pg_init
+    as_pg "$PGBIN/pg_ctl" -D "$PGROOT/data" -l "$PGROOT/server.log" -w -t 60 start >/dev/null ||
+      die "PostgreSQL did not start (log: $PGROOT/server.log)"
+    psql_admin postgres -c 'select 1' >/dev/null
+  fi
   pg_ensure_test_db
 }
 
@@ -187,6 +200,20 @@ redis_pid_alive() {
 
 redis_ours_answers() { [[ $(redis_cli ping 2>/dev/null) == PONG ]]; } # our password: our server
 
+# A redis-server on our port whose working directory is our run dir (possibly deleted) was
+# started by an earlier checkout at this same path, with another password: it is ours to stop.
+redis_kill_previous_checkout() {
+  local pid cwd
+  for pid in $(ss -ltnpH "sport = :$redis_port" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
+    cwd=$(readlink "/proc/$pid/cwd" 2>/dev/null || true)
+    if [[ ${cwd% (deleted)} == "$run/redis" ]] && proc_alive "$pid" '^redis-server'; then
+      log "stopping the Redis (pid $pid) left by an earlier checkout of this path"
+      kill -9 "$pid" || true
+      sleep 0.2
+    fi
+  done
+}
+
 redis_start() {
   mkdir -p "$run/redis"
   if redis_ours_answers; then
@@ -194,6 +221,7 @@ redis_start() {
     return 0
   fi
   redis_pid_alive && { log "Redis pid $(cat "$run/redis/redis.pid") does not answer; killing it"; kill -9 "$(cat "$run/redis/redis.pid")" || true; sleep 0.2; }
+  redis_kill_previous_checkout
   rm -f "$run/redis/redis.pid"
   log "starting Redis on 127.0.0.1:$redis_port"
   redis-server --bind 127.0.0.1 --port "$redis_port" --daemonize yes \
