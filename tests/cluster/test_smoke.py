@@ -247,6 +247,13 @@ def test_read_write_once_claim_is_bound_and_reclaimed(namespace: Namespace, busy
     namespace.apply(manifest)
     namespace.wait_pod_ready("user")
     assert namespace.exec("user", "sh", "-c", "echo ok > /data/f && cat /data/f").stdout.strip() == "ok"
+    volume = namespace.get("pvc", "single")["spec"]["volumeName"]
+    namespace.kubectl("delete", "pod", "user", "--wait=true", timeout=60)
+    namespace.kubectl("delete", "pvc", "single", "--wait=true", timeout=60)
+    poll(
+        f"the released volume {volume} to be reclaimed (reclaim policy Delete)",
+        lambda: namespace.cluster.kubectl("get", "pv", volume, check=False).returncode != 0,
+    )
 
 
 def test_network_policy_egress_deny_blocks_and_allow_rule_allows(namespace: Namespace, busybox: str) -> None:
@@ -302,11 +309,4 @@ def test_network_policy_egress_deny_blocks_and_allow_rule_allows(namespace: Name
     ).stdout.strip()
     assert fetch(namespace, "client", f"http://{coredns_ip}:8080/health") is None, (
         "egress outside the rule got out"
-    )
-    volume = namespace.get("pvc", "single")["spec"]["volumeName"]
-    namespace.kubectl("delete", "pod", "user", "--wait=true", timeout=60)
-    namespace.kubectl("delete", "pvc", "single", "--wait=true", timeout=60)
-    poll(
-        f"the released volume {volume} to be reclaimed (reclaim policy Delete)",
-        lambda: namespace.cluster.kubectl("get", "pv", volume, check=False).returncode != 0,
     )
