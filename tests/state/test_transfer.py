@@ -365,3 +365,19 @@ def test_the_e2e_seed_tree_round_trips(db_url: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert run_cli("export-config", "--saves-dir", str(out), "--database-url", db_url).returncode == 0
     assert parsed_tree(out) == parsed_tree(seed)
+
+
+def test_a_backup_export_elsewhere_does_not_make_the_job_reimport_stale_files(
+    db_url: str, saves: Path, tmp_path: Path
+) -> None:
+    from yuxi_k8s.state import DistributedConfig, Settings
+
+    assert run_cli("migrate-config", "--saves-dir", str(saves), "--database-url", db_url).returncode == 0
+    with DistributedConfig.open(Settings(mode="database", database_url=db_url)) as cfg:
+        cfg.set("default_model", "edited/after-import")
+    backup = run_cli("export-config", "--saves-dir", str(tmp_path / "backup"), "--database-url", db_url)
+    assert backup.returncode == 0
+    rollout = run_cli("migrate-config", "--saves-dir", str(saves), "--database-url", db_url)
+    assert "unchanged since the last sync (import" in rollout.stdout  # the original files: seen before
+    with DistributedConfig.open(Settings(mode="database", database_url=db_url)) as cfg:
+        assert cfg.get("default_model") == "edited/after-import"

@@ -141,12 +141,11 @@ class Document(Base):
 
 
 class SyncState(Base):
-    """The content digest of saves/ when files and database were last equal (import or export),
-    and the change sequence then: migrate-config skips files that have not changed since."""
+    """Content digests of saves/ trees that were equal to the database (each import and export),
+    with the change sequence then: migrate-config skips files whose digest is here."""
 
     __tablename__ = "sync_state"
-    name: Mapped[str] = mapped_column(Text, primary_key=True)
-    digest: Mapped[str] = mapped_column(Text, nullable=False)
+    digest: Mapped[str] = mapped_column(Text, primary_key=True)
     rev: Mapped[int] = mapped_column(BigInteger, nullable=False)
     direction: Mapped[str] = mapped_column(Text, nullable=False)
     synced_at: Mapped[datetime] = _updated_at()

@@ -254,9 +254,6 @@ def _advisory_lock(conn: psycopg.Connection, wait_s: float, say: Callable[[str],
         time.sleep(0.2)
 
 
-SYNC_NAME = "saves"
-
-
 def digest_rows(rows: Rows) -> str:
     """Content digest of a snapshot's rows: equal digests, equal state (formatting aside)."""
     h = hashlib.sha256()
@@ -277,10 +274,13 @@ class SyncPoint:
     synced_at: Any
 
 
-def read_sync(conn: psycopg.Connection) -> SyncPoint | None:
-    row = conn.execute(
-        "SELECT digest, rev, direction, synced_at FROM sync_state WHERE name = %s", (SYNC_NAME,)
-    ).fetchone()
+def read_sync(conn: psycopg.Connection, digest: str | None = None) -> SyncPoint | None:
+    """The sync point with this digest, or (no digest) the latest one."""
+    columns = "SELECT digest, rev, direction, synced_at FROM sync_state"
+    if digest is None:
+        row = conn.execute(f"{columns} ORDER BY synced_at DESC LIMIT 1").fetchone()
+    else:
+        row = conn.execute(f"{columns} WHERE digest = %s", (digest,)).fetchone()
     return SyncPoint(*row) if row else None
 
 
@@ -291,10 +291,10 @@ def current_rev(conn: psycopg.Connection) -> int:
 
 def record_sync(conn: psycopg.Connection, digest: str, rev: int, direction: str) -> None:
     conn.execute(
-        "INSERT INTO sync_state (name, digest, rev, direction) VALUES (%s, %s, %s, %s) "
-        "ON CONFLICT (name) DO UPDATE SET digest = EXCLUDED.digest, rev = EXCLUDED.rev, "
-        "direction = EXCLUDED.direction, synced_at = now()",
-        (SYNC_NAME, digest, rev, direction),
+        "INSERT INTO sync_state (digest, rev, direction) VALUES (%s, %s, %s) "
+        "ON CONFLICT (digest) DO UPDATE SET rev = EXCLUDED.rev, direction = EXCLUDED.direction, "
+        "synced_at = now()",
+        (digest, rev, direction),
     )
 
 
@@ -343,8 +343,8 @@ def _migrate(
         try:
             with conn.transaction():
                 _advisory_lock(conn, lock_wait_s, say)
-                sync = read_sync(conn)
-                if sync is not None and sync.digest == digest and not force and not is_empty(snap):
+                sync = read_sync(conn, digest)
+                if sync is not None and not force and not is_empty(snap):
                     # The rollout's migrate Job, files untouched since the last sync: the database
                     # may have newer edits; re-importing stale files would undo them.
                     raise _Rollback(make_plan({}, {}), unchanged_since=sync)
@@ -354,6 +354,7 @@ def _migrate(
                 if plan.empty:  # already equal: only remember that files and database are in sync
                     record_sync(conn, digest, current_rev(conn), "import")
                 else:
+                    sync = read_sync(conn)  # the latest: did the database move on since?
                     if sync is not None and current_rev(conn) > sync.rev:
                         changed = sum(len(p.update) for p in plan.kinds.values())
                         say(

@@ -17,14 +17,15 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # One row per content digest ever imported or exported: files whose digest is here are a
+    # copy of some earlier state (the original import, a backup export), not new edits.
     op.create_table(
         "sync_state",
-        sa.Column("name", sa.Text, nullable=False),
         sa.Column("digest", sa.Text, nullable=False),
         sa.Column("rev", sa.BigInteger, nullable=False),
         sa.Column("direction", sa.Text, nullable=False),
         sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
-        sa.PrimaryKeyConstraint("name", name="pk_sync_state"),
+        sa.PrimaryKeyConstraint("digest", name="pk_sync_state"),
     )
 
 
