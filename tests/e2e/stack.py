@@ -31,8 +31,8 @@ from tests.e2e.kube import (
     kustomize_build,
     wait_pod_ready,
     wait_pod_succeeded,
-    wait_until,
 )
+from yuxi_k8s.cluster.kube import poll
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAY = ROOT / "tests" / "e2e" / "overlay"
@@ -206,7 +206,7 @@ class Stack:
                     raise AssertionError(f"job {name} failed: {cond.get('message')}")
             return bool(st.get("succeeded"))
 
-        wait_until(f"job {self.namespace}/{name} to complete", complete, timeout, interval=2)
+        poll(f"job {self.namespace}/{name} to complete", complete, timeout, interval=2)
 
     # --- clients inside the namespace --------------------------------------------------
     def allow_e2e_clients(self) -> None:

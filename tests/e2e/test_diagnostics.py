@@ -6,7 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.e2e import diagnostics
-from tests.e2e.kube import Kube, client_pod, wait_until
+from tests.e2e.kube import Kube, client_pod
+from yuxi_k8s.cluster.kube import poll
 
 
 def test_diagnostics_keep_events_describes_and_current_and_previous_logs(
@@ -43,7 +44,7 @@ def test_diagnostics_keep_events_describes_and_current_and_previous_logs(
         statuses = [c for p in pods for c in p["status"].get("containerStatuses", [])]
         return any(c.get("restartCount", 0) >= 1 and "running" in c.get("state", {}) for c in statuses)
 
-    wait_until("the crashing container to restart", restarted, 120)
+    poll("the crashing container to restart", restarted, 120)
     out = run_dir / "diagnostics-selftest"
     summary = diagnostics.collect(kube, [ns], out)
     files = {p.name for p in (out / ns).iterdir()}

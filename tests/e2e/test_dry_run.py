@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.kube import Kube, wait_until
+from tests.e2e.kube import Kube
 from tests.e2e.run import RUN_ID, forget_namespace, register_namespace
 from tests.e2e.stack import ROOT, prepare_tree, render
+from yuxi_k8s.cluster.kube import poll
 
 OVERLAYS = ("dev", "staging", "prod")
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
@@ -40,7 +41,7 @@ def crds_installed(kube: Kube) -> list[str]:
             if doc and doc.get("kind") == "CustomResourceDefinition":
                 names.append(doc["metadata"]["name"])
     for name in names:
-        wait_until(
+        poll(
             f"CRD {name} to be established",
             lambda name=name: any(
                 c["type"] == "Established" and c["status"] == "True"
@@ -117,7 +118,7 @@ def test_server_side_dry_run_with_pod_security(
     kube.apply(ns_docs)
     namespaces.append(namespace)
     register_namespace(namespace)
-    wait_until(f"namespace {namespace}", lambda: kube.json("get", "namespace", namespace), 30)
+    poll(f"namespace {namespace}", lambda: kube.json("get", "namespace", namespace), 30)
 
     text = yaml.safe_dump_all(docs, sort_keys=False)
     proc = kube.run("apply", "--dry-run=server", "-f", "-", input=text, timeout=180, check=False)

@@ -22,10 +22,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.kube import Kube, client_pod, is_ready, wait_pod_ready, wait_pod_succeeded, wait_until
+from tests.e2e.kube import Kube, client_pod, is_ready, wait_pod_ready, wait_pod_succeeded
 from tests.e2e.run import RUN_ID, forget_namespace, register_namespace
 from tests.e2e.stack import API, HTTP_HELPERS, OVERLAY, Stack, prepare_tree, render, write_kustomization
 from tests.support import require
+from yuxi_k8s.cluster.kube import poll
 
 SEEDED_KBS = {"kb_3f2a9c1d7e", "kb_private_8b41e07a55"}
 SEEDED_FILES = {"kb_3f2a9c1d7e": 3, "kb_private_8b41e07a55": 1}
@@ -229,7 +230,7 @@ def _start_load(stack: Stack, name: str) -> None:
         log = stack.kube.run("logs", name, ns=stack.namespace, check=False).stdout
         return '"event": "started"' in log
 
-    wait_until(f"load generator {name} to start", started, 90)
+    poll(f"load generator {name} to start", started, 90)
     time.sleep(3)  # steady state before the disruption
 
 
@@ -274,7 +275,7 @@ def test_failover_when_an_api_pod_is_deleted(stack: Stack, run_dir: Path) -> Non
     _start_load(stack, "load-delete")
     t0 = time.monotonic()
     stack.kube.run("delete", "pod", victim, "--wait=false", ns=stack.namespace)
-    wait_until(
+    poll(
         "api back to full replicas without the deleted pod",
         lambda: _full(stack, lambda pods: victim not in {p["metadata"]["name"] for p in pods}),
         120,
@@ -323,9 +324,7 @@ def test_failover_when_an_api_container_is_killed_with_sigkill(stack: Stack, run
                 return bool(cs.get("restartCount", 0) > restarts)
         return False
 
-    wait_until(
-        "the killed api container to be restarted and ready", lambda: _full(stack, restarted), 120, 0.5
-    )
+    poll("the killed api container to be restarted and ready", lambda: _full(stack, restarted), 120, 0.5)
     recovery = time.monotonic() - t0
     figure = _record_failover(run_dir, "container_sigkill", _finish_load(stack, "load-sigkill"), recovery)
     # Reported, not a target: requests in flight on the killed process and new connections
@@ -339,7 +338,7 @@ def test_failover_during_a_rolling_restart(stack: Stack, run_dir: Path) -> None:
     _start_load(stack, "load-rollout")
     t0 = time.monotonic()
     stack.kube.run("rollout", "restart", "deployment/api", ns=stack.namespace)
-    wait_until(
+    poll(
         "the rolling restart to replace every api pod",
         lambda: _full(stack, lambda pods: not before & {p["metadata"]["name"] for p in pods}),
         240,
@@ -430,7 +429,7 @@ def test_state_heals_after_a_dependency_pod_is_deleted(stack: Stack, run_dir: Pa
     }
     t0 = time.monotonic()
     kube.run("delete", "pod", f"{dependency}-0", "--wait=false", ns=ns)
-    wait_until(
+    poll(
         f"{dependency}-0 to be replaced and ready",
         lambda: (
             any(
@@ -442,7 +441,7 @@ def test_state_heals_after_a_dependency_pod_is_deleted(stack: Stack, run_dir: Pa
         180,
         interval=0.5,
     )
-    wait_until("every api replica ready again", lambda: _full(stack), 120, interval=0.5)
+    poll("every api replica ready again", lambda: _full(stack), 120, interval=0.5)
     healed = time.monotonic() - t0
     pods = stack.api_pods()
     # Same pods, not restarted: the state library reconnected by itself.
@@ -511,7 +510,7 @@ def test_switch_back_to_file_mode_keeps_every_record(stack: Stack, run_dir: Path
     kube.apply(manifests, ns=ns)
     file_mode = Stack(kube, ns, stack.image, run_dir, folder, manifests)
     file_mode.wait_job("migrate", 300)
-    wait_until(
+    poll(
         "api pods to roll into file mode",
         lambda: _full(stack, lambda pods: not old_pods & {p["metadata"]["name"] for p in pods}),
         300,

@@ -35,10 +35,15 @@ class Kubectl:
         self.binary = kubectl_binary()
 
     def run(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+        self,
+        *args: str,
+        ns: str | None = None,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 120,
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [self.binary, "--kubeconfig", self.kubeconfig, *args],
+            [self.binary, "--kubeconfig", self.kubeconfig, *(["-n", ns] if ns else []), *args],
             input=input,
             capture_output=True,
             text=True,
@@ -49,15 +54,24 @@ class Kubectl:
             raise KubectlError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
         return proc
 
-    def json(self, *args: str) -> Any:
-        return json.loads(self.run(*args, "-o", "json").stdout)
+    def json(self, *args: str, ns: str | None = None, timeout: float = 60) -> Any:
+        return json.loads(self.run(*args, "-o", "json", ns=ns, timeout=timeout).stdout)
 
-    def apply(self, manifests: Sequence[dict[str, Any]] | str, namespace: str | None = None) -> None:
+    def apply(
+        self,
+        manifests: Sequence[dict[str, Any]] | str,
+        *,
+        ns: str | None = None,
+        server_side_dry_run: bool = False,
+    ) -> str:
+        """``kubectl apply`` of a YAML text or of objects (written in their own key order); its output."""
         import yaml
 
-        body = manifests if isinstance(manifests, str) else yaml.safe_dump_all(list(manifests))
-        ns = ["-n", namespace] if namespace else []
-        self.run("apply", *ns, "-f", "-", input=body)
+        body = (
+            manifests if isinstance(manifests, str) else yaml.safe_dump_all(list(manifests), sort_keys=False)
+        )
+        dry_run = ["--dry-run=server"] if server_side_dry_run else []
+        return self.run("apply", "-f", "-", *dry_run, ns=ns, input=body, timeout=180).stdout
 
     def reachable(self, timeout: float = 5) -> bool:
         try:
