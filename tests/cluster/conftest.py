@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 from tests.kube_fixtures import KubeCluster
+
+from yuxi_k8s.cluster.kube import poll
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -54,18 +55,6 @@ class Namespace:
         self.kubectl(
             "wait", f"pod/{pod}", "--for=condition=Ready", f"--timeout={int(timeout)}s", timeout=timeout + 10
         )
-
-
-def poll(what: str, fn: Callable[[], Any], timeout: float = 60, interval: float = 1) -> Any:
-    """Call fn until it returns something truthy; fail the test naming *what* after *timeout*."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s: {what}", pytrace=False)
-        time.sleep(interval)
 
 
 def _diagnostics(ns: Namespace) -> str:

@@ -10,8 +10,10 @@ import json
 from typing import Any
 
 import pytest
-from tests.cluster.conftest import Namespace, poll
+from tests.cluster.conftest import Namespace
 from tests.kube_fixtures import KubeCluster
+
+from yuxi_k8s.cluster.kube import poll
 
 HTTP_PORT = 8080
 # Serves its own hostname over HTTP: a reply names the pod that answered.
@@ -114,14 +116,22 @@ def test_cluster_ip_service_answers_by_ip_and_by_dns_name(namespace: Namespace, 
             "get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].metadata.name}"
         ).stdout.split()
     )
-    by_ip = poll("the Service by its ClusterIP", lambda: fetch(namespace, "client", f"http://{cluster_ip}/"))
+    by_ip = poll(
+        "the Service by its ClusterIP",
+        lambda: fetch(namespace, "client", f"http://{cluster_ip}/"),
+        timeout=60,
+    )
     assert by_ip in backends
     dns_name = f"web.{namespace.name}.svc.cluster.local"
     by_name = poll(
-        f"the Service by DNS name {dns_name}", lambda: fetch(namespace, "client", f"http://{dns_name}/")
+        f"the Service by DNS name {dns_name}",
+        lambda: fetch(namespace, "client", f"http://{dns_name}/"),
+        timeout=60,
     )
     assert by_name in backends
-    short = poll("the Service by its short name", lambda: fetch(namespace, "client", "http://web/"))
+    short = poll(
+        "the Service by its short name", lambda: fetch(namespace, "client", "http://web/"), timeout=60
+    )
     assert short in backends
 
 
@@ -137,7 +147,9 @@ def test_network_policy_default_deny_blocks_and_allow_rule_allows(namespace: Nam
         namespace.wait_pod_ready(client)
     url = f"http://web.{namespace.name}.svc.cluster.local/"
     for client in ("allowed", "other"):  # without a policy both connect: the block below is the policy's
-        poll(f"{client} reaching web before any policy", lambda c=client: fetch(namespace, c, url))
+        poll(
+            f"{client} reaching web before any policy", lambda c=client: fetch(namespace, c, url), timeout=60
+        )
 
     namespace.apply(
         {
@@ -196,7 +208,7 @@ def test_deleted_pod_is_replaced(namespace: Namespace, busybox: str) -> None:
 
     (original,) = pod_names()
     namespace.kubectl("delete", "pod", original, "--wait=false")
-    replacement = poll("a replacement pod", lambda: pod_names() - {original})
+    replacement = poll("a replacement pod", lambda: pod_names() - {original}, timeout=60)
     namespace.wait_pod_ready(replacement.pop())
     wait_available(namespace, "web", 1)
 
@@ -213,6 +225,7 @@ def test_read_write_many_claim_is_shared_between_pods(namespace: Namespace, busy
     poll(
         "the claim to be Bound",
         lambda: namespace.get("pvc", "shared").get("status", {}).get("phase") == "Bound",
+        timeout=60,
     )
     volume = {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "shared"}}]}
     for name in ("writer-a", "writer-b"):
@@ -239,6 +252,7 @@ def test_read_write_once_claim_is_bound_and_reclaimed(namespace: Namespace, busy
     poll(
         "the claim to be Bound",
         lambda: namespace.get("pvc", "single").get("status", {}).get("phase") == "Bound",
+        timeout=60,
     )
     manifest = pod(
         busybox, "user", volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "single"}}]
@@ -253,6 +267,7 @@ def test_read_write_once_claim_is_bound_and_reclaimed(namespace: Namespace, busy
     poll(
         f"the released volume {volume} to be reclaimed (reclaim policy Delete)",
         lambda: namespace.cluster.kubectl("get", "pv", volume, check=False).returncode != 0,
+        timeout=60,
     )
 
 
@@ -261,7 +276,7 @@ def test_network_policy_egress_deny_blocks_and_allow_rule_allows(namespace: Name
     wait_available(namespace, "web", 1)
     namespace.wait_pod_ready("client")
     url = f"http://web.{namespace.name}.svc.cluster.local/"
-    poll("client reaching web before any policy", lambda: fetch(namespace, "client", url))
+    poll("client reaching web before any policy", lambda: fetch(namespace, "client", url), timeout=60)
     cluster_ip = namespace.get("service", "web")["spec"]["clusterIP"]
 
     namespace.apply(
@@ -273,7 +288,9 @@ def test_network_policy_egress_deny_blocks_and_allow_rule_allows(namespace: Name
         }
     )
     poll(
-        "egress deny blocking the client", lambda: fetch(namespace, "client", f"http://{cluster_ip}/") is None
+        "egress deny blocking the client",
+        lambda: fetch(namespace, "client", f"http://{cluster_ip}/") is None,
+        timeout=60,
     )
 
     dns = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
@@ -295,7 +312,9 @@ def test_network_policy_egress_deny_blocks_and_allow_rule_allows(namespace: Name
         }
     )  # fmt: skip
     poll(
-        "the egress allow rule letting the client reach web by name", lambda: fetch(namespace, "client", url)
+        "the egress allow rule letting the client reach web by name",
+        lambda: fetch(namespace, "client", url),
+        timeout=60,
     )
     coredns_ip = namespace.cluster.kubectl(
         "get",
