@@ -203,55 +203,49 @@ def build_routes(state: ServerState) -> list[Route]:
         kbs = await run_in_threadpool(lambda: state.config().list_kbs(kb_type))
         return _json(state, {"databases": kbs})
 
-    async def get_database(request: Request) -> Response:
-        db_id = request.path_params["db_id"]
-        record = await run_in_threadpool(lambda: state.config().get_kb(db_id))
-        if record is None:
-            return _error(state, 404, f"knowledge base {db_id!r} not found")
-        return _json(state, {"db_id": db_id, "record": record})
-
-    async def put_database(request: Request) -> Response:
-        db_id = request.path_params["db_id"]
-        body = await _body(request)
-        expected = _expected_version(request)
-        version = await run_in_threadpool(
-            lambda: state.config().put_kb(db_id, body, expected_version=expected)
-        )
-        return _json(state, {"db_id": db_id, "version": version})
-
-    async def delete_database(request: Request) -> Response:
-        db_id = request.path_params["db_id"]
-        await run_in_threadpool(lambda: state.config().delete_kb(db_id))
-        return _json(state, {"db_id": db_id, "deleted": True})
-
     async def list_files(request: Request) -> Response:
         db_id = request.path_params["db_id"]
         files = await run_in_threadpool(lambda: state.config().list_files(db_id))
         return _json(state, {"db_id": db_id, "files": files})
 
-    async def get_file(request: Request) -> Response:
-        file_id = request.path_params["file_id"]
-        record = await run_in_threadpool(lambda: state.config().get_file(file_id))
-        if record is None:
-            return _error(state, 404, f"file {file_id!r} not found")
-        return _json(state, {"file_id": file_id, "record": record})
-
-    async def put_file(request: Request) -> Response:
-        file_id = request.path_params["file_id"]
-        body = await _body(request)
-        expected = _expected_version(request)
-        version = await run_in_threadpool(
-            lambda: state.config().put_file(file_id, body, expected_version=expected)
-        )
-        return _json(state, {"file_id": file_id, "version": version})
-
-    async def delete_file(request: Request) -> Response:
-        file_id = request.path_params["file_id"]
-        await run_in_threadpool(lambda: state.config().delete_file(file_id))
-        return _json(state, {"file_id": file_id, "deleted": True})
-
     def route(path: str, endpoint: Handler, methods: list[str]) -> Route:
         return Route(path, _guarded(state, endpoint), methods=methods)
+
+    def record_routes(
+        path: str,
+        id_param: str,
+        noun: str,
+        *,
+        get: Callable[[DistributedConfig, str], dict[str, Any] | None],
+        put: Callable[[DistributedConfig, str, dict[str, Any], int | None], int],
+        delete: Callable[[DistributedConfig, str], None],
+    ) -> list[Route]:
+        """GET (404 when absent), PUT (optimistic version) and DELETE of one kind of record by its id."""
+
+        async def get_record(request: Request) -> Response:
+            record_id = request.path_params[id_param]
+            record = await run_in_threadpool(lambda: get(state.config(), record_id))
+            if record is None:
+                return _error(state, 404, f"{noun} {record_id!r} not found")
+            return _json(state, {id_param: record_id, "record": record})
+
+        async def put_record(request: Request) -> Response:
+            record_id = request.path_params[id_param]
+            body = await _body(request)
+            expected = _expected_version(request)
+            version = await run_in_threadpool(lambda: put(state.config(), record_id, body, expected))
+            return _json(state, {id_param: record_id, "version": version})
+
+        async def delete_record(request: Request) -> Response:
+            record_id = request.path_params[id_param]
+            await run_in_threadpool(lambda: delete(state.config(), record_id))
+            return _json(state, {id_param: record_id, "deleted": True})
+
+        return [
+            route(path, get_record, ["GET"]),
+            route(path, put_record, ["PUT"]),
+            route(path, delete_record, ["DELETE"]),
+        ]
 
     return [
         route("/api/system/health", health_endpoint, ["GET"]),
@@ -262,13 +256,23 @@ def build_routes(state: ServerState) -> list[Route]:
         route("/api/system/config/{key}", get_config_key, ["GET"]),
         route("/api/system/config/{key}", delete_config_key, ["DELETE"]),
         route("/api/knowledge/databases", list_databases, ["GET"]),
-        route("/api/knowledge/databases/{db_id}", get_database, ["GET"]),
-        route("/api/knowledge/databases/{db_id}", put_database, ["PUT"]),
-        route("/api/knowledge/databases/{db_id}", delete_database, ["DELETE"]),
+        *record_routes(
+            "/api/knowledge/databases/{db_id}",
+            "db_id",
+            "knowledge base",
+            get=lambda cfg, db_id: cfg.get_kb(db_id),
+            put=lambda cfg, db_id, body, expected: cfg.put_kb(db_id, body, expected_version=expected),
+            delete=lambda cfg, db_id: cfg.delete_kb(db_id),
+        ),
         route("/api/knowledge/databases/{db_id}/files", list_files, ["GET"]),
-        route("/api/knowledge/files/{file_id}", get_file, ["GET"]),
-        route("/api/knowledge/files/{file_id}", put_file, ["PUT"]),
-        route("/api/knowledge/files/{file_id}", delete_file, ["DELETE"]),
+        *record_routes(
+            "/api/knowledge/files/{file_id}",
+            "file_id",
+            "file",
+            get=lambda cfg, file_id: cfg.get_file(file_id),
+            put=lambda cfg, file_id, body, expected: cfg.put_file(file_id, body, expected_version=expected),
+            delete=lambda cfg, file_id: cfg.delete_file(file_id),
+        ),
     ]
 
 
