@@ -34,19 +34,8 @@ go_install_many() {
   while [[ $1 != -- ]]; do names+=("$1"); shift; done
   shift; for p in "$@"; do pkgs+=("$p@$version"); done
   local dir="$cache/$name-$version"
-  if [[ ! -f $dir/.stamp ]]; then
-    local logf="$dir.log" start=$SECONDS
-    log "building $name $version: ${names[*]} (go install; log: $logf)"
-    rm -rf "$dir" && mkdir -p "$dir"
-    if ! GOBIN="$dir" nice -n 10 go install -ldflags "$ldflags" "${pkgs[@]}" >"$logf" 2>&1; then
-      tail -n 30 "$logf" >&2
-      echo "tools.sh: building $name failed; full log in $logf" >&2
-      exit 1
-    fi
-    echo "built $name $version in $((SECONDS - start)) s" | tee -a "$logf" >&2
-    touch "$dir/.stamp"
-  fi
-  link "$dir" "${names[@]}"
+  cached_build "$name" "$version" "$dir" "${names[@]}" -- \
+    env GOBIN="$dir" nice -n 10 go install -ldflags "$ldflags" "${pkgs[@]}"
 }
 
 # module_key MODDIR: a short hash of the pinning module, part of the cache key.
@@ -66,16 +55,28 @@ check_pin() {
 # common dependencies), output binaries NAMES in the cache.
 go_build_module() {
   local name=$1 version=$2 ldflags=$3; shift 3
-  local names=() pkgs=()
+  local names=()
   while [[ $1 != -- ]]; do names+=("$1"); shift; done
-  shift; pkgs=("$@")
+  shift
   local moddir="$here/tools/$name"
   local dir="$cache/$name-$version-$(module_key "$moddir")"
+  cached_build "$name" "$version" "$dir" "${names[@]}" -- \
+    nice -n 10 go -C "$moddir" build -o "$dir/" -ldflags "$ldflags" "$@"
+}
+
+# cached_build NAME VERSION DIR BINARIES... -- COMMAND...: run COMMAND (which
+# writes BINARIES into DIR) unless DIR/.stamp says it already did, then link
+# them into bin/. Its output goes to DIR.log; a failure shows the log's tail.
+cached_build() {
+  local name=$1 version=$2 dir=$3; shift 3
+  local names=()
+  while [[ $1 != -- ]]; do names+=("$1"); shift; done
+  shift
   if [[ ! -f $dir/.stamp ]]; then
     local logf="$dir.log" start=$SECONDS
     log "building $name $version: ${names[*]} (log: $logf)"
     rm -rf "$dir" && mkdir -p "$dir"
-    if ! (cd "$moddir" && nice -n 10 go build -o "$dir/" -ldflags "$ldflags" "${pkgs[@]}") >"$logf" 2>&1; then
+    if ! "$@" >"$logf" 2>&1; then
       tail -n 30 "$logf" >&2
       echo "tools.sh: building $name failed; full log in $logf" >&2
       exit 1
