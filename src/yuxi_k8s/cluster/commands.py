@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from collections.abc import Iterator
 
 from yuxi_k8s.cli import UserError
 
@@ -14,33 +16,34 @@ def _cluster():  # type: ignore[no-untyped-def]
     return LocalCluster()
 
 
-def _up(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def _as_user_error() -> Iterator[None]:
+    """A ClusterError (already one readable line) leaves the CLI as a UserError."""
     from yuxi_k8s.cluster.local.cluster import ClusterError
 
     try:
-        _cluster().up()
+        yield
     except ClusterError as exc:
         raise UserError(str(exc)) from exc
+
+
+def _up(args: argparse.Namespace) -> int:
+    with _as_user_error():
+        _cluster().up()
     return 0
 
 
 def _down(args: argparse.Namespace) -> int:
-    from yuxi_k8s.cluster.local.cluster import ClusterError
-
-    try:
+    with _as_user_error():
         _cluster().down()
-    except ClusterError as exc:
-        raise UserError(str(exc)) from exc
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    from yuxi_k8s.cluster.local.cluster import ClusterError, check_host
+    from yuxi_k8s.cluster.local.cluster import check_host
 
-    try:
+    with _as_user_error():
         check_host()
-    except ClusterError as exc:
-        raise UserError(str(exc)) from exc
     report = _cluster().status()
     if args.json:
         print(json.dumps(report, indent=2))
