@@ -41,6 +41,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from yuxi_k8s.pinned_tools import pinned_tool
+
 CACHE = Path(os.environ.get("YUXI_K8S_CACHE", Path.home() / ".cache" / "yuxi-k8s"))
 IMAGES_DIR = CACHE / "images"
 LAYERS_DIR = CACHE / "layers"
@@ -287,8 +289,7 @@ def build_from_directory(
 
 def _ctr_binary() -> str:
     """The pinned ctr that scripts/tools.sh links into bin/, else one on PATH."""
-    pinned = Path(__file__).resolve().parents[3] / "bin" / "ctr"
-    return str(pinned) if pinned.exists() else (shutil.which("ctr") or "ctr")
+    return str(pinned_tool("ctr") or "ctr")
 
 
 def load_into_containerd(archive: Path, *, address: str = CONTAINERD_SOCKET, ctr: str | None = None) -> None:

@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 
 from yuxi_k8s.cluster import images
+from yuxi_k8s.pinned_tools import pinned_tool
 
 REPOSITORY = "localhost/yuxi-k8s"
-REPO_ROOT = Path(__file__).resolve().parents[3]
 
 # Sleeps until told to stop and reaps zombies: all a pod sandbox needs to do.
 PAUSE_C = r"""
@@ -54,8 +54,7 @@ BUSYBOX_APPLETS = (
 
 
 def _tool(name: str) -> Path:
-    path = REPO_ROOT / "bin" / name
-    found = path if path.exists() else (Path(p) if (p := shutil.which(name)) else None)
+    found = pinned_tool(name)
     if found is None:
         raise images.ImageError(f"{name} is not built; run `scripts/tools.sh {name}` (or `make tools`)")
     return found.resolve()

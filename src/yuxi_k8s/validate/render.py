@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -12,20 +11,18 @@ from pathlib import Path
 import yaml
 
 from yuxi_k8s.cli import UserError
+from yuxi_k8s.pinned_tools import REPO_ROOT as REPO_ROOT  # the tests import it from here
+from yuxi_k8s.pinned_tools import pinned_tool
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def find_tool(name: str) -> Path:
     """The pinned binary from the repository's bin/ (scripts/tools.sh), else PATH."""
-    local = REPO_ROOT / "bin" / name
-    if local.exists():
-        return local
-    found = shutil.which(name)
-    if not found:
+    found = pinned_tool(name)
+    if found is None:
         raise UserError(f"{name} not found: run `make tools-validate` (scripts/tools.sh {name})")
-    return Path(found)
+    return found
 
 
 @dataclass

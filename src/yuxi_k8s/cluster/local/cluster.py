@@ -28,9 +28,8 @@ import yaml
 from yuxi_k8s.cluster import images, localimages
 from yuxi_k8s.cluster.kube import Kubectl, KubectlError, poll
 from yuxi_k8s.cluster.local import addons, host, layout, pki, processes
+from yuxi_k8s.pinned_tools import BIN
 
-REPO_ROOT = Path(__file__).resolve().parents[4]
-BIN = REPO_ROOT / "bin"
 # Host processes in start order; `down` stops them in reverse.
 COMPONENTS = (
     "etcd",

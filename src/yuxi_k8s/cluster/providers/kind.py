@@ -15,9 +15,9 @@ from pathlib import Path
 
 from yuxi_k8s.cluster import images
 from yuxi_k8s.cluster.providers.base import ClusterProvider, ProviderError
+from yuxi_k8s.pinned_tools import REPO_ROOT, pinned_tool
 
 CLUSTER_NAME = os.environ.get("YUXI_K8S_KIND_CLUSTER", "yuxi-k8s")
-REPO_ROOT = Path(__file__).resolve().parents[4]
 
 
 def _pinned_node_image() -> str:
@@ -35,11 +35,10 @@ NODE_IMAGE = os.environ.get("YUXI_K8S_KIND_IMAGE") or _pinned_node_image()
 
 
 def _kind() -> str:
-    local = REPO_ROOT / "bin" / "kind"
-    found = str(local) if local.exists() else shutil.which("kind")
-    if not found:
+    found = pinned_tool("kind")
+    if found is None:
         raise ProviderError("kind is not built: run `scripts/tools.sh kind`")
-    return found
+    return str(found)
 
 
 class KindProvider(ClusterProvider):
