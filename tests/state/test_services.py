@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -20,7 +21,9 @@ def test_up_twice_is_idempotent_and_writes_the_env_file(pg_base_url: str, redis_
     env = (ROOT / ".run/services.env").read_text()
     for name in ("YUXI_TEST_DATABASE_URL", "YUXI_TEST_REDIS_URL", "YUXI_TEST_DATABASE_DSN"):
         assert f"export {name}=" in env
-    assert "127.0.0.1:55432" in env and "127.0.0.1:56379" in env
+    pg_port = os.environ.get("YUXI_PG_PORT", "55432")  # the ports services.sh was told to use
+    redis_port = os.environ.get("YUXI_REDIS_PORT", "56379")
+    assert f"127.0.0.1:{pg_port}" in env and f"127.0.0.1:{redis_port}" in env
     status = _run("status")
     assert "postgres: up" in status.stdout and "redis: up" in status.stdout
 
