@@ -53,8 +53,8 @@ test-cluster: ## Only the cluster tier (smoke and end-to-end on a real cluster)
 	scripts/test.sh -m cluster
 
 lint: venv ## ruff and mypy over the package and tests
-	ruff check src tests
-	ruff format --check src tests
+	ruff check src tests benchmarks
+	ruff format --check src tests benchmarks
 	mypy src
 
 # --- services and cluster -------------------------------------------------

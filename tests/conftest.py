@@ -34,4 +34,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # A test that names its tier explicitly keeps it (e.g. tests/e2e/test_server_local.py is db).
         if tier and not any(m.name in TIER_ORDER for m in item.iter_markers()):
             item.add_marker(getattr(pytest.mark, tier))
-    items.sort(key=lambda it: min((TIER_ORDER[m.name] for m in it.iter_markers() if m.name in TIER_ORDER), default=0))
+    items.sort(key=_tier_rank)
+
+
+def _tier_rank(item: pytest.Item) -> int:
+    return min((TIER_ORDER[m.name] for m in item.iter_markers() if m.name in TIER_ORDER), default=0)
