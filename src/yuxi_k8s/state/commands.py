@@ -46,7 +46,12 @@ def engine_for(url: str) -> Any:
     )
 
 
-def cmd_upgrade(args: argparse.Namespace) -> int:
+def _move_schema(args: argparse.Namespace, step: str) -> tuple[str, str | None, str | None]:
+    """Run ``migrations.<step>(engine, args.revision)``; return (url, revision before, after).
+
+    Database failures and an unknown revision (alembic's CommandError) end as one line.
+    """
+    from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
     from .. import migrations
@@ -55,12 +60,19 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     engine = engine_for(url)
     try:
         before = migrations.current_revision(engine)
-        migrations.upgrade(engine, args.revision)
+        getattr(migrations, step)(engine, args.revision)
         after = migrations.current_revision(engine)
     except SQLAlchemyError as exc:
         raise db_error(url, exc) from None
+    except CommandError as exc:
+        raise UserError(f"{step} to {args.revision}: {exc}") from None
     finally:
         engine.dispose()
+    return url, before, after
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    url, before, after = _move_schema(args, "upgrade")
     if before == after:
         print(f"schema already at {after} ({describe_database_url(url)})")
     else:
@@ -69,22 +81,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_downgrade(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from .. import migrations
-
-    url = database_url(args)
-    engine = engine_for(url)
-    try:
-        before = migrations.current_revision(engine)
-        migrations.downgrade(engine, args.revision)
-        after = migrations.current_revision(engine)
-    except SQLAlchemyError as exc:
-        raise db_error(url, exc) from None
-    except Exception as exc:  # alembic reports an unknown revision as a CommandError
-        raise UserError(f"downgrade to {args.revision}: {exc}") from None
-    finally:
-        engine.dispose()
+    url, before, after = _move_schema(args, "downgrade")
     print(f"schema downgraded {before or 'empty'} -> {after or 'empty'} ({describe_database_url(url)})")
     return 0
 
