@@ -5,13 +5,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BIN = REPO_ROOT / "bin"
+from yuxi_k8s.paths import bin_dir
 
 
 def pinned_tool(name: str) -> Path | None:
     """The pinned *name* from bin/, else one on PATH, else None (each caller says how to get it)."""
-    local = BIN / name
+    local = bin_dir() / name
     if local.exists():
         return local
     found = shutil.which(name)

@@ -41,9 +41,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from yuxi_k8s import paths
 from yuxi_k8s.pinned_tools import pinned_tool
 
-CACHE = Path(os.environ.get("YUXI_K8S_CACHE", Path.home() / ".cache" / "yuxi-k8s"))
+CACHE = paths.cache_root()
 IMAGES_DIR = CACHE / "images"
 LAYERS_DIR = CACHE / "layers"
 ROOTFS_DIR = CACHE / "rootfs"

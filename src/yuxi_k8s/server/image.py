@@ -32,6 +32,7 @@ import zipfile
 from pathlib import Path
 
 from yuxi_k8s.cluster import images
+from yuxi_k8s.paths import REPO_ROOT
 
 SUITE = "bookworm"
 PACKAGES = (
@@ -44,7 +45,6 @@ PACKAGES = (
     "procps",
 )
 IMAGE_REPOSITORY = "localhost/yuxi-k8s/runtime"
-REPO_ROOT = Path(__file__).resolve().parents[3]
 IMAGE_FILES = Path(__file__).resolve().parent / "imagefiles"
 APP_LIB = "/opt/yuxi-k8s/lib"
 # Users the stack's securityContexts run as; the rootfs must name them or initdb

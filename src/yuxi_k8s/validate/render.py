@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from yuxi_k8s.cli import UserError
-from yuxi_k8s.pinned_tools import REPO_ROOT as REPO_ROOT  # the tests import it from here
+from yuxi_k8s.paths import REPO_ROOT as REPO_ROOT  # the tests import it from here
 from yuxi_k8s.pinned_tools import pinned_tool
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -14,7 +14,6 @@ pinned CRD groups to the CRD folder; any other unknown kind is reported by name.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from yuxi_k8s import paths
 from yuxi_k8s.cli import UserError
 from yuxi_k8s.validate import crds
 from yuxi_k8s.validate.render import find_tool
@@ -37,10 +37,7 @@ LOCAL_REF = "#/$defs/"
 
 
 def cache_root() -> Path:
-    base = os.environ.get("YUXI_K8S_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "yuxi-k8s"
-    )
-    return Path(base) / "schemas" / cache_key()
+    return paths.cache_dir("schemas", cache_key())
 
 
 def _source_dir() -> Path:

@@ -28,7 +28,7 @@ import yaml
 from yuxi_k8s.cluster import images, localimages
 from yuxi_k8s.cluster.kube import Kubectl, KubectlError, poll
 from yuxi_k8s.cluster.local import addons, host, layout, pki, processes
-from yuxi_k8s.pinned_tools import BIN
+from yuxi_k8s.paths import bin_dir
 
 # Host processes in start order; `down` stops them in reverse.
 COMPONENTS = (
@@ -133,7 +133,7 @@ def check_host() -> None:
 
 
 def binary(name: str) -> str:
-    path = BIN / name
+    path = bin_dir() / name
     if not path.exists():
         raise ClusterError(f"{name} is not built: run `make tools` (scripts/tools.sh all)")
     return str(path.resolve())

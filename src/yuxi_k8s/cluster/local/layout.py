@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from yuxi_k8s import paths
+
 STATE = Path(os.environ.get("YUXI_K8S_CLUSTER_STATE", "/var/lib/yuxi-k8s"))
 RUNTIME = Path(os.environ.get("YUXI_K8S_CLUSTER_RUNTIME", "/run/yuxi-k8s"))
 
@@ -35,7 +37,7 @@ CNI_BIN_DIRS = ("/usr/lib/cni",)  # Debian's containernetworking-plugins
 VOLUMES = STATE / "volumes"  # PersistentVolumes of the yuxi-local StorageClass
 RESOLV_CONF = CONFIG / "resolv.conf"
 SYSCTL_BACKUP = STATE / "sysctl-backup.json"
-LAST_LOGS = Path(os.environ.get("YUXI_K8S_CACHE", Path.home() / ".cache" / "yuxi-k8s")) / "last-cluster-logs"
+LAST_LOGS = paths.cache_dir("last-cluster-logs")
 
 NODE_NAME = "yuxi-node"
 # The node address lives on a veth pair of its own (this kernel has no dummy

@@ -13,9 +13,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from yuxi_k8s import paths
 from yuxi_k8s.cluster import images
 from yuxi_k8s.cluster.providers.base import ClusterProvider, ProviderError
-from yuxi_k8s.pinned_tools import REPO_ROOT, pinned_tool
+from yuxi_k8s.paths import REPO_ROOT
+from yuxi_k8s.pinned_tools import pinned_tool
 
 CLUSTER_NAME = os.environ.get("YUXI_K8S_KIND_CLUSTER", "yuxi-k8s")
 
@@ -46,8 +48,7 @@ class KindProvider(ClusterProvider):
 
     def __init__(self) -> None:
         super().__init__()
-        cache = Path(os.environ.get("YUXI_K8S_CACHE", Path.home() / ".cache" / "yuxi-k8s"))
-        self._kubeconfig = cache / f"kind-{CLUSTER_NAME}.kubeconfig"
+        self._kubeconfig = paths.cache_dir(f"kind-{CLUSTER_NAME}.kubeconfig")
 
     @property
     def kubeconfig(self) -> Path:
