@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The kube_cluster fixture (tests/kube_fixtures.py), for the cluster and e2e tiers.
 pytest_plugins = ["tests.kube_fixtures"]
 
-TIER_BY_FOLDER = {"static": "static", "state": "db", "cluster": "cluster", "e2e": "cluster"}
+TIER_BY_FOLDER = {"static": "static", "state": "db", "app": "db", "cluster": "cluster", "e2e": "cluster"}
 TIER_ORDER = {"static": 0, "db": 1, "cluster": 2}
 
 

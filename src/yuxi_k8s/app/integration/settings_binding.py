@@ -15,8 +15,8 @@ holds:
   the store (a three-way comparison, so a change another replica made and this
   one has not seen yet is never written back over). Each write names the version
   this replica applied; on a conflict (another replica wrote the same key
-  meanwhile) the write is repeated on the newer version and logged: both saves
-  happened, in order; nothing is dropped silently. If the store cannot be
+  meanwhile) it is logged and written again without the version check: both
+  saves happened, this one last; nothing is dropped silently. If the store cannot be
   reached the in-memory object is put back to what the store held and the save
   raises, so the caller sees an error and no replica serves a setting nobody
   stored.
@@ -40,7 +40,6 @@ from yuxi_k8s.state import ConflictError, DistributedConfig, StateError, StateVi
 log = logging.getLogger("yuxi_k8s.app.settings")
 
 LOCAL_FIELDS = frozenset({"save_dir", "model_dir"})
-MAX_CONFLICT_RETRIES = 5
 _UNSET = object()
 
 
@@ -150,18 +149,18 @@ class SettingsBinding:
 
     # --- save --------------------------------------------------------------------------
     def _write(self, key: str, write: Callable[[int | None], int], expected: int | None) -> int:
-        for _attempt in range(MAX_CONFLICT_RETRIES):
-            try:
-                return write(expected)
-            except ConflictError as exc:
-                log.warning(
-                    "%s was changed by another replica meanwhile (version %s); this replica's save "
-                    "is applied after it",
-                    key,
-                    exc.actual,
-                )
-                expected = 0 if exc.actual is None else exc.actual
-        raise SettingsSaveError(f"{key}: still conflicting after {MAX_CONFLICT_RETRIES} attempts")
+        """Write naming the version this replica applied; if another replica wrote the same key
+        meanwhile, say so and write again unconditionally: both saves happened, this one last."""
+        try:
+            return write(expected)
+        except ConflictError as exc:
+            log.warning(
+                "%s was changed by another replica meanwhile (now version %s); this replica's save "
+                "is applied after it",
+                key,
+                exc.actual,
+            )
+            return write(None)
 
     def _fail(self, exc: Exception) -> SettingsSaveError:
         self.apply(self._applied, initial=True)  # put the object back to what the store held
