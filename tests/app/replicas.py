@@ -1,10 +1,9 @@
-"""Drive replicas of the real application: settings actors and uvicorn servers on loopback."""
+"""Drive settings replicas of the real application (tests/app/actors/replica.py) line by line."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import time
 from collections.abc import Mapping
@@ -12,26 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from yuxi_k8s.app.localrun import AppRunner
-from yuxi_k8s.cluster.kube import poll
 
 ACTOR = "tests/app/actors/replica.py"
-
-
-def app_env(db_url: str, save_dir: Path, **extra: str) -> dict[str, str]:
-    """The environment the manifests give the api container, for loopback."""
-    return {
-        "POSTGRES_URL": db_url,
-        "SAVE_DIR": str(save_dir),
-        "CONFIG_MODE": "database",
-        "LITE_MODE": "true",
-        "RUNNING_IN_DOCKER": "true",
-        "MODEL_DIR_IN_DOCKER": "/tmp/models",
-        "OPENAI_API_KEY": "stand-in",
-        "JWT_SECRET_KEY": "e2e-shared-secret",
-        "LANGGRAPH_CHECKPOINTER_BACKEND": "postgres",
-        "SANDBOX_PROVISIONER_URL": "http://127.0.0.1:9",
-        **extra,
-    }
 
 
 class Replica:
@@ -84,50 +65,4 @@ class Replica:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        self._log.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """The real API under uvicorn on loopback: through yuxi-k8s-app, or plain (the baseline)."""
-
-    def __init__(self, runner: AppRunner, env: Mapping[str, str], log: Path, *, kit: bool = True) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self._log = log.open("w")
-        uvicorn = ["uvicorn", "server.main:app", "--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = runner.popen(
-            ["yuxi-k8s-app", *uvicorn] if kit else uvicorn, env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def wait_ready(self, timeout: float = 240) -> None:
-        import httpx
-
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"server exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}"
-                )
-            try:
-                return httpx.get(self.url + "/api/system/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        poll(f"the app on {self.url} to answer", ready, timeout, interval=0.5)
-
-    def terminate(self, timeout: float = 120) -> None:
-        """SIGTERM, as the kubelet sends it, and wait for the process to end."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                raise
         self._log.close()

@@ -12,8 +12,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.app.replicas import Replica, app_env
-from yuxi_k8s.app.localrun import AppRunner
+from tests.app.replicas import Replica
+from yuxi_k8s.app.localrun import AppRunner, app_env
 from yuxi_k8s.state import Settings, open_config
 from yuxi_k8s.state.settings import libpq_url
 

@@ -13,8 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.app.replicas import Server, app_env
-from yuxi_k8s.app.localrun import AppRunner
+from yuxi_k8s.app.localrun import AppRunner, Server, app_env
 from yuxi_k8s.cluster.kube import poll
 
 ADMIN = {"user_id": "admin", "password": "Admin-pass-123"}
