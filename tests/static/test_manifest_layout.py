@@ -4,6 +4,7 @@ the GitOps entry points point at folders that exist."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from tests.support import require
+from yuxi_k8s.app import PINNED_VERSION
 from yuxi_k8s.app.contract import load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,3 +201,81 @@ def test_gitops_entry_points_point_at_real_folders(env: str) -> None:
         assert (ROOT / spec["path"] / "kustomization.yaml").exists()
     assert migrate["wait"] is True and migrate["force"] is True
     assert app_ks["dependsOn"] == [{"name": f"yuxi-know-{env}-migrate"}]
+
+
+# --- patches, pins, generated credentials ----------------------------------------------------
+
+POSITIONAL = re.compile(r"/\d+(/|$)")
+PATCH_DIRS = ("base", "components", "overlays", "gitops", "tests/static/combinations")
+
+
+def _patches() -> Iterator[tuple[str, Any]]:
+    """(where, JSON6902 operation) of every patch in the tree: *.patch.yaml files and inline ones."""
+    for folder in PATCH_DIRS:
+        for path in sorted((ROOT / folder).rglob("*.yaml")):
+            where = str(path.relative_to(ROOT))
+            if path.name.endswith(".patch.yaml"):
+                for doc in yaml.safe_load_all(path.read_text()):
+                    for op in doc if isinstance(doc, list) else []:
+                        yield where, op
+            elif path.name == "kustomization.yaml":
+                for entry in (yaml.safe_load(path.read_text()) or {}).get("patches") or []:
+                    for doc in yaml.safe_load_all(str(entry.get("patch") or "")):
+                        for op in doc if isinstance(doc, list) else []:
+                            yield where, op
+
+
+def test_no_patch_addresses_a_list_item_by_position() -> None:
+    """`containers/0` patches whatever comes first: a reordered base makes it patch the wrong item."""
+    ops = list(_patches())
+    assert ops, "no JSON6902 patch found: the scan is broken"
+    positional = [
+        f"{where}: {op.get('op')} {op.get('path')}"
+        for where, op in ops
+        if POSITIONAL.search(str(op.get("path")))
+    ]
+    assert not positional, "name the item with a strategic-merge patch instead:\n" + "\n".join(positional)
+
+
+def test_positional_scan_sees_a_positional_patch() -> None:
+    assert POSITIONAL.search("/spec/template/spec/containers/0/name")
+    assert not POSITIONAL.search("/metadata/annotations/yuxi-k8s.io~1allow-YK-APP-009")
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_overlays_run_the_pinned_application_version(env: str) -> None:
+    """Every image of the application is pinned to yuxi_k8s.app.PINNED_VERSION, where it runs."""
+    contract = load()
+    images = {str(c["image"]) for c in contract.components.values()}
+    doc = yaml.safe_load((ROOT / f"overlays/{env}/kustomization.yaml").read_text())
+    pins = {e["name"]: e for e in doc.get("images") or []}
+    assert images <= set(pins), f"overlays/{env} pins {sorted(pins)}, the contract names {sorted(images)}"
+    for name in images:
+        assert str(pins[name].get("newTag")) == PINNED_VERSION, pins[name]
+        assert str(pins[name]["newName"]).endswith("/" + name), pins[name]
+
+
+def test_dev_secrets_writes_passwords_only_and_knows_the_provider_keys(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "scripts").mkdir(parents=True)
+    (tree / "overlays/dev/app").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts/dev-secrets.sh", tree / "scripts")
+    env = {"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "sk-test"}
+    subprocess.run(["bash", str(tree / "scripts/dev-secrets.sh")], check=True, env=env, capture_output=True)
+    app = tree / "overlays/dev/app"
+    values = {}
+    for name in ("postgres.env", "secrets.env", "provider-keys.env"):
+        for line in (app / name).read_text().splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.partition("=")
+                values[key] = value
+    assert values.pop("OPENAI_API_KEY") == "sk-test"
+    assert values.pop("MINIO_ACCESS_KEY") == "yuxi" and values.pop("MILVUS_TOKEN") == ""
+    assert all(re.fullmatch(r"[0-9a-f]{48,64}", v) for v in values.values()), values
+    assert not any("URL" in k for k in values), "URLs are assembled by the pods, not written here"
+    first = (app / "secrets.env").read_text()
+    subprocess.run(["bash", str(tree / "scripts/dev-secrets.sh")], check=True, env=env, capture_output=True)
+    assert (app / "secrets.env").read_text() == first, "an existing file was rewritten without --force"
+    script = (ROOT / "scripts/dev-secrets.sh").read_text()
+    listed = set(re.search(r"PROVIDER_KEYS=\(([^)]*)\)", script).group(1).split())
+    assert listed == set(load().provider_keys()) | {"TAVILY_API_KEY"}
