@@ -279,3 +279,16 @@ def test_dev_secrets_writes_passwords_only_and_knows_the_provider_keys(tmp_path:
     script = (ROOT / "scripts/dev-secrets.sh").read_text()
     listed = set(re.search(r"PROVIDER_KEYS=\(([^)]*)\)", script).group(1).split())
     assert listed == set(load().provider_keys()) | {"TAVILY_API_KEY"}
+
+
+def test_docs_name_the_deployed_version_and_how_to_build_its_images() -> None:
+    """README, deploy.md, manifests.md and every component README say which version and how to pin it."""
+    docs = [ROOT / "README.md", ROOT / "docs/deploy.md", ROOT / "docs/manifests.md"]
+    docs += sorted((ROOT / "components").rglob("README.md"))
+    for path in docs:
+        text = path.read_text()
+        where = path.relative_to(ROOT)
+        assert PINNED_VERSION in text, f"{where} does not name Yuxi-Know {PINNED_VERSION}"
+        assert "yuxi-k8s images build" in text and "images.md" in text, (
+            f"{where}: how to build and pin images"
+        )

@@ -168,7 +168,7 @@ def _running(ctx: Context, contract: app_contract.Contract, group: str) -> list[
     title="The app reads every variable it is given",
     message="A variable set on the application's containers that the deployed version never reads "
     "(and the kit does not declare) configures nothing: usually a setting of another version "
-    "(DATABASE_URL, REDIS_HOST) that leaves the real one unset.",
+    "(DATABASE_URL, REDIS_PORT) that leaves the real one unset.",
     fix="Remove it, set the variable the contract names instead (src/yuxi_k8s/app/contracts/), or, "
     "when the kit reads it, declare it with its reason in src/yuxi_k8s/app/kit-env.yaml.",
 )
