@@ -151,7 +151,8 @@ def app_containers(ctx: Context, contract: app_contract.Contract) -> list[AppCon
         component = next(
             (name for name, comp in candidates if _runs(command, comp.get("command") or [])), None
         )
-        group = str(dict(candidates).get(component, candidates[0][1])["reads_env_of"])
+        entry = dict(candidates).get(component or "", candidates[0][1])
+        group = str(entry["reads_env_of"])
         app = AppContainer(c, group, component)
         _resolve_env(ctx, app)
         found.append(app)
@@ -179,7 +180,8 @@ def unread_variables(ctx: Context) -> Iterator[Finding]:
             declared = kit.get(name)
             if contract.reads(app.group, name) or (declared is not None and declared.allowed_in(app.group)):
                 continue
-            where = "" if app.env[name].position >= 0 else f" (envFrom {app.env[name].ref[0]})"
+            src = app.env[name]
+            where = f" (envFrom {src.ref[0]})" if src.position < 0 and src.ref else ""
             yield (
                 app.workload.resource,
                 f"{app.label()} sets {name}{where}, which Yuxi-Know {contract.version} ({app.group}) never "
@@ -513,7 +515,7 @@ def reserved_registries(ctx: Context) -> Iterator[Finding]:
             yield c.workload.resource, f"{c.label()} image {image} is on {host}"
     for app in app_containers(ctx, contract):
         for name in (n for n in IMAGE_VARIABLES if contract.reads(app.group, n)):
-            src = app.env.get(name)
-            host = registry_host(src.value) if src is not None and src.value else None
+            value = (app.env[name].value or "") if name in app.env else ""
+            host = registry_host(value) if value else None
             if host and RESERVED_HOST.search(host):
-                yield app.workload.resource, f"{app.label()}: {name}={src.value} is on {host}"
+                yield app.workload.resource, f"{app.label()}: {name}={value} is on {host}"
