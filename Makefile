@@ -8,8 +8,11 @@ BIN   := $(CURDIR)/bin
 export PATH := $(BIN):$(VENV)/bin:$(PATH)
 ENV      ?= dev
 OVERLAYS := overlays/dev overlays/staging overlays/prod
+# The components no environment uses, each rendered on top of one (tests/static/combinations).
+COMBINATIONS := $(addprefix tests/static/combinations/,dev-file-mode dev-lite-mode staging-lite-mode dev-ready-endpoint)
 # GitOps entry points (Flux Kustomizations, Argo CD Applications) are checked too: CRD schemas + rules.
-GITOPS   := $(wildcard gitops/flux/dev gitops/flux/staging gitops/flux/prod gitops/argocd)
+# Every list is explicit: a path that is missing fails the check instead of leaving it.
+GITOPS   := gitops/flux/dev gitops/flux/staging gitops/flux/prod gitops/argocd
 
 .PHONY: help
 help: ## List the targets
@@ -29,11 +32,11 @@ tools: ## Build every pinned binary (Kubernetes, etcd, containerd, ...) into bin
 
 # --- the main job ---------------------------------------------------------
 .PHONY: validate render dev-secrets
-dev-secrets: ## Write overlays/dev/{secrets,provider-keys}.env (random, git-ignored) if missing
+dev-secrets: ## Write overlays/dev/app/{postgres,secrets,provider-keys}.env (random, git-ignored) if missing
 	scripts/dev-secrets.sh
 
 validate: venv tools-validate dev-secrets ## Render, schema-check and policy-check every overlay
-	python -m yuxi_k8s.validate $(OVERLAYS) $(GITOPS)  # = yuxi-k8s validate, without loading the other concerns
+	python -m yuxi_k8s.validate $(OVERLAYS) $(COMBINATIONS) $(GITOPS)  # = yuxi-k8s validate, without loading the other concerns
 
 render: tools-validate dev-secrets ## Print the rendered manifests of one overlay: make render ENV=prod
 	kustomize build overlays/$(ENV)

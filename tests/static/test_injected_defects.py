@@ -256,6 +256,7 @@ CASES: list[tuple[str, str, Callable[[Objects], Any], str]] = [
                 p
                 for p in o
                 if p["kind"] == "NetworkPolicy"
+                and p["metadata"]["namespace"] == one(o, "Deployment", "api")["metadata"]["namespace"]
                 and not p["spec"].get("podSelector")
                 and "Ingress" in p["spec"].get("policyTypes", [])
                 and not p["spec"].get("ingress")
@@ -415,9 +416,7 @@ CASES: list[tuple[str, str, Callable[[Objects], Any], str]] = [
         "prod",
         "saves claim ReadWriteOnce",
         lambda o: next(
-            p
-            for p in o
-            if p["kind"] == "PersistentVolumeClaim" and "ReadWriteMany" in p["spec"]["accessModes"]
+            p for p in o if p["kind"] == "PersistentVolumeClaim" and p["metadata"]["name"] == "saves"
         )["spec"].update(accessModes=["ReadWriteOnce"]),
         "YK-AVL-009",
     ),
