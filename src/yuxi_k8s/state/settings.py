@@ -57,7 +57,10 @@ def _split(url: str, what: str, schemes: set[str]) -> SplitResult:
         raise UrlError(f"not a {what} URL (expected {expected}://...)")
     if scheme == "unix":
         return parts
-    if parts.fragment or parts.netloc.count("@") > 1:
+    # An unencoded '#', '?' or '/' in a password ends the netloc early: the rest of the password
+    # then shows up as the fragment, query or path, with the '@' that closed it.
+    after_netloc = f"{parts.path}?{parts.query}"
+    if parts.fragment or parts.netloc.count("@") > 1 or "@" in after_netloc:
         raise UrlError(f"malformed {what} URL: {_ENCODE_HINT}")
     try:
         parts.port  # noqa: B018 - raises ValueError on a non-numeric port

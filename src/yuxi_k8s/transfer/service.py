@@ -31,7 +31,7 @@ from psycopg.types.json import Jsonb
 from .. import migrations
 from ..state.errors import StateError, error_line
 from ..state.models import CHANGE_SEQUENCE, NOTIFY_CHANNEL, SCHEMA
-from ..state.saves import BASE_TOML, Snapshot, read_saves, write_saves
+from ..state.saves import BASE_TOML, MANAGED_FILES, Snapshot, read_saves, write_saves
 from ..state.settings import describe_database_url, libpq_url
 from ..state.values import canonical, dumps
 from .plan import Plan, Rows, make_plan, rows_snapshot, snapshot_rows
@@ -116,8 +116,9 @@ def current_rev(conn: psycopg.Connection[Any]) -> int:
 
 
 def read_sync(conn: psycopg.Connection[Any], digest: str | None = None) -> SyncPoint | None:
+    params: tuple[str, ...] = ()
     if digest is None:
-        sql, params = f"SELECT * FROM {SYNC_POINTS} ORDER BY synced_at DESC LIMIT 1", ()
+        sql = f"SELECT * FROM {SYNC_POINTS} ORDER BY synced_at DESC LIMIT 1"
     else:
         sql, params = f"SELECT * FROM {SYNC_POINTS} WHERE digest = %s", (digest,)
     row = conn.execute(sql, params).fetchone()
@@ -272,7 +273,10 @@ def export(saves_dir: Path, url: str) -> list[str]:
         raise TransferError(f"database {describe_database_url(url)} holds no settings; nothing to export")
     if not saves_dir.is_dir():
         raise TransferError(f"{saves_dir} is not a directory (the application's saves/ folder)")
-    snap = rows_snapshot(rows, present={BASE_TOML})
+    # A custom_providers.toml already there is rewritten too (emptied when the database has no
+    # custom provider): a provider deleted in database mode must not come back in file mode.
+    present = {rel for rel in MANAGED_FILES if rel == BASE_TOML or (saves_dir / rel).exists()}
+    snap = rows_snapshot(rows, present=present)
     try:
         report = write_saves(saves_dir, snap)
     except StateError as exc:
