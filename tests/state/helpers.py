@@ -89,6 +89,17 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+def tree_files(root: Path) -> dict[str, bytes]:
+    """Every file under *root* (links not followed) with its bytes: to prove "nothing written"."""
+    out: dict[str, bytes] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            out[str(path.relative_to(root))] = f"-> {os.readlink(path)}".encode()
+        elif path.is_file():
+            out[str(path.relative_to(root))] = path.read_bytes()
+    return out
+
+
 # --- databases -------------------------------------------------------------------
 
 
@@ -138,6 +149,15 @@ def upgrade(url: str, revision: str = "head") -> list[str]:
 def query(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     with connect(url) as conn:
         return list(conn.execute(sql, params).fetchall())
+
+
+def backends(url: str, state: str | None = None) -> int:
+    """How many other sessions are connected to *url*'s database (in *state*, when given)."""
+    sql = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    rows = query(url, sql + (" AND state = %s" if state else ""), (state,) if state else ())
+    return int(rows[0][0])
 
 
 def execute(url: str, *statements: str) -> None:

@@ -151,7 +151,8 @@ def replace_all(root: Path, files: Mapping[str, str]) -> WriteReport:
             if path.exists():
                 backups[current] = _write_temp(path, path.read_bytes())
         for current, path in targets.items():
-            os.replace(staged.pop(current), path)
+            os.replace(staged[current], path)
+            del staged[current]  # only once renamed: a failed rename's staged copy is removed below
             done.append(current)
     except OSError as exc:
         restored = True
