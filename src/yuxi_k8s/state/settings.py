@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 Mode = Literal["file", "database"]
 
@@ -85,7 +85,10 @@ def normalise_database_url(url: str) -> str:
             key = "sslmode"
             value = {"true": "require", "false": "disable"}.get(value.lower(), value)
         query.append((key, value))
-    return urlunsplit(("postgresql+psycopg", parts.netloc, parts.path, urlencode(query), ""))
+    # Built by hand: urlunsplit drops the '//' of a URL without a host (a Unix socket given as
+    # ?host=/run/postgresql), which neither SQLAlchemy nor libpq would then read as a URL.
+    encoded = urlencode(query)
+    return f"postgresql+psycopg://{parts.netloc}{parts.path}" + (f"?{encoded}" if encoded else "")
 
 
 def check_redis_url(url: str) -> str:
