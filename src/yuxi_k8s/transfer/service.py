@@ -149,29 +149,32 @@ def _advisory_lock(conn: psycopg.Connection[Any], wait_s: float, say: Callable[[
 
 
 def apply_plan(conn: psycopg.Connection[Any], plan: Plan) -> None:
+    """Write the plan: one batch per statement (psycopg pipelines executemany: no round trip per row)."""
     bump = f"version = version + 1, rev = nextval('{CHANGE_SEQUENCE}'), updated_at = now(), updated_by = %s"
-    config = plan.kinds["config"]
-    for key, value in config.insert.items():
-        conn.execute(
+    by = "migrate-config"
+    config, providers = plan.kinds["config"], plan.kinds["provider"]
+    batches: list[tuple[str, list[tuple[Any, ...]]]] = [
+        (
             f"INSERT INTO {CONFIG} (key, value, updated_by) VALUES (%s, %s, %s)",
-            (key, Jsonb(value, dumps), "migrate-config"),
-        )
-    for key, value in config.update.items():
-        conn.execute(
+            [(k, Jsonb(v, dumps), by) for k, v in config.insert.items()],
+        ),
+        (
             f"UPDATE {CONFIG} SET value = %s, {bump} WHERE key = %s",
-            (Jsonb(value, dumps), "migrate-config", key),
-        )
-    providers = plan.kinds["provider"]
-    for (scope, name), record in providers.insert.items():
-        conn.execute(
+            [(Jsonb(v, dumps), by, k) for k, v in config.update.items()],
+        ),
+        (
             f"INSERT INTO {PROVIDERS} (scope, name, payload, updated_by) VALUES (%s, %s, %s, %s)",
-            (scope, name, Jsonb(record, dumps), "migrate-config"),
-        )
-    for (scope, name), record in providers.update.items():
-        conn.execute(
+            [(s, n, Jsonb(r, dumps), by) for (s, n), r in providers.insert.items()],
+        ),
+        (
             f"UPDATE {PROVIDERS} SET payload = %s, {bump} WHERE scope = %s AND name = %s",
-            (Jsonb(record, dumps), "migrate-config", scope, name),
-        )
+            [(Jsonb(r, dumps), by, s, n) for (s, n), r in providers.update.items()],
+        ),
+    ]
+    with conn.cursor() as cur:
+        for sql, rows in batches:
+            if rows:
+                cur.executemany(sql, rows)
 
 
 def verify(conn: psycopg.Connection[Any], wanted: Rows) -> None:
