@@ -266,10 +266,13 @@ class DatabaseConfig(DistributedConfig):
 
     # --- reads ---------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
-        check_config_key(key)
         self._fresh()
-        entry = self._cache.config.get(key)
-        return default if entry is None else _copy(entry[0])
+        # The hot path: a key in the cache was checked when it was written.
+        entry = self._cache.config.get(key) if type(key) is str else None
+        if entry is None:
+            check_config_key(key)  # absent, or not a key at all: refuse what set() would refuse
+            return default
+        return _copy(entry[0])
 
     def _get_versioned(self, key: str) -> Versioned | None:
         self._fresh()
