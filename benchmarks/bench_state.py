@@ -153,11 +153,11 @@ def bench_propagation(url: str, writes: int = 150) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     readies = [ctx.Event() for _ in range(SUBSCRIBERS)]
-    procs = [ctx.Process(target=_subscriber, args=(url, queue, r)) for r in readies]
+    procs = [ctx.Process(target=_subscriber, args=(url, queue, ready)) for ready in readies]
     for p in procs:
         p.start()
-    for r in readies:
-        r.wait(60)
+    for ready in readies:
+        ready.wait(60)
     writer = store(url)
     latencies: list[float] = []
     for seq in range(writes):
