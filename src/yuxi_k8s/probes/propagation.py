@@ -53,7 +53,7 @@ def run(
     names = sorted(pods)
     if len(names) < 2:
         raise SystemExit("propagation needs at least two replicas")
-    rounds = []
+    rounds: list[dict[str, Any]] = []
     for i in range(changes):
         writer = names[i % len(names)]
         value = start + i

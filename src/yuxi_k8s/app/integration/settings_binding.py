@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from yuxi_k8s.state import ConflictError, DistributedConfig, StateError, StateView
@@ -177,10 +178,10 @@ class SettingsBinding:
                     entry = self._applied.config.get(name)
                     if value == self._defaults[name]:
                         if entry is not None:
-                            self._write(name, lambda e, n=name: self._delete(n, e), entry.version)
+                            self._write(name, partial(self._delete, name), entry.version)
                     else:
                         expected = entry.version if entry is not None else 0
-                        self._write(name, lambda e, n=name, v=value: self._set(n, v, e), expected)
+                        self._write(name, partial(self._set, name, value), expected)
                     self._applied_fields[name] = value
             except (StateError, SettingsSaveError) as exc:
                 raise self._fail(exc) from None
@@ -207,11 +208,7 @@ class SettingsBinding:
                         continue
                     entry = self._applied.providers.get(("model_names", name))
                     expected = entry.version if entry is not None else 0
-                    self._write(
-                        f"provider {name}",
-                        lambda e, n=name, r=record: self._put("model_names", n, r, e),
-                        expected,
-                    )
+                    self._write(f"provider {name}", partial(self._put, "model_names", name, record), expected)
             except (StateError, SettingsSaveError) as exc:
                 raise self._fail(exc) from None
         self._refresh()
@@ -226,13 +223,14 @@ class SettingsBinding:
                         continue
                     entry = self._applied.providers.get(("custom", name))
                     expected = entry.version if entry is not None else 0
-                    self._write(
-                        f"provider {name}", lambda e, n=name, r=record: self._put("custom", n, r, e), expected
-                    )
+                    self._write(f"provider {name}", partial(self._put, "custom", name, record), expected)
                 for name in sorted(set(self._applied_custom) - set(now)):
-                    entry = self._applied.providers.get(("custom", name))
-                    expected = entry.version if entry is not None else None
-                    self._write(f"provider {name}", lambda e, n=name: self._drop("custom", n, e), expected)
+                    gone = self._applied.providers.get(("custom", name))
+                    self._write(
+                        f"provider {name}",
+                        partial(self._drop, "custom", name),
+                        gone.version if gone else None,
+                    )
                 self._applied_custom = now
             except (StateError, SettingsSaveError) as exc:
                 raise self._fail(exc) from None
