@@ -107,7 +107,8 @@ build_kubernetes() {
     ld+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
     ld+=" -X $p.buildDate=1970-01-01T00:00:00Z"
   done
-  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+  # kubeadm and kubectl go into kind's node image (yuxi_k8s.cluster.kind.nodeimage).
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubeadm kubectl)
   go_build_module kubernetes "$v" "$ld" "${cmds[@]}" -- "${cmds[@]/#/k8s.io/kubernetes/cmd/}"
 }
 
