@@ -9,6 +9,9 @@ and its PersistentVolume. The directory is world-writable so non-root pods of
 any uid can share it, as a network filesystem would let them.
 
     python -m yuxi_k8s.cluster.provisioner --kubeconfig K --root DIR --name NAME
+
+Without ``--kubeconfig`` it uses the pod's service account (on kind it runs as a pod:
+``yuxi_k8s.cluster.kind.storage``); it needs nothing but the ``kubernetes`` client.
 """
 
 from __future__ import annotations
@@ -106,13 +109,16 @@ class Provisioner:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--kubeconfig", help="default: the pod's service account (in-cluster)")
     parser.add_argument("--root", required=True, type=Path)
     parser.add_argument("--name", required=True, help="provisioner name in the StorageClass")
     parser.add_argument("--interval", type=float, default=1.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    config.load_kube_config(args.kubeconfig)
+    if args.kubeconfig:
+        config.load_kube_config(args.kubeconfig)
+    else:
+        config.load_incluster_config()
     args.root.mkdir(parents=True, exist_ok=True)
     prov = Provisioner(client.CoreV1Api(), client.StorageV1Api(), args.root, args.name)
     log.info("serving StorageClass provisioner %s under %s", args.name, args.root)

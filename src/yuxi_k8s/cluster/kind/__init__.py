@@ -1,0 +1,25 @@
+"""kind, also where no registry can be reached: the engine, the node image, the cluster config.
+
+- :mod:`.engine`: the Docker engine (the user's, or a private dockerd started and stopped here).
+- :mod:`.vmshims`: what only kernels like this project's VMs need (isolated, switched on by checks).
+- :mod:`.baseimage` / :mod:`.nodeimage`: kind's base and node images built locally from Debian
+  packages, kind's own files and the pinned Kubernetes (no registry).
+- :mod:`.config`: the kind cluster config (subnets, cgroup v1, containerd and kubeadm patches).
+- :mod:`.storage`: the kit's hostpath provisioner as a pod, the default ReadWriteMany StorageClass.
+"""
+
+from __future__ import annotations
+
+from yuxi_k8s.paths import REPO_ROOT
+
+REPOSITORY = "localhost/yuxi-k8s"
+
+
+def pinned(key: str) -> str:
+    """A value of tools/versions.env (e.g. ``KIND_VERSION``), or "" when the checkout has none."""
+    versions = REPO_ROOT / "tools" / "versions.env"
+    if versions.exists():
+        for line in versions.read_text().splitlines():
+            if line.startswith(f"{key}="):
+                return line.split("=", 1)[1].strip()
+    return ""
