@@ -50,6 +50,10 @@ class ClusterProvider(ABC):
     ) -> subprocess.CompletedProcess[str]:
         return Kubectl(self.kubeconfig).run(*args, input=input, check=check, timeout=timeout)
 
+    def network_policy_gap(self) -> str | None:
+        """Why this cluster cannot enforce NetworkPolicy (named), or None when it can."""
+        return None
+
     def node_ready(self) -> bool:
         proc = self.kubectl(
             "get",
