@@ -2,8 +2,9 @@
 
 The provider comes from ``YUXI_K8S_CLUSTER_PROVIDER`` (local | kind | existing)
 or is chosen as ``yuxi_k8s.cluster.providers.choose`` describes. The yielded
-object has ``.kubeconfig`` (Path), ``.provider`` (its name), ``.load_image(archive)``
-and ``.kubectl(*args, input=None, check=True, timeout=120)`` (a CompletedProcess).
+object has ``.kubeconfig`` (Path), ``.provider`` (its name), ``.load_image(archive)``,
+``.kubectl(*args, input=None, check=True, timeout=120)`` (a CompletedProcess) and
+``.network_policy_gap()`` (why NetworkPolicy is not enforced, or None).
 A cluster this session did not create is never deleted; ``--keep-cluster`` keeps
 the one it did create.
 """
@@ -33,6 +34,10 @@ class KubeCluster:
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         return self._impl.kubectl(*args, input=input, check=check, timeout=timeout)  # type: ignore[attr-defined]
+
+    def network_policy_gap(self) -> str | None:
+        """Why this cluster cannot enforce NetworkPolicy (e.g. kind where the kernel cannot), or None."""
+        return self._impl.network_policy_gap()  # type: ignore[attr-defined,no-any-return]
 
 
 @pytest.fixture(scope="session")

@@ -135,6 +135,7 @@ def test_cluster_ip_service_answers_by_ip_and_by_dns_name(namespace: Namespace, 
     assert short in backends
 
 
+@pytest.mark.usefixtures("network_policy")
 def test_network_policy_default_deny_blocks_and_allow_rule_allows(namespace: Namespace, busybox: str) -> None:
     namespace.apply(
         web_deployment(busybox, replicas=1),
@@ -271,6 +272,7 @@ def test_read_write_once_claim_is_bound_and_reclaimed(namespace: Namespace, busy
     )
 
 
+@pytest.mark.usefixtures("network_policy")
 def test_network_policy_egress_deny_blocks_and_allow_rule_allows(namespace: Namespace, busybox: str) -> None:
     namespace.apply(web_deployment(busybox, replicas=1), service(), pod(busybox, "client"))
     wait_available(namespace, "web", 1)
