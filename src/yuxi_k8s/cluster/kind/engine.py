@@ -48,7 +48,7 @@ SYSCTLS = (
 )
 # Interfaces a dockerd (or its containers) creates; only these are ever deleted, and only if new.
 DOCKER_LINKS = re.compile(r"^(docker\d+|br-[0-9a-f]{12}|veth[0-9a-f]{7})$")
-DEBIAN_PACKAGES = ("docker.io",)
+DEBIAN_PACKAGES = {"docker.io": "/usr/sbin/dockerd"}
 
 
 class EngineError(RuntimeError):
@@ -156,6 +156,33 @@ def _drop_chains(tool: str, table: str, chains: set[str]) -> None:
         _run([tool, "-t", table, "-F", chain])
     for chain in chains:
         _run([tool, "-t", table, "-X", chain])
+
+
+def ensure_packages(packages: dict[str, str]) -> None:
+    """apt-get install the packages (name -> a file it provides) that are missing, starting no service."""
+    missing = [name for name, path in packages.items() if not Path(path).exists()]
+    if not missing:
+        return
+    if shutil.which("apt-get") is None:
+        raise EngineError(f"missing {', '.join(missing)} and no apt-get to install them")
+    print(f"==> installing Debian packages: {' '.join(missing)}", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    policy = Path("/usr/sbin/policy-rc.d")
+    made_policy = not policy.exists()
+    if made_policy:  # keep a package's service (docker.io's dockerd) from starting by itself
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        for cmd in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+        ):
+            proc = _run(cmd, env=env, timeout=900)
+            if proc.returncode != 0:
+                raise EngineError(f"{' '.join(cmd[:2])} failed: {proc.stderr.strip()[-400:]}")
+    finally:
+        if made_policy:
+            policy.unlink(missing_ok=True)
 
 
 # --- the engine ---------------------------------------------------------------------------------
@@ -285,26 +312,7 @@ class DockerEngine:
         raise EngineError("dockerd did not answer within 60 s; its log ends:\n" + "\n".join(tail))
 
     def _install(self) -> str:
-        found = shutil.which("dockerd")
-        if found:
-            return found
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        policy = Path("/usr/sbin/policy-rc.d")
-        made_policy = not policy.exists()
-        if made_policy:  # keep the package's service from starting a stock dockerd
-            policy.write_text("#!/bin/sh\nexit 101\n")
-            policy.chmod(0o755)
-        try:
-            for cmd in (
-                ["apt-get", "update", "-qq"],
-                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *DEBIAN_PACKAGES],
-            ):
-                proc = _run(cmd, env=env, timeout=900)
-                if proc.returncode != 0:
-                    raise EngineError(f"{' '.join(cmd[:2])} failed: {proc.stderr.strip()[-400:]}")
-        finally:
-            if made_policy:
-                policy.unlink(missing_ok=True)
+        ensure_packages(DEBIAN_PACKAGES)
         found = shutil.which("dockerd")
         if not found:
             raise EngineError("apt-get installed docker.io but there is no dockerd on PATH")
@@ -368,4 +376,4 @@ class DockerEngine:
             _run(["umount", "-l", mount])
 
 
-__all__ = ["DockerEngine", "EngineError", "HostNet", "data_root"]
+__all__ = ["DockerEngine", "EngineError", "HostNet", "data_root", "ensure_packages"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import platform
 import subprocess
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ from pathlib import Path
 from yuxi_k8s import paths
 from yuxi_k8s.cluster.kind import pinned, storage
 from yuxi_k8s.cluster.kind.config import ClusterConfig, OfflineImages
-from yuxi_k8s.cluster.kind.engine import DockerEngine, EngineError
+from yuxi_k8s.cluster.kind.engine import DockerEngine, EngineError, ensure_packages
 from yuxi_k8s.cluster.kube import poll
 from yuxi_k8s.cluster.local.addons import COREFILE
 from yuxi_k8s.cluster.providers.base import ClusterProvider, ProviderError
@@ -45,6 +46,9 @@ NODE_IMAGE = os.environ.get("YUXI_K8S_KIND_IMAGE") or pinned("KIND_NODE_IMAGE")
 LOCAL_NODE = os.environ.get("YUXI_K8S_KIND_NODE", "") == "local"
 # Labels the provider sets on the node so a later session knows how the cluster was made.
 OFFLINE_LABEL = "yuxi-k8s.io/kind-node-image"
+# Host packages (Debian, installed as root when missing): the smoke tests' busybox image, and gcc for
+# the pause program of a locally built node image.
+HOST_PACKAGES = {"busybox-static": "/bin/busybox", "gcc": "/usr/bin/gcc"}
 
 
 def _kind() -> str:
@@ -120,6 +124,8 @@ class KindProvider(ClusterProvider):
     def create(self) -> None:
         kind = _kind()
         try:
+            if platform.system() == "Linux" and os.geteuid() == 0:
+                ensure_packages(HOST_PACKAGES)
             self.engine.start()
         except EngineError as exc:
             raise ProviderError(str(exc)) from exc
