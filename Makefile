@@ -9,7 +9,7 @@ export PATH := $(BIN):$(VENV)/bin:$(PATH)
 ENV      ?= dev
 OVERLAYS := overlays/dev overlays/staging overlays/prod
 # The components no environment uses, each rendered on top of one (tests/static/combinations).
-COMBINATIONS := $(addprefix tests/static/combinations/,dev-file-mode dev-lite-mode staging-lite-mode dev-ready-endpoint)
+COMBINATIONS := $(addprefix tests/static/combinations/,dev-file-mode dev-lite-mode staging-lite-mode)
 # GitOps entry points (Flux Kustomizations, Argo CD Applications) are checked too: CRD schemas + rules.
 # Every list is explicit: a path that is missing fails the check instead of leaving it.
 GITOPS   := gitops/flux/dev gitops/flux/staging gitops/flux/prod gitops/argocd

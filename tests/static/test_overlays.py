@@ -22,7 +22,6 @@ COMBINATIONS = (
     "tests/static/combinations/dev-file-mode",
     "tests/static/combinations/dev-lite-mode",
     "tests/static/combinations/staging-lite-mode",
-    "tests/static/combinations/dev-ready-endpoint",
 )
 CHECKED = OVERLAYS + COMBINATIONS
 GITOPS = ("gitops/flux/dev", "gitops/flux/staging", "gitops/flux/prod", "gitops/argocd")
