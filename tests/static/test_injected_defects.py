@@ -486,7 +486,7 @@ def test_injected_defect_is_caught(
     renders: dict[str, Objects], env: str, what: str, inject: Callable[[Objects], Any], rule_id: str
 ) -> None:
     objects = copy.deepcopy(renders[env])
-    before = {v.rule for v in evaluate(env, env, objects, load_config()) if v.suppressed is None}
+    before = {v.rule for v in evaluate(env, env, objects, load_config(), strict=True) if v.suppressed is None}
     inject(objects)
-    found = {v.rule for v in evaluate(env, env, objects, load_config()) if v.suppressed is None}
+    found = {v.rule for v in evaluate(env, env, objects, load_config(), strict=True) if v.suppressed is None}
     assert rule_id in found - before, f"{what}: {rule_id} not raised (raised: {sorted(found - before)})"
