@@ -24,3 +24,11 @@ def require(condition: bool, missing: str) -> None:
     if must_serve():
         pytest.fail(f"cannot run here, missing: {missing}", pytrace=False)
     pytest.skip(f"not available on this platform: {missing}")
+
+
+def require_tools(*names: str) -> None:
+    """The pinned tools (``yuxi_k8s.pinned_tools``: bin/, the venv, PATH) are there, else fail or skip."""
+    from yuxi_k8s.pinned_tools import pinned_tool
+
+    missing = [name for name in names if pinned_tool(name) is None]
+    require(not missing, f"{', '.join(missing)}: run `make venv tools-validate`")

@@ -10,17 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import require
+from tests.support import require, require_tools
 from yuxi_k8s.cli import main
-from yuxi_k8s.validate.render import REPO_ROOT
 
 CLEAN = Path(__file__).parent / "clean"
 
 
 @pytest.fixture(autouse=True)
 def tools() -> None:
-    for tool in ("kustomize", "kubeconform"):
-        require((REPO_ROOT / "bin" / tool).exists(), f"bin/{tool}: run `make tools-validate`")
+    require_tools("kubectl", "kubeconform")
     require(shutil.which("go") is not None, "go (to fetch the pinned CRD modules): apt-get install golang")
 
 

@@ -34,6 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="lowest severity that fails the run (default: warning)",
     )
     p.add_argument("--no-schema", action="store_true", help="skip kubeconform (policy rules only)")
+    p.add_argument(
+        "--entry-points",
+        action="store_true",
+        help="also check the kit's own entry points (src/yuxi_k8s/validate/entry_points.txt; make validate)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
     p.add_argument(
         "--strict",
@@ -81,7 +86,16 @@ def _handle(args: argparse.Namespace) -> int:
 
         _write(rules_markdown(), args.output)
         return 0
-    if not args.paths:
+    paths = list(args.paths)
+    if args.entry_points:
+        from yuxi_k8s.paths import NoCheckoutError
+        from yuxi_k8s.validate.entry_points import checkout_entry_points
+
+        try:
+            paths += checkout_entry_points()
+        except NoCheckoutError as exc:
+            raise UserError(str(exc), exit_code=EXIT_USAGE) from exc
+    if not paths:
         raise UserError("give at least one kustomization PATH (e.g. overlays/dev)", exit_code=EXIT_USAGE)
 
     from yuxi_k8s.validate import pipeline
@@ -95,7 +109,7 @@ def _handle(args: argparse.Namespace) -> int:
             print(progress_line(i, total, overlay, args.fail_on), file=sys.stderr, flush=True)
 
     report = pipeline.run(
-        args.paths,
+        paths,
         env=args.env,
         config=config,
         fail_on=args.fail_on,
