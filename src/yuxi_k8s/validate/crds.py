@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from yuxi_k8s.cache import build_once
+from yuxi_k8s.cache import build_once, is_built
 from yuxi_k8s.validate.errors import SchemaSourceError, ToolError
 from yuxi_k8s.validate.versions import CRD_SOURCES, CrdSource, schema_cache_dir
 
@@ -95,6 +95,11 @@ def raw_dir() -> Path:
                     (folder / Path(inner).name).write_bytes(data)
 
     return build_once(_root() / "raw", build)
+
+
+def prepared() -> bool:
+    """The converted CRD schemas are in the cache (so nothing needs Go or the network)."""
+    return is_built(_root() / "json")
 
 
 def crd_paths() -> list[Path]:
