@@ -170,3 +170,30 @@ def test_the_walker_sees_what_it_should() -> None:
     a_b, b_c, c_a = Import("a", "b", 1, True), Import("b", "c", 1, True), Import("c", "a", 1, True)
     assert cycles([a_b, b_c, c_a]) == [{"a", "b", "c"}]
     assert cycles([a_b, b_c]) == []
+
+
+TESTS = PACKAGE.parents[1] / "tests"
+# tests/state still imports helpers from its conftest (being moved to a support module by the
+# state work of issue 15); remove each file here once it no longer does: the test fails on a stale one.
+KNOWN_CONFTEST_IMPORTS = {
+    "tests/state/test_db_mode.py",
+    "tests/state/test_health.py",
+    "tests/state/test_lock.py",
+    "tests/state/test_migrations.py",
+    "tests/state/test_services.py",
+    "tests/state/test_transfer.py",
+}
+
+
+def test_no_test_module_imports_a_conftest() -> None:
+    """pytest loads each conftest under its own name; importing one again makes a second copy
+    (two sets of globals, fixtures defined twice). Shared helpers live in plain modules."""
+    found = set()
+    for path in TESTS.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if any(n.split(".")[-1] == "conftest" for n in names):
+                found.add(str(path.relative_to(TESTS.parent)))
+    assert not found - KNOWN_CONFTEST_IMPORTS, sorted(found - KNOWN_CONFTEST_IMPORTS)
+    assert not KNOWN_CONFTEST_IMPORTS - found, f"fixed, remove: {sorted(KNOWN_CONFTEST_IMPORTS - found)}"
