@@ -45,8 +45,7 @@ import psycopg
 import redis
 from psycopg import sql
 
-from yuxi_k8s import apt, procfs
-from yuxi_k8s.paths import repo_root
+from yuxi_k8s import apt, paths, procfs
 
 DEFAULT_PG_PORT = 55432
 DEFAULT_REDIS_PORT = 56379
@@ -117,11 +116,11 @@ class DevServices:
     """The loopback PostgreSQL and Redis of one checkout."""
 
     def __init__(
-        self, root: Path | None = None, *, pg_port: int | None = None, redis_port: int | None = None
+        self, run_root: Path | None = None, *, pg_port: int | None = None, redis_port: int | None = None
     ):
-        self.root = root or repo_root()
-        self.run = self.root / ".run" / "services"
-        self.env_file = self.root / ".run" / "services.env"
+        run_root = run_root or paths.run_root()  # the checkout's .run/
+        self.run = run_root / "services"
+        self.env_file = run_root / "services.env"
         self.pg_port = pg_port or _port("YUXI_PG_PORT", DEFAULT_PG_PORT)
         self.redis_port = redis_port or _port("YUXI_REDIS_PORT", DEFAULT_REDIS_PORT)
         self._pg_bin: Path | None = None
@@ -208,7 +207,7 @@ class DevServices:
     def _write_env(self, endpoints: Endpoints) -> None:
         lines = ["# Written by `python -m yuxi_k8s.devservices up`; source it before the db tests."]
         lines += [f"export {k}='{v}'" for k, v in endpoints.env().items()]
-        lines.append(f"export YUXI_TEST_SERVICES_SCRIPT='{self.root / 'scripts' / 'services.sh'}'")
+        lines.append(f"export YUXI_TEST_SERVICES_SCRIPT='{paths.REPO_ROOT / 'scripts' / 'services.sh'}'")
         tmp = self.env_file.with_suffix(".env.tmp")
         _write_private(tmp, "\n".join(lines) + "\n")
         os.replace(tmp, self.env_file)
@@ -259,7 +258,8 @@ class DevServices:
                 folder.chmod(folder.stat().st_mode | 0o001)
         if self._as_pg(["test", "-x", str(self.run)]).returncode == 0:
             return self.run / "pg"
-        return SHARED_PG_ROOT / hashlib.sha1(str(self.root).encode()).hexdigest()[:12] / "pg"
+        clone = str(self.run.parent.parent)  # one folder per clone: the checkout holding .run/
+        return SHARED_PG_ROOT / hashlib.sha1(clone.encode()).hexdigest()[:12] / "pg"
 
     def _pg_ready(self) -> bool:
         if self._find_pg_bin() is None:

@@ -31,7 +31,7 @@ def test_secrets_are_made_once_and_private(tmp_path: Path) -> None:
     services = DevServices(tmp_path, pg_port=1, redis_port=2)
     first = services._secret("redis")
     assert len(first) == 36 and first == services._secret("redis")
-    path = tmp_path / ".run" / "services" / "redis.secret"
+    path = tmp_path / "services" / "redis.secret"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     path.write_text("")  # an empty one (a killed earlier run) is replaced
     assert services._secret("redis") not in ("", first)
@@ -45,7 +45,7 @@ def test_endpoints_and_the_env_file(tmp_path: Path) -> None:
     assert endpoints.database_dsn == f"postgresql://yuxi_test:{password}@127.0.0.1:15432/yuxi_test"
     assert endpoints.redis_url == f"redis://:{services._secret('redis')}@127.0.0.1:16379/0"
     services._write_env(endpoints)
-    env_file = tmp_path / ".run" / "services.env"
+    env_file = tmp_path / "services.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     text = env_file.read_text()
     for name, value in endpoints.env().items():
