@@ -102,8 +102,8 @@ def evaluate(
 
     Rules marked ``after_others`` (stale opt-outs) run last and see what the others found
     in ``ctx.findings``. A rule that raises keeps the findings it yielded before the crash and
-    adds one ENGINE_ERROR naming the rule and the object it was looking at; with *strict* (the
-    tests, ``--strict``) the crash raises :class:`RuleCrash` instead.
+    adds one ENGINE_ERROR naming the rule and the object that makes it crash (:func:`_culprits`);
+    with *strict* (the tests, ``--strict``) the crash raises :class:`RuleCrash` instead.
     """
     if layers is None:
         layers = [(overlay, kustomization)] if kustomization is not None else []

@@ -26,6 +26,12 @@ class ConfigError(ValidateError):
     exit_code = EXIT_USAGE
 
 
+class RenderError(ValidateError):
+    """A kustomization does not render (``render.kustomize_build``); in a run it is a finding instead."""
+
+    exit_code = EXIT_FINDINGS
+
+
 class ToolError(ValidateError):
     """A pinned tool (kubectl's kustomize, kubeconform, go) is missing or failed in an unexpected way."""
 

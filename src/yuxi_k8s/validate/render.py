@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from yuxi_k8s.pinned_tools import pinned_tool
-from yuxi_k8s.validate.errors import ToolError, ValidateError
+from yuxi_k8s.validate.errors import RenderError, ToolError
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # How to get each tool the validator runs, for the one-line error when it is missing.
@@ -49,12 +49,12 @@ def kustomize_env() -> dict[str, str]:
 
 
 def kustomize_build(path: str | Path) -> str:
-    """The rendered YAML of one kustomization, or ValidateError with kustomize's message."""
+    """The rendered YAML of one kustomization, or RenderError with kustomize's message."""
     proc = subprocess.run(
         kustomize_command(path), capture_output=True, text=True, check=False, env=kustomize_env()
     )
     if proc.returncode != 0:
-        raise ValidateError(f"kustomize {path}: {_last_line(proc.stderr, proc.returncode)}")
+        raise RenderError(f"kustomize {path}: {_last_line(proc.stderr, proc.returncode)}")
     return proc.stdout
 
 
