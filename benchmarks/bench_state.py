@@ -1,7 +1,8 @@
 """Benchmarks of the state library against baselines measured in the same run.
 
-Run with `scripts/bench.sh state` (it starts the loopback PostgreSQL and Redis and
-exports YUXI_TEST_DATABASE_URL / YUXI_TEST_REDIS_URL). Uses databases of its own,
+Run with `scripts/bench.sh state`. It starts the loopback PostgreSQL and Redis itself
+(yuxi_k8s.devservices; YUXI_PG_PORT / YUXI_REDIS_PORT move them) unless
+YUXI_TEST_DATABASE_URL and YUXI_TEST_REDIS_URL name others. Uses databases of its own,
 created and dropped here. What the kit stores is what Yuxi-Know 0.6.1 keeps in
 files: settings (top-level keys of base.toml) and model providers.
 
@@ -288,10 +289,14 @@ def main() -> int:
     base_url = os.environ.get("YUXI_TEST_DATABASE_URL")
     redis_url = os.environ.get("YUXI_TEST_REDIS_URL")
     if not base_url or not redis_url:
-        print(
-            "bench_state: run through scripts/bench.sh state (needs the loopback services)", file=sys.stderr
-        )
-        return 2
+        from yuxi_k8s.devservices import DevServices, ServicesError
+
+        try:
+            services = DevServices().up()
+        except ServicesError as exc:
+            print(f"bench_state: the loopback services are needed: {exc}", file=sys.stderr)
+            return 2
+        base_url, redis_url = services.database_url, services.redis_url
     only = set(sys.argv[1:])
     load = os.getloadavg()
     print(f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} CPUs")

@@ -9,7 +9,6 @@ database of this test with the kit's schema at head, as the migrate Job leaves i
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import Iterator
 
@@ -17,6 +16,7 @@ import psycopg
 import pytest
 
 from tests.app.replicas import Replica
+from tests.services_fixtures import LoopbackServices
 from tests.support import require
 from yuxi_k8s import migrations
 from yuxi_k8s.app.localrun import AppRunner, LocalRunError, chroot_runner, host_runner
@@ -40,10 +40,8 @@ def app_runner() -> AppRunner:
 
 
 @pytest.fixture(scope="session")
-def pg_base_url() -> str:
-    url = os.environ.get("YUXI_TEST_DATABASE_URL", "")
-    require(bool(url), "YUXI_TEST_DATABASE_URL (a PostgreSQL for tests): scripts/services.sh up")
-    return url
+def pg_base_url(loopback_services: LoopbackServices) -> str:
+    return loopback_services.database_url
 
 
 def _admin(url: str) -> psycopg.Connection:

@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.services_fixtures import LoopbackServices
 from tests.state import helpers
-from tests.support import require
 from yuxi_k8s.state.db_backend import LISTENER_APPLICATION
 
 pytestmark = pytest.mark.db
@@ -63,12 +63,9 @@ class RunningServer:
 
 
 @pytest.fixture(scope="module")
-def state_env() -> Iterator[dict[str, str]]:
+def state_env(loopback_services: LoopbackServices) -> Iterator[dict[str, str]]:
     """The application's variables for a database of this module, schema at head."""
-    base = os.environ.get("YUXI_TEST_DATABASE_URL")
-    redis_url = os.environ.get("YUXI_TEST_REDIS_URL")
-    require(bool(base and redis_url), f"YUXI_TEST_DATABASE_URL/YUXI_TEST_REDIS_URL: {helpers.HOW}")
-    assert base and redis_url
+    base, redis_url = loopback_services.database_url, loopback_services.redis_url
     url = helpers.create_database(base, prefix="yuxi_srv")
     helpers.upgrade(url)
     yield helpers.cli_env(

@@ -8,13 +8,13 @@ change notifications (LISTEN/NOTIFY is per database). Helpers live in
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.services_fixtures import LoopbackServices
 from tests.state import helpers
 from tests.state.saves_factory import build_saves
 from tests.support import require
@@ -22,9 +22,8 @@ from yuxi_k8s.state.settings import Settings
 
 
 @pytest.fixture(scope="session")
-def pg_base_url() -> str:
-    url = os.environ.get("YUXI_TEST_DATABASE_URL", "")
-    require(bool(url), f"YUXI_TEST_DATABASE_URL (a PostgreSQL for tests): {helpers.HOW}")
+def pg_base_url(loopback_services: LoopbackServices) -> str:
+    url = loopback_services.database_url
     try:
         helpers.connect(url).close()
     except psycopg.Error as exc:
@@ -33,11 +32,10 @@ def pg_base_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
+def redis_url(loopback_services: LoopbackServices) -> str:
     import redis
 
-    url = os.environ.get("YUXI_TEST_REDIS_URL", "")
-    require(bool(url), f"YUXI_TEST_REDIS_URL (a Redis for tests): {helpers.HOW}")
+    url = loopback_services.redis_url
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:

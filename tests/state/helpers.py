@@ -31,7 +31,7 @@ from tests.support import require
 from yuxi_k8s.state.settings import libpq_url
 
 ROOT = Path(__file__).resolve().parents[2]
-HOW = "run `scripts/services.sh up && source .run/services.env` (or `make test-db`)"
+HOW = "`make test-db` starts them (yuxi_k8s.devservices: apt-get install postgresql redis-server as root)"
 # Variables through which the CLI would find a database or Redis by itself.
 STATE_ENV = ("POSTGRES_URL", "REDIS_URL", "CONFIG_MODE", "SAVE_DIR", "DATABASE_URL", "DATABASE_URL_SYNC")
 

@@ -41,6 +41,7 @@ EXPECTED = {
     "YK-APP-009/fail": "is on registry.example.invalid",
     "YK-APP-009/fail-localhost": "is on localhost",
     "YK-APP-009/fail-sandbox-image": "SANDBOX_IMAGE=registry.example.invalid/all-in-one-sandbox:1.0.0 is on",
+    "YK-APP-010/fail": "YUXI_K8S_TEST_HOOKS=1",
 }
 
 

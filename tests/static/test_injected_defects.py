@@ -13,16 +13,17 @@ from typing import Any
 
 import pytest
 
-from tests.support import require
+from tests.support import require, require_tools
+from yuxi_k8s.paths import REPO_ROOT
 from yuxi_k8s.validate.engine import evaluate, load_config
-from yuxi_k8s.validate.render import REPO_ROOT, render_one
+from yuxi_k8s.validate.render import render_one
 
 Objects = list[dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
 def renders() -> dict[str, Objects]:
-    require((REPO_ROOT / "bin" / "kustomize").exists(), "bin/kustomize: run `make tools-validate`")
+    require_tools("kubectl")
     out = {}
     for env in ("dev", "staging", "prod"):
         rendered = render_one(str(REPO_ROOT / "overlays" / env))
@@ -485,7 +486,7 @@ def test_injected_defect_is_caught(
     renders: dict[str, Objects], env: str, what: str, inject: Callable[[Objects], Any], rule_id: str
 ) -> None:
     objects = copy.deepcopy(renders[env])
-    before = {v.rule for v in evaluate(env, env, objects, load_config()) if v.suppressed is None}
+    before = {v.rule for v in evaluate(env, env, objects, load_config(), strict=True) if v.suppressed is None}
     inject(objects)
-    found = {v.rule for v in evaluate(env, env, objects, load_config()) if v.suppressed is None}
+    found = {v.rule for v in evaluate(env, env, objects, load_config(), strict=True) if v.suppressed is None}
     assert rule_id in found - before, f"{what}: {rule_id} not raised (raised: {sorted(found - before)})"

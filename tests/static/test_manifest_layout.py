@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import require
+from tests.support import require, require_tools
 from yuxi_k8s.app import PINNED_VERSION
 from yuxi_k8s.app.contract import load
+from yuxi_k8s.validate.render import kustomize_build
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVS = ("dev", "staging", "prod")
@@ -28,12 +29,10 @@ FORBIDDEN_FIELDS = ("bases", "patchesStrategicMerge", "patchesJson6902", "common
 
 
 def kustomize(path: Path) -> list[dict[str, Any]]:
-    binary = ROOT / "bin" / "kustomize"
-    require(binary.exists(), "bin/kustomize: run `make tools-validate`")
+    require_tools("kubectl")
     dev_secrets = ROOT / "overlays/dev/app/secrets.env"
     require(dev_secrets.exists(), "overlays/dev/app/secrets.env: run scripts/dev-secrets.sh")
-    out = subprocess.run([str(binary), "build", str(path)], capture_output=True, text=True, check=True).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
+    return [d for d in yaml.safe_load_all(kustomize_build(path)) if d]
 
 
 def ident(obj: dict[str, Any]) -> tuple[str, str]:

@@ -113,8 +113,21 @@ def _inputs_key(version: str, base: images.BuiltImage) -> str:
     return digest.hexdigest()[:12]
 
 
+# The pinned builds a local node image is made of (scripts/tools.sh names); built only when needed,
+# so a run on kind's official image builds none of them.
+TOOLS = ("kubernetes", "etcd", "containerd", "coredns")
+
+
+def build_tools() -> None:
+    """``scripts/tools.sh`` for :data:`TOOLS` (a no-op once cached)."""
+    proc = subprocess.run([str(paths.repo_root() / "scripts" / "tools.sh"), *TOOLS], check=False)
+    if proc.returncode != 0:
+        raise NodeImageError(f"building {' '.join(TOOLS)} failed (scripts/tools.sh)")
+
+
 def ensure(engine: DockerEngine, kind: str) -> NodeImage:
-    """The local node image in *engine*: found, or built (base image loaded first)."""
+    """The local node image in *engine*: found, or built (tools, then base image, then node image)."""
+    build_tools()
     version = pinned("KUBERNETES_VERSION")
     if not version:
         raise NodeImageError("KUBERNETES_VERSION is missing from tools/versions.env")

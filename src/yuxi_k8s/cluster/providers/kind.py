@@ -74,6 +74,7 @@ def kernel_nft_queue() -> bool | None:
 
 class KindProvider(ClusterProvider):
     name = "kind"
+    tools = ("kind",)
 
     def __init__(self) -> None:
         super().__init__()

@@ -519,3 +519,22 @@ def reserved_registries(ctx: Context) -> Iterator[Finding]:
             host = registry_host(value) if value else None
             if host and RESERVED_HOST.search(host):
                 yield app.workload.resource, f"{app.label()}: {name}={value} is on {host}"
+
+
+TEST_HOOKS = "YUXI_K8S_TEST_HOOKS"
+
+
+@rule(
+    "YK-APP-010",
+    family=FAMILY,
+    title="No test hooks outside dev",
+    message=f"{TEST_HOOKS}=1 makes yuxi-k8s-app add a route that enqueues test tasks and a header naming "
+    "the pod on every response: for the kit's end-to-end tier, never for users.",
+    fix=f"Remove {TEST_HOOKS} from the container's environment.",
+    envs=OUTSIDE_DEV,
+)
+def no_test_hooks(ctx: Context) -> Iterator[Finding]:
+    for app in app_containers(ctx, load_contract()):
+        src = app.env.get(TEST_HOOKS)
+        if src is not None and (src.value or "").strip() not in ("", "0"):
+            yield app.workload.resource, f"{app.label()}: {TEST_HOOKS}={src.value}"

@@ -1,4 +1,5 @@
-"""Opt-outs: `yuxi-k8s.io/allow-<RULE-ID>: "<reason>"` must carry a reason and name a real rule."""
+"""The opt-out annotations themselves (validate/suppression.py applies them): each carries a reason,
+names a real rule and still suppresses something. These rules cannot be opted out of."""
 
 from __future__ import annotations
 
@@ -6,18 +7,9 @@ from collections.abc import Iterator
 
 from yuxi_k8s.validate.model import Context
 from yuxi_k8s.validate.rules import REGISTRY, Finding, rule
+from yuxi_k8s.validate.suppression import allowances
 
-FAMILY = "opt-out"
-ALLOW_PREFIX = "yuxi-k8s.io/allow-"
-
-
-def allowances(annotations: dict[str, str]) -> dict[str, str]:
-    """{RULE-ID: reason} from one object's annotations (ids are case-insensitive)."""
-    return {
-        key[len(ALLOW_PREFIX) :].upper(): str(value or "").strip()
-        for key, value in annotations.items()
-        if key.startswith(ALLOW_PREFIX)
-    }
+FAMILY = "opt-outs"
 
 
 @rule(
@@ -27,6 +19,7 @@ def allowances(annotations: dict[str, str]) -> dict[str, str]:
     message="An allow annotation without a reason hides a finding without telling the reviewer why; "
     "it does not suppress anything.",
     fix='Write why the rule does not apply: `yuxi-k8s.io/allow-YK-XXX-000: "<reason>"`.',
+    suppressible=False,
 )
 def reason_required(ctx: Context) -> Iterator[Finding]:
     for res in ctx.resources:
@@ -41,6 +34,7 @@ def reason_required(ctx: Context) -> Iterator[Finding]:
     title="Opt-outs name a known rule",
     message="An allow annotation for an unknown rule id is a typo that suppresses nothing.",
     fix="Use an id from docs/rules.md.",
+    suppressible=False,
 )
 def known_rule(ctx: Context) -> Iterator[Finding]:
     for res in ctx.resources:
@@ -58,12 +52,15 @@ def known_rule(ctx: Context) -> Iterator[Finding]:
     fix="Remove the annotation.",
     severity="info",
     after_others=True,
+    suppressible=False,
 )
 def stale_allowance(ctx: Context) -> Iterator[Finding]:
     for res in ctx.resources:
         for rule_id, reason in allowances(res.annotations).items():
             known = REGISTRY.get(rule_id)
             if not reason or known is None or not known.applies_to(ctx.env) or known.after_others:
+                continue
+            if rule_id in ctx.crashed:  # it did not finish looking: the engine reports that instead
                 continue
             if id(res) not in ctx.findings.get(rule_id, set()):
                 yield res, f"allow annotation for {rule_id} suppresses nothing in {ctx.env}"
