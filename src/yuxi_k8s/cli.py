@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -29,6 +30,27 @@ class UserError(Exception):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def add_database_url(parser: argparse.ArgumentParser) -> None:
+    """``--database-url`` for the commands that reach the kit's schema."""
+    parser.add_argument(
+        "--database-url",
+        help="PostgreSQL URL, any postgresql[+driver]:// form (default: $POSTGRES_URL, the application's)",
+    )
+
+
+def database_url(args: argparse.Namespace) -> str:
+    """The database of ``--database-url`` or the application's POSTGRES_URL, normalised; else one line."""
+    from yuxi_k8s.state.settings import DATABASE_ENV, UrlError, normalise_database_url
+
+    url = getattr(args, "database_url", None) or os.environ.get(DATABASE_ENV)
+    if not url:
+        raise UserError(f"no database: pass --database-url or set {DATABASE_ENV}", exit_code=2)
+    try:
+        return normalise_database_url(url)
+    except UrlError as exc:
+        raise UserError(str(exc), exit_code=2) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

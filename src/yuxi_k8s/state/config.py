@@ -1,26 +1,40 @@
-"""``DistributedConfig``: one API over saves/ files or PostgreSQL.
+"""``DistributedConfig``: one API over the application's settings files or PostgreSQL.
 
-``DistributedConfig.open(settings)`` returns the backend ``settings.mode`` names.
-Both take the same calls and raise the same errors; change keys passed to
-subscribers are plain config keys, or prefixed for records:
-``provider:<scope>/<name>``, ``kb:<db_id>``, ``file:<file_id>``, ``task:<id>``,
-``doc:<path>`` and ``*`` (everything may have changed: a full reload).
+What is stored is what Yuxi-Know v0.6.1 keeps in files: the top-level keys of
+``saves/config/base.toml`` (config keys) and its model providers, scope
+``model_names`` (``[model_names.<name>]`` of base.toml) or ``custom``
+(``custom_providers.toml``). Both backends take the same calls and raise the
+same errors. Public methods validate once, here, then call the backend's
+``_``-prefixed hook (template methods), so no backend can store what the other
+would refuse.
+
+Change notifications: ``subscribe(callback)``; the callback gets the changed key
+(a config key, ``provider:<scope>/<name>``, or ``*`` for "reload everything").
+Callbacks run on one dispatcher thread of their own, in order, never on the
+thread that applies changes to the cache: a slow callback delays later
+callbacks, never the cache (``subscriber_lag_s`` says by how much).
 """
 
 from __future__ import annotations
 
 import abc
 import logging
+import queue
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Self
 
 from .settings import Settings
+from .values import check_name, check_record, check_value
 
 log = logging.getLogger(__name__)
 
 Callback = Callable[[str], None]
-PROVIDERS_KEY = "model_names"  # get("model_names") is a read-only view of the provider rows
+SCOPES = ("model_names", "custom")
+RELOAD = "*"
+SLOW_CALLBACK_S = 1.0
 
 
 class Versioned(NamedTuple):
@@ -28,78 +42,129 @@ class Versioned(NamedTuple):
     version: int
 
 
+@dataclass(frozen=True)
+class StateView:
+    """Everything at one moment: config keys and providers with their versions."""
+
+    config: dict[str, Versioned] = field(default_factory=dict)
+    providers: dict[tuple[str, str], Versioned] = field(default_factory=dict)
+
+    def provider_records(self, scope: str) -> dict[str, dict[str, Any]]:
+        return {name: v.value for (s, name), v in sorted(self.providers.items()) if s == scope}
+
+
 def provider_key(scope: str, name: str) -> str:
     return f"provider:{scope}/{name}"
 
 
 def check_scope(scope: str) -> str:
-    if scope not in ("model_names", "custom"):
+    if scope not in SCOPES:
         raise ValueError(f"provider scope must be 'model_names' or 'custom', not {scope!r}")
     return scope
 
 
-def check_config_key(key: str) -> str:
-    if not isinstance(key, str) or not key:
-        raise ValueError("a config key is a non-empty string")
-    if key == PROVIDERS_KEY:
+def check_config_key(key: Any) -> str:
+    check_name(key, "config key")
+    if key == "model_names":
         raise ValueError(
             "model providers are records: use put_provider/delete_provider, not set('model_names')"
         )
-    return key
+    return str(key)
 
 
-class DistributedConfig(abc.ABC):
-    """Configuration and knowledge-base metadata shared by every replica."""
+class _Dispatcher:
+    """Runs subscriber callbacks on a thread of its own, in the order changes were applied."""
 
-    settings: Settings
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self) -> None:
         self._subscribers: list[Callback] = []
-        self._subscribers_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[tuple[str, float] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._oldest_pending: float | None = None
 
-    @staticmethod
-    def open(settings: Settings | None = None) -> DistributedConfig:
-        settings = settings or Settings.from_env()
-        if settings.mode == "database":
-            from .db_backend import DatabaseConfig
-
-            return DatabaseConfig(settings)
-        from .file_backend import FileConfig
-
-        return FileConfig(settings)
-
-    # --- change notifications ---------------------------------------------------
     def subscribe(self, callback: Callback) -> Callable[[], None]:
-        """Call *callback(key)* after another replica's change is applied here. Returns an unsubscribe."""
-        with self._subscribers_lock:
+        with self._lock:
             self._subscribers.append(callback)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="yuxi-state-callbacks", daemon=True)
+                self._thread.start()
 
         def unsubscribe() -> None:
-            with self._subscribers_lock:
+            with self._lock:
                 if callback in self._subscribers:
                     self._subscribers.remove(callback)
 
         return unsubscribe
 
+    def emit(self, key: str) -> None:
+        with self._lock:
+            if not self._subscribers:
+                return
+        self._queue.put((key, time.monotonic()))
+
+    @property
+    def lag_s(self) -> float:
+        since = self._oldest_pending
+        return 0.0 if since is None else time.monotonic() - since
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            key, queued_at = item
+            self._oldest_pending = queued_at
+            with self._lock:
+                subscribers = list(self._subscribers)
+            for callback in subscribers:
+                started = time.monotonic()
+                try:
+                    callback(key)
+                except Exception:  # a subscriber's bug must not stop the others
+                    log.exception("state subscriber %r failed on %s", callback, key)
+                took = time.monotonic() - started
+                if took > SLOW_CALLBACK_S:
+                    log.warning("state subscriber %r took %.1f s on %s", callback, took, key)
+            self._oldest_pending = None
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+
+
+class DistributedConfig(abc.ABC):
+    """Settings and model providers shared by every replica."""
+
+    settings: Settings
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._dispatcher = _Dispatcher()
+
+    # --- change notifications ---------------------------------------------------
+    def subscribe(self, callback: Callback) -> Callable[[], None]:
+        """Call *callback(key)* after another replica's change was applied here. Returns an unsubscribe."""
+        return self._dispatcher.subscribe(callback)
+
     def _emit(self, key: str) -> None:
-        with self._subscribers_lock:
-            subscribers = list(self._subscribers)
-        for callback in subscribers:
-            try:
-                callback(key)
-            except Exception:  # a subscriber's bug must not stop the change feed
-                log.exception("state subscriber %r failed on %s", callback, key)
+        self._dispatcher.emit(key)
+
+    @property
+    def subscriber_lag_s(self) -> float:
+        """How long the oldest change not yet delivered to every subscriber has waited."""
+        return self._dispatcher.lag_s
 
     # --- config keys --------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         found = self.get_versioned(key)
         return default if found is None else found.value
 
-    @abc.abstractmethod
-    def get_versioned(self, key: str) -> Versioned | None: ...
+    def get_versioned(self, key: str) -> Versioned | None:
+        return self._get_versioned(check_config_key(key))
 
-    @abc.abstractmethod
+    def items(self) -> dict[str, Any]:
+        return {k: v.value for k, v in self.snapshot().config.items()}
+
     def set(
         self,
         key: str,
@@ -114,22 +179,24 @@ class DistributedConfig(abc.ABC):
         *fence* ``(resource, token)`` from a held :class:`DistributedLock` refuses the
         write (FencingError) when a newer holder already wrote.
         """
+        check_config_key(key)
+        check_value(value, f"key {key}")
+        return self._set(key, value, expected_version, updated_by, fence)
 
-    @abc.abstractmethod
-    def delete(self, key: str, *, expected_version: int | None = None) -> None: ...
-
-    @abc.abstractmethod
-    def items(self) -> dict[str, Any]: ...
+    def delete(self, key: str, *, expected_version: int | None = None) -> None:
+        self._delete(check_config_key(key), expected_version)
 
     # --- model providers ------------------------------------------------------------
     def get_provider(self, name: str, *, scope: str = "model_names") -> dict[str, Any] | None:
         found = self.get_provider_versioned(name, scope=scope)
         return None if found is None else found.value
 
-    @abc.abstractmethod
-    def get_provider_versioned(self, name: str, *, scope: str = "model_names") -> Versioned | None: ...
+    def get_provider_versioned(self, name: str, *, scope: str = "model_names") -> Versioned | None:
+        return self.snapshot().providers.get((check_scope(scope), name))
 
-    @abc.abstractmethod
+    def list_providers(self, scope: str = "model_names") -> dict[str, dict[str, Any]]:
+        return self.snapshot().provider_records(check_scope(scope))
+
     def put_provider(
         self,
         name: str,
@@ -138,80 +205,58 @@ class DistributedConfig(abc.ABC):
         scope: str = "model_names",
         expected_version: int | None = None,
         updated_by: str | None = None,
-    ) -> int: ...
+    ) -> int:
+        check_scope(scope)
+        check_name(name, "provider name")
+        check_record(record, f"provider {scope}/{name}")
+        return self._put_provider(scope, name, record, expected_version, updated_by)
 
-    @abc.abstractmethod
     def delete_provider(
         self, name: str, *, scope: str = "model_names", expected_version: int | None = None
-    ) -> None: ...
+    ) -> None:
+        self._delete_provider(check_scope(scope), check_name(name, "provider name"), expected_version)
+
+    # --- the backends' hooks -----------------------------------------------------------
+    @abc.abstractmethod
+    def snapshot(self) -> StateView:
+        """Every key and provider with its version, read at one moment."""
 
     @abc.abstractmethod
-    def list_providers(self, scope: str = "model_names") -> dict[str, dict[str, Any]]: ...
-
-    # --- knowledge bases and files -------------------------------------------------------
-    def get_kb(self, db_id: str) -> dict[str, Any] | None:
-        found = self.get_kb_versioned(db_id)
-        return None if found is None else found.value
+    def _get_versioned(self, key: str) -> Versioned | None: ...
 
     @abc.abstractmethod
-    def get_kb_versioned(self, db_id: str) -> Versioned | None: ...
-
-    @abc.abstractmethod
-    def put_kb(self, db_id: str, record: dict[str, Any], *, expected_version: int | None = None) -> int: ...
-
-    @abc.abstractmethod
-    def delete_kb(
-        self, db_id: str, *, expected_version: int | None = None, delete_files: bool = True
-    ) -> None: ...
-
-    @abc.abstractmethod
-    def list_kbs(self, kb_type: str | None = None) -> dict[str, dict[str, Any]]: ...
-
-    def get_file(self, file_id: str) -> dict[str, Any] | None:
-        found = self.get_file_versioned(file_id)
-        return None if found is None else found.value
-
-    @abc.abstractmethod
-    def get_file_versioned(self, file_id: str) -> Versioned | None: ...
-
-    @abc.abstractmethod
-    def put_file(
-        self, file_id: str, record: dict[str, Any], *, expected_version: int | None = None
+    def _set(
+        self,
+        key: str,
+        value: Any,
+        expected: int | None,
+        updated_by: str | None,
+        fence: tuple[str, int] | None,
     ) -> int: ...
 
     @abc.abstractmethod
-    def delete_file(self, file_id: str, *, expected_version: int | None = None) -> None: ...
+    def _delete(self, key: str, expected: int | None) -> None: ...
 
     @abc.abstractmethod
-    def list_files(self, db_id: str | None = None) -> dict[str, dict[str, Any]]: ...
-
-    # --- tasks and whole documents (graph_info.json) ------------------------------------
-    @abc.abstractmethod
-    def list_tasks(self) -> list[dict[str, Any]]: ...
-
-    @abc.abstractmethod
-    def put_task(
-        self, task_id: str, record: dict[str, Any], *, expected_version: int | None = None
+    def _put_provider(
+        self, scope: str, name: str, record: dict[str, Any], expected: int | None, updated_by: str | None
     ) -> int: ...
 
     @abc.abstractmethod
-    def get_document(self, name: str) -> Versioned | None: ...
-
-    @abc.abstractmethod
-    def put_document(self, name: str, value: Any, *, expected_version: int | None = None) -> int: ...
+    def _delete_provider(self, scope: str, name: str, expected: int | None) -> None: ...
 
     # --- lifecycle ---------------------------------------------------------------
     @property
     def healthy(self) -> bool:
-        """False while reads may raise StateUnavailableError (database mode: change feed lost)."""
+        """False while reads may raise StateUnavailableError (database mode: change feed not alive)."""
         return True
 
     def wait_fresh(self, timeout: float = 10.0) -> bool:
         """Wait until reads are served from a fresh, connected cache (always so in file mode)."""
         return True
 
-    def close(self) -> None:  # noqa: B027 - backends without resources need nothing
-        pass
+    def close(self) -> None:
+        self._dispatcher.close()
 
     def __enter__(self) -> Self:
         return self

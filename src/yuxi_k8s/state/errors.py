@@ -1,6 +1,12 @@
-"""The errors every state backend raises, so callers handle one set."""
+"""The errors the state library raises on purpose, so callers handle one set.
+
+Every message is one line and names the resource (file, key, database host);
+none carries a password or a stored value.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class StateError(Exception):
@@ -25,6 +31,10 @@ class NotFoundError(StateError, KeyError):
         return str(self.args[0]) if self.args else "not found"
 
 
+class InvalidValueError(StateError, ValueError):
+    """A key or value that cannot be stored (NaN, NUL, too deep, too large, not JSON): nothing was written."""
+
+
 class StateUnavailableError(StateError):
     """The database, Redis or the saves volume cannot be reached: nothing was read or written.
 
@@ -33,9 +43,23 @@ class StateUnavailableError(StateError):
     """
 
 
+class SchemaError(StateError):
+    """The kit's schema is missing, behind, or would touch a name the application owns."""
+
+
 class FencingError(StateError):
     """A guarded write carried a fencing token older than one already seen: the lock was lost."""
 
 
 class LockError(StateError):
     """The distributed lock could not be acquired or was lost while held."""
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for an exception. For database errors the server's primary message only:
+    PostgreSQL's DETAIL and CONTEXT lines can quote stored values."""
+    orig: Any = getattr(exc, "orig", None) or exc
+    diag = getattr(orig, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    text = primary or (str(orig).strip().splitlines() or [""])[0]
+    return " ".join(text.split()) or type(orig).__name__

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .settings import Settings, describe_database_url, libpq_url
+from .errors import error_line
+from .settings import Settings, describe_database_url, describe_redis_url, libpq_url
 
 _STARTED = time.monotonic()
 
@@ -33,37 +34,33 @@ def liveness() -> dict[str, Any]:
 
 
 def check_postgres(url: str, timeout: float) -> dict[str, Any]:
+    """Connect, prove the kit's schema is at head and that no kit object can meet an application table."""
     import psycopg
 
     from .. import migrations
 
+    where = f"database {describe_database_url(url)}"
     with psycopg.connect(
         libpq_url(url),
         connect_timeout=max(1, math.ceil(timeout)),
         options=f"-c statement_timeout={int(timeout * 1000)}",
     ) as conn:
-        try:
-            revision = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        except psycopg.errors.UndefinedTable:
-            revision = None
-    current = revision[0] if revision else None
-    status = migrations.schema_status(current)
-    if status in ("empty", "behind"):
-        head = migrations.head_revision()
-        raise RuntimeError(f"schema at {current or 'nothing'}, needs {head} (run yuxi-k8s db upgrade)")
-    return {"target": describe_database_url(url), "revision": current, "schema": status}
+        migrations.guard(conn)
+        revision = migrations.require_head(conn, where)
+    status = migrations.schema_status(revision)
+    return {"target": describe_database_url(url), "revision": revision, "schema": status}
 
 
 def check_redis(url: str, timeout: float) -> dict[str, Any]:
-    import redis
 
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    from .lock import redis_client
+
+    client = redis_client(url, timeout)
     try:
         client.ping()
     finally:
         client.close()
-    parts = urlsplit(url)
-    return {"target": f"{parts.hostname}:{parts.port or 6379}"}
+    return {"target": describe_redis_url(url)}
 
 
 def check_tcp(uri: str, default_port: int, timeout: float) -> dict[str, Any]:
@@ -103,8 +100,7 @@ def readiness(
         "saves": str(settings.save_dir),
     }
     if settings.redis_url:
-        redis_parts = urlsplit(settings.redis_url)
-        targets["redis"] = f"{redis_parts.hostname}:{redis_parts.port or 6379}"
+        targets["redis"] = describe_redis_url(settings.redis_url)
     results: dict[str, dict[str, Any]] = {}
     pool = ThreadPoolExecutor(max_workers=max(1, len(checks)), thread_name_prefix="readiness")
     started = time.monotonic()
@@ -121,7 +117,7 @@ def readiness(
                 "error": f"no answer within {timeout:g}s",
             }
         except Exception as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            message = error_line(exc)
             results[name] = {"ok": False, "target": targets.get(name, ""), "error": message}
         results[name]["ms"] = round((time.monotonic() - started) * 1000, 1)
     pool.shutdown(wait=False, cancel_futures=True)

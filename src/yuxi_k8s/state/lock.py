@@ -2,15 +2,18 @@
 
 - acquire: ``SET key token NX PX ttl`` with a random token, and in the same Lua
   script ``INCR`` of a per-lock counter: the fencing token, strictly increasing
-  across holders. The counter starts from the wall clock in microseconds, so
-  a Redis that lost its data (no persistence) still hands out tokens above every
-  earlier one and the database does not refuse the new holders. Pass
-  ``lock.fence`` to a guarded write (``cfg.set(..., fence=...)``): the database
-  refuses a token older than one it has already seen, so a holder that lost
-  its lock (paused process, expired TTL) cannot clobber a newer holder.
+  across holders. A missing counter (a Redis that lost its data) starts from the
+  Redis server's own clock in microseconds (``TIME``), never from the acquiring
+  node's: tokens stay above every earlier one whichever node acquires first, so
+  a node whose clock runs behind is not refused afterwards. Pass ``lock.fence``
+  to a guarded write (``cfg.set(..., fence=...)``): the database refuses a token
+  older than one it has already seen, so a holder that lost its lock (paused
+  process, expired TTL) cannot clobber a newer holder.
 - release: Lua compare-and-delete, so we never delete another holder's lock.
 - renewal: a thread extends the TTL (compare-and-pexpire) every ttl/3 while held;
-  when it cannot, ``held`` turns False and ``check()`` raises.
+  when it cannot, ``held`` turns False and ``check()`` raises. Without renewal
+  (``renew=False``) the lock counts as held only until its TTL runs out, measured
+  on this node's monotonic clock from before the acquire was sent.
 - Redis unreachable: acquire raises StateUnavailableError; it never pretends.
 """
 
@@ -25,12 +28,16 @@ from typing import Any, Self
 import redis
 
 from .errors import LockError, StateUnavailableError
+from .settings import check_redis_url
 
 log = logging.getLogger(__name__)
 
 _ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  redis.call('SET', KEYS[2], ARGV[3], 'NX')
+  if redis.call('EXISTS', KEYS[2]) == 0 then
+    local now = redis.call('TIME')
+    redis.call('SET', KEYS[2], string.format('%d', now[1] * 1000000 + now[2]))
+  end
   return redis.call('INCR', KEYS[2])
 end
 return 0
@@ -50,6 +57,8 @@ return 0
 
 
 def redis_client(url: str, timeout_s: float = 2.0) -> redis.Redis:
+    """A client for *url*; a malformed URL is UrlError (one line, no credential)."""
+    check_redis_url(url)
     return redis.Redis.from_url(
         url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
     )
@@ -75,6 +84,7 @@ class DistributedLock:
         self.renew = renew
         self._token: str | None = None
         self._fencing_token: int | None = None
+        self._valid_until = 0.0  # monotonic; the TTL measured from before the last acquire/renew
         self._lost = threading.Event()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -85,7 +95,7 @@ class DistributedLock:
     # --- state ----------------------------------------------------------------
     @property
     def held(self) -> bool:
-        return self._token is not None and not self._lost.is_set()
+        return self._token is not None and not self._lost.is_set() and time.monotonic() < self._valid_until
 
     @property
     def fencing_token(self) -> int:
@@ -121,10 +131,11 @@ class DistributedLock:
         delay = 0.005
         while True:
             token = secrets.token_hex(16)
-            seed = time.time_ns() // 1000  # see the module docstring
-            fencing = self._call(self._acquire, [self.key, self.fence_key], [token, self.ttl_ms, seed])
+            sent = time.monotonic()
+            fencing = self._call(self._acquire, [self.key, self.fence_key], [token, self.ttl_ms])
             if fencing:
                 self._token, self._fencing_token = token, fencing
+                self._valid_until = sent + self.ttl_ms / 1000
                 self._lost.clear()
                 self._stop.clear()
                 if self.renew:
@@ -157,11 +168,13 @@ class DistributedLock:
         token = self._token or ""
         while not self._stop.wait(interval):
             try:
+                sent = time.monotonic()
                 if not int(self._renew(keys=[self.key], args=[token, self.ttl_ms])):
                     log.warning("lock %s was taken or expired; marking it lost", self.name)
                     self._lost.set()
                     return
                 last_ok = time.monotonic()
+                self._valid_until = sent + self.ttl_ms / 1000
             except redis.RedisError as exc:
                 # Cannot tell; once the TTL may have run out, the lock must count as lost.
                 if time.monotonic() - last_ok >= self.ttl_ms / 1000:

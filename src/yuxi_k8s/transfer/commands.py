@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..cli import UserError
-from ..state.commands import add_database_url, database_url
+from ..cli import UserError, add_database_url, database_url
 from ..state.settings import describe_database_url
 
 
@@ -85,6 +84,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
         plan = diff(_saves(args), url)
     except TransferError as exc:
         raise UserError(str(exc), exit_code=2) from None
+    except Exception as exc:  # documented: 2 means "could not compare", never "different"
+        raise UserError(f"could not compare: {type(exc).__name__}: {exc}", exit_code=2) from None
     if plan.differences == 0:
         print(f"{args.saves_dir} and {describe_database_url(url)} hold the same state")
         return 0
@@ -95,7 +96,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     mig = sub.add_parser(
-        "migrate-config", help="import saves/ files into the database (idempotent, one transaction)"
+        "migrate-config",
+        help="import the application's settings files (saves/config/*.toml) into the database "
+        "(idempotent, one transaction)",
     )
     mig.add_argument("--saves-dir", required=True, help="the application's saves/ directory")
     add_database_url(mig)
@@ -111,8 +114,10 @@ def register(sub: Any) -> None:
     )
     mig.set_defaults(handler=cmd_migrate)
 
-    exp = sub.add_parser("export-config", help="write the database back to saves/ files (the app's layout)")
-    exp.add_argument("--saves-dir", required=True, help="where to write (created when missing)")
+    exp = sub.add_parser(
+        "export-config", help="write the database back to the application's settings files (all or none)"
+    )
+    exp.add_argument("--saves-dir", required=True, help="the application's saves/ directory")
     add_database_url(exp)
     exp.set_defaults(handler=cmd_export)
 

@@ -1,6 +1,7 @@
 """A steady, bounded HTTP load for failover tests; standard library only, so it runs in any pod.
 
-``python -m yuxi_k8s.server.loadgen --url http://api:5050/api/system/config --rate 20 --duration 60``
+``python -m yuxi_k8s.probes.loadgen --url http://api:5050/api/system/config --rate 20 --duration 60
+[--header "Authorization: Bearer ..."] [--served-by-header X-Yuxi-K8s-Replica]``
 sends one request every 1/rate seconds (a fresh connection each time, as a
 client behind a Service would see it), never more than rate*duration requests
 and never past the deadline, then prints one JSON line with the counts. A line
@@ -18,15 +19,19 @@ import time
 from collections import Counter
 from urllib.parse import urlsplit
 
+SERVED_BY = "X-Yuxi-K8s-Replica"
 
-def one_request(host: str, port: int, path: str, timeout: float) -> tuple[bool, str, str]:
+
+def one_request(
+    host: str, port: int, path: str, timeout: float, headers: dict[str, str], served_by: str = SERVED_BY
+) -> tuple[bool, str, str]:
     """(ok, error kind or '', pod that answered or '')."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("GET", path, headers={"Connection": "close"})
+        conn.request("GET", path, headers={"Connection": "close", **headers})
         resp = conn.getresponse()
         resp.read()
-        pod = resp.getheader("X-Served-By") or ""
+        pod = resp.getheader(served_by) or ""
         if 200 <= resp.status < 300:
             return True, "", pod
         return False, f"http_{resp.status}", pod
@@ -36,7 +41,14 @@ def one_request(host: str, port: int, path: str, timeout: float) -> tuple[bool, 
         conn.close()
 
 
-def run(url: str, rate: float, duration: float, timeout: float) -> dict[str, object]:
+def run(
+    url: str,
+    rate: float,
+    duration: float,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+    served_by_header: str = SERVED_BY,
+) -> dict[str, object]:
     parts = urlsplit(url)
     host, port = parts.hostname or "localhost", parts.port or 80
     path = parts.path or "/"
@@ -57,7 +69,7 @@ def run(url: str, rate: float, duration: float, timeout: float) -> dict[str, obj
             time.sleep(next_at - now)
         next_at += interval
         sent += 1
-        success, kind, pod = one_request(host, port, path, timeout)
+        success, kind, pod = one_request(host, port, path, timeout, headers or {}, served_by_header)
         if pod:
             served_by[pod] += 1
         if success:
@@ -89,8 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="requests per second [20]")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds, hard bound [60]")
     parser.add_argument("--timeout", type=float, default=2.0, help="per-request timeout in seconds [2]")
+    parser.add_argument("--header", action="append", default=[], help="'Name: value', repeatable")
+    parser.add_argument(
+        "--served-by-header", default=SERVED_BY, help=f"response header naming the pod [{SERVED_BY}]"
+    )
     args = parser.parse_args(argv)
-    summary = run(args.url, args.rate, args.duration, args.timeout)
+    headers = dict(h.split(":", 1) for h in args.header)
+    headers = {k.strip(): v.strip() for k, v in headers.items()}
+    summary = run(args.url, args.rate, args.duration, args.timeout, headers, args.served_by_header)
     print(json.dumps(summary), flush=True)
     return 0
 

@@ -1,0 +1,61 @@
+"""The ASGI application uvicorn serves in database mode: the app's own, behind a readiness route.
+
+``GET /api/system/ready`` answers 200 while the settings store is live (change
+feed proven alive, replica lease renewed) and 503 otherwise, so a replica that
+can no longer see other replicas' settings leaves the Service instead of serving
+stale ones. Everything else goes to ``server.main:app`` unchanged. With
+``YUXI_K8S_TEST_HOOKS=1`` (the kit's end-to-end tier only; a validate rule keeps
+it out of staging and prod) :mod:`.testhooks` adds its routes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from yuxi_k8s.app.integration import runtime
+
+READY_PATH = "/api/system/ready"
+TEST_HOOKS_ENV = "YUXI_K8S_TEST_HOOKS"
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class WithReadiness:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == READY_PATH and scope["method"] in ("GET", "HEAD"):
+            ok, detail = runtime.readiness()
+            body = json.dumps({"status": "ready" if ok else "not ready", **detail}).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200 if ok else 503,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body if scope["method"] == "GET" else b""})
+            return
+        await self.inner(scope, receive, send)
+
+
+def build() -> WithReadiness:
+    inner = importlib.import_module("server.main").app
+    if os.environ.get(TEST_HOOKS_ENV) == "1":
+        from yuxi_k8s.app.integration import testhooks
+
+        testhooks.install(inner)
+    return WithReadiness(inner)
+
+
+app = build()

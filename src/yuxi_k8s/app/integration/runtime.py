@@ -1,0 +1,126 @@
+"""Start database mode inside the application's process: guard the version, bind, patch.
+
+Order matters and is all-or-nothing up to the first patch: the version and
+every attribute the patches need are checked first, then the store is opened
+(schema at head, cache loaded); only then are the application's classes patched.
+A failure before that point leaves the application untouched and the process
+stops with one line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from yuxi_k8s.app.integration import SUPPORTED_VERSIONS
+from yuxi_k8s.app.integration.settings_binding import REQUIRED_CONFIG_ATTRIBUTES, SettingsBinding
+from yuxi_k8s.app.integration.tasks import REQUIRED_TASKER_ATTRIBUTES, ReplicaLease
+from yuxi_k8s.state import DistributedConfig, Settings, open_config
+
+log = logging.getLogger("yuxi_k8s.app")
+
+
+class IntegrationError(RuntimeError):
+    """Database mode cannot start; nothing of the application was changed."""
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: DistributedConfig
+    binding: SettingsBinding
+    lease: ReplicaLease | None
+
+    def close(self) -> None:
+        self.binding.stop()
+        if self.lease is not None:
+            self.lease.stop()
+        self.store.close()
+
+
+ACTIVE: Runtime | None = None
+
+
+def app_version() -> str:
+    try:
+        return importlib.metadata.version("yuxi")
+    except importlib.metadata.PackageNotFoundError:
+        raise IntegrationError(
+            "no Yuxi-Know installed here (package 'yuxi' not found): run this in the api image "
+            "that `yuxi-k8s images build` produces"
+        ) from None
+
+
+def check_version() -> str:
+    version = app_version()
+    if version not in SUPPORTED_VERSIONS:
+        raise IntegrationError(
+            f"Yuxi-Know {version} is not supported by this kit's database mode "
+            f"(supported: {', '.join(SUPPORTED_VERSIONS)}); deploy a supported image or use CONFIG_MODE=file"
+        )
+    return version
+
+
+def _missing(obj: Any, names: tuple[str, ...]) -> list[str]:
+    return [n for n in names if not hasattr(obj, n)]
+
+
+def start(*, with_tasks: bool) -> Runtime:
+    """Guard, open the store, bind the app's Config (and the Tasker for the api). Idempotent."""
+    global ACTIVE
+    if ACTIVE is not None:
+        return ACTIVE
+    version = check_version()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        raise IntegrationError(str(exc)) from None
+    try:
+        app_config = importlib.import_module("yuxi.config.app")  # builds the app's Config
+    except ValueError as exc:  # e.g. "No model provider available": the app refuses to start
+        raise IntegrationError(f"the application refused to start: {exc}") from None
+    task_service = importlib.import_module("yuxi.services.task_service") if with_tasks else None
+    missing = _missing(app_config.Config, REQUIRED_CONFIG_ATTRIBUTES)
+    if task_service is not None:
+        missing += [f"Tasker.{n}" for n in _missing(task_service.tasker, REQUIRED_TASKER_ATTRIBUTES)]
+    if missing:
+        raise IntegrationError(f"Yuxi-Know {version} lacks what database mode patches: {', '.join(missing)}")
+    store = open_config(settings)  # StateError (one line) when the store is not ready
+    lease = None
+    try:
+        binding = SettingsBinding(store, app_config.config, replica=settings.instance_id)
+        binding.install()
+        binding.start()
+        if task_service is not None:
+            from yuxi_k8s.app.integration import tasks
+
+            lease = ReplicaLease(store.engine)  # type: ignore[attr-defined]
+            lease.start()
+            tasks.install(task_service.Tasker, task_service.Task, lease)
+    except Exception:
+        store.close()
+        raise
+    ACTIVE = Runtime(settings, store, binding, lease)
+    log.info("database mode on: Yuxi-Know %s settings bound to the kit's store", version)
+    return ACTIVE
+
+
+def readiness() -> tuple[bool, dict[str, Any]]:
+    """Ready while the store's change feed is alive and, for the api, the replica's lease is renewed."""
+    runtime = ACTIVE
+    if runtime is None:
+        if (os.environ.get("CONFIG_MODE") or "file").strip().lower() != "database":
+            return True, {"config_mode": "file"}  # the app's own files: nothing shared to lose
+        return False, {"config_mode": "database", "config_store": "not started"}
+    store_ok = runtime.store.healthy
+    lease_ok = runtime.lease is None or runtime.lease.alive
+    detail = {
+        "config_store": "ok" if store_ok else "change feed not alive: settings may be stale",
+        "replica_lease": "ok" if lease_ok else "not renewed",
+        "subscriber_lag_s": round(runtime.store.subscriber_lag_s, 3),
+    }
+    return store_ok and lease_ok, detail

@@ -1,0 +1,286 @@
+"""Bind the application's ``Config`` object to the kit's store: load, save, push.
+
+Yuxi-Know builds one ``Config`` at import (``yuxi/config/app.py``) and every
+module holds that object. The binding keeps the object and changes what it
+holds:
+
+- **load**: the persisted fields (those ``Config.save()`` writes) are set from the
+  store's config keys, missing keys from the field defaults; the provider table
+  is rebuilt from the built-in catalogue, the ``model_names`` scope (edited
+  built-ins, via the app's own ``_load_model_names``) and the ``custom`` scope
+  (via ``_load_custom_model_providers``); then the app's ``_handle_environment``
+  recomputes what it derives (provider status, available providers).
+- **save**: ``Config.save``, ``_save_models_to_file`` and ``_save_custom_providers``
+  write through to the store what *this replica* changed since it last applied
+  the store (a three-way comparison, so a change another replica made and this
+  one has not seen yet is never written back over). Each write names the version
+  this replica applied; on a conflict (another replica wrote the same key
+  meanwhile) the write is repeated on the newer version and logged: both saves
+  happened, in order; nothing is dropped silently. If the store cannot be
+  reached the in-memory object is put back to what the store held and the save
+  raises, so the caller sees an error and no replica serves a setting nobody
+  stored.
+- **push**: every change another replica makes reaches this one through the
+  store's change feed; it is applied field by field, leaving alone a field this
+  replica has changed and not saved yet (that save then wins, as above).
+
+``save_dir`` and ``model_dir`` come from each process's environment (SAVE_DIR,
+MODEL_DIR) and are never shared.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from yuxi_k8s.state import ConflictError, DistributedConfig, StateError, StateView
+
+log = logging.getLogger("yuxi_k8s.app.settings")
+
+LOCAL_FIELDS = frozenset({"save_dir", "model_dir"})
+MAX_CONFLICT_RETRIES = 5
+_UNSET = object()
+
+
+class SettingsSaveError(RuntimeError):
+    """A save could not reach the store; the replica's settings were put back to the store's."""
+
+
+class SettingsBinding:
+    def __init__(self, store: DistributedConfig, config: Any, *, replica: str) -> None:
+        self.store = store
+        self.config = config
+        self.cls = type(config)
+        self.replica = replica
+        self._lock = threading.RLock()
+        self._applied = StateView()
+        # What the object held right after the last apply, in the app's own form: a field or
+        # provider that differs from these was changed here and is not saved yet ("dirty").
+        self._applied_fields: dict[str, Any] = {}
+        self._applied_custom: dict[str, dict[str, Any]] = {}
+        self._applied_builtin: dict[str, dict[str, Any]] = {}
+        defaults = self.cls.model_construct()
+        self._fields = [
+            name
+            for name, info in self.cls.model_fields.items()
+            if not info.exclude and name not in LOCAL_FIELDS
+        ]
+        self._defaults = {name: getattr(defaults, name) for name in self._fields}
+        self._unsubscribe: Callable[[], None] | None = None
+
+    # --- what the store holds, as the app's values ---------------------------------------
+    def _wanted_fields(self, view: StateView) -> dict[str, Any]:
+        return {
+            name: view.config[name].value if name in view.config else self._defaults[name]
+            for name in self._fields
+        }
+
+    def _providers_from(self, view: StateView) -> dict[str, Any]:
+        """The provider table the app would build from these records (via its own loaders)."""
+        scratch = self.cls.model_construct()  # no __init__: no file read; model_names = the catalogue
+        self.cls._load_model_names(scratch, view.provider_records("model_names"))
+        self.cls._load_custom_model_providers(scratch, view.provider_records("custom"))
+        return dict(scratch.model_names)
+
+    def _custom_now(self) -> dict[str, dict[str, Any]]:
+        return {name: info.model_dump() for name, info in self.config.model_names.items() if info.custom}
+
+    # --- load and push -----------------------------------------------------------------
+    def apply(self, view: StateView | None = None, *, initial: bool = False) -> list[str]:
+        """Make the Config object hold *view* (default: the store now); returns what changed.
+
+        ``initial``: take everything from *view*, local changes included (start-up, and
+        putting the object back after a failed save).
+        """
+        view = self.store.snapshot() if view is None else view
+        with self._lock:
+            changed: list[str] = []
+            applied: dict[str, Any] = {}
+            for name, value in self._wanted_fields(view).items():
+                current = getattr(self.config, name, _UNSET)
+                base = self._applied_fields.get(name, _UNSET)
+                if not initial and current != base:
+                    applied[name] = base  # changed here, not saved yet: the save wins
+                    continue
+                if current != value:
+                    setattr(self.config, name, value)
+                    changed.append(name)
+                applied[name] = value
+            for key, entry in view.config.items():  # keys of other versions: set as the app does
+                if key not in self._fields and key not in LOCAL_FIELDS and hasattr(self.config, key):
+                    setattr(self.config, key, entry.value)
+            if initial or self._custom_now() == self._applied_custom:
+                providers = self._providers_from(view)
+                if providers != self.config.model_names:
+                    self.config.model_names = providers  # one reference swap: readers see old or new
+                    changed.append("model_names")
+                self._applied_custom = self._custom_now()
+                self._applied_builtin = {
+                    n: info.model_dump() for n, info in self.config.model_names.items() if not info.custom
+                }
+            self._derive()
+            self._applied = view
+            self._applied_fields = applied
+        if changed and not initial:
+            log.info("settings from another replica applied: %s", ", ".join(changed))
+        return changed
+
+    def _derive(self) -> None:
+        try:
+            self.config._handle_environment()
+        except ValueError as exc:  # e.g. no provider key: keep serving, say why
+            log.error("settings applied, but the application rejects them: %s", exc)
+
+    def on_change(self, key: str) -> None:
+        """Subscriber of the store: re-apply whatever changed (runs on the store's callback thread)."""
+        try:
+            self.apply()
+        except StateError as exc:
+            log.warning("could not apply a change from another replica (%s): %s", key, exc)
+
+    def start(self) -> None:
+        self.apply(initial=True)
+        self._unsubscribe = self.store.subscribe(self.on_change)
+
+    def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+
+    # --- save --------------------------------------------------------------------------
+    def _write(self, key: str, write: Callable[[int | None], int], expected: int | None) -> int:
+        for _attempt in range(MAX_CONFLICT_RETRIES):
+            try:
+                return write(expected)
+            except ConflictError as exc:
+                log.warning(
+                    "%s was changed by another replica meanwhile (version %s); this replica's save "
+                    "is applied after it",
+                    key,
+                    exc.actual,
+                )
+                expected = 0 if exc.actual is None else exc.actual
+        raise SettingsSaveError(f"{key}: still conflicting after {MAX_CONFLICT_RETRIES} attempts")
+
+    def _fail(self, exc: Exception) -> SettingsSaveError:
+        self.apply(self._applied, initial=True)  # put the object back to what the store held
+        return SettingsSaveError(f"settings not saved, the store is unavailable: {exc}")
+
+    def save_settings(self) -> None:
+        """``Config.save``: write the persisted fields this replica changed."""
+        with self._lock:
+            try:
+                for name in self._fields:
+                    value = getattr(self.config, name)
+                    if value == self._applied_fields.get(name, _UNSET):
+                        continue
+                    entry = self._applied.config.get(name)
+                    if value == self._defaults[name]:
+                        if entry is not None:
+                            self._write(name, lambda e, n=name: self._delete(n, e), entry.version)
+                    else:
+                        expected = entry.version if entry is not None else 0
+                        self._write(name, lambda e, n=name, v=value: self._set(n, v, e), expected)
+                    self._applied_fields[name] = value
+            except (StateError, SettingsSaveError) as exc:
+                raise self._fail(exc) from None
+        self._refresh()
+
+    def _set(self, key: str, value: Any, expected: int | None) -> int:
+        return self.store.set(key, value, expected_version=expected, updated_by=self.replica)
+
+    def _delete(self, key: str, expected: int | None) -> int:
+        self.store.delete(key, expected_version=expected)
+        return 0
+
+    def save_provider_overrides(self, provider: str | None = None) -> None:
+        """``Config._save_models_to_file``: built-in providers edited here go to scope model_names."""
+        names = [provider] if provider else list(self.config.model_names)
+        with self._lock:
+            try:
+                for name in names:
+                    info = self.config.model_names.get(name)
+                    if info is None or info.custom:
+                        continue
+                    record = info.model_dump()
+                    if record == self._applied_builtin.get(name):
+                        continue
+                    entry = self._applied.providers.get(("model_names", name))
+                    expected = entry.version if entry is not None else 0
+                    self._write(
+                        f"provider {name}",
+                        lambda e, n=name, r=record: self._put("model_names", n, r, e),
+                        expected,
+                    )
+            except (StateError, SettingsSaveError) as exc:
+                raise self._fail(exc) from None
+        self._refresh()
+
+    def save_custom_providers(self) -> None:
+        """``Config._save_custom_providers``: the custom scope becomes what this replica holds."""
+        with self._lock:
+            try:
+                now = self._custom_now()
+                for name, record in now.items():
+                    if record == self._applied_custom.get(name):
+                        continue
+                    entry = self._applied.providers.get(("custom", name))
+                    expected = entry.version if entry is not None else 0
+                    self._write(
+                        f"provider {name}", lambda e, n=name, r=record: self._put("custom", n, r, e), expected
+                    )
+                for name in sorted(set(self._applied_custom) - set(now)):
+                    entry = self._applied.providers.get(("custom", name))
+                    expected = entry.version if entry is not None else None
+                    self._write(f"provider {name}", lambda e, n=name: self._drop("custom", n, e), expected)
+                self._applied_custom = now
+            except (StateError, SettingsSaveError) as exc:
+                raise self._fail(exc) from None
+        self._refresh()
+
+    def _put(self, scope: str, name: str, record: dict[str, Any], expected: int | None) -> int:
+        return self.store.put_provider(
+            name, record, scope=scope, expected_version=expected, updated_by=self.replica
+        )
+
+    def _drop(self, scope: str, name: str, expected: int | None) -> int:
+        self.store.delete_provider(name, scope=scope, expected_version=expected)
+        return 0
+
+    def _refresh(self) -> None:
+        """After a save: take the store's view (our writes and anything skipped while dirty)."""
+        try:
+            self.apply()
+        except StateError as exc:
+            log.warning("saved, but could not re-read the store: %s", exc)
+
+    # --- patching the class --------------------------------------------------------------
+    def install(self) -> None:
+        """Route the Config class's save methods through this binding (the app's one object uses them)."""
+        binding = self
+
+        def save(_self: Any) -> None:
+            binding.save_settings()
+
+        def save_models(_self: Any, provider_name: str | None = None) -> None:
+            binding.save_provider_overrides(provider_name)
+
+        def save_custom(_self: Any) -> None:
+            binding.save_custom_providers()
+
+        self.cls.save = save
+        self.cls._save_models_to_file = save_models
+        self.cls._save_custom_providers = save_custom
+
+
+REQUIRED_CONFIG_ATTRIBUTES = (
+    "save",
+    "_save_models_to_file",
+    "_save_custom_providers",
+    "_load_model_names",
+    "_load_custom_model_providers",
+    "_handle_environment",
+    "model_fields",
+    "model_construct",
+)

@@ -1,0 +1,9 @@
+"""Small programs the end-to-end tier runs inside pods: standard library only, so any Python image runs them.
+
+- :mod:`.loadgen`: a steady, bounded HTTP load that counts failures (failover figures);
+- :mod:`.model_standin`: an OpenAI-compatible stand-in for a model provider (no real
+  model can be reached from the test cluster), streaming slowly enough to see
+  whether a proxy buffers;
+- :mod:`.propagation`: writes a setting through one replica and times when every
+  other replica serves it.
+"""
