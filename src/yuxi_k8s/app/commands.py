@@ -53,7 +53,7 @@ def _build(args: argparse.Namespace) -> int:
         pushed: dict[str, str] = {}
         for name, image in built.items():
             if args.push:
-                pushed[name] = registry.push(image.archive, image.name)
+                pushed[name] = registry.push(image.archive, image.name).digest
             for target in args.load or ():
                 _load(image.archive, target)
     except (source.SourceError, ImageError, registry.RegistryError) as exc:

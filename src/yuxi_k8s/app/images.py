@@ -852,8 +852,8 @@ def build_all(
         for name in [n for n in names if n != "minio"] + [n for n in names if n == "minio"]:
             with rootfs.progress(f"{name}: image"):
                 built[name] = builder.image(name, registry)
-    for image in built.values():
-        prefix = image.archive.name.split(f"-{image.name.rsplit(':', 1)[1]}-")[0]
+    for image in built.values():  # archives are named <repository with _ for />-<tag>-<config>.oci.tar
+        prefix = image.name.rsplit(":", 1)[0].replace("/", "_")
         _prune(image.archive.parent, f"{prefix}-*.oci.tar", {image.archive})
     rootfs.say(f"{len(built)} image(s) ready in {time.monotonic() - start:.0f} s")
     return {n: built[n] for n in IMAGES if n in built}

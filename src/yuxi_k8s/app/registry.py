@@ -229,17 +229,28 @@ def _chunks(fh: IO[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
-def push(archive: Path, ref: str, *, timeout: float = 600.0) -> str:
-    """Push the image in *archive* as *ref* (NAME:TAG); returns the manifest digest the registry stored."""
+@dataclass(frozen=True)
+class Pushed:
+    digest: str  # of the manifest, as the registry stored it
+    uploaded: list[str]  # blobs sent
+    present: list[str]  # blobs the registry already had
+
+
+def push(archive: Path, ref: str, *, timeout: float = 600.0) -> Pushed:
+    """Push the image in *archive* as *ref* (NAME:TAG): the blobs the registry lacks, then the manifest."""
     target = parse_reference(ref)
     content = read_archive(archive)
     session = _Session(target, timeout)
+    uploaded: list[str] = []
+    present: list[str] = []
     try:
         with tarfile.open(archive) as tar:
             for blob in content.blobs:
                 url = f"{target.base_url}/blobs/{blob}"
                 if session.request("HEAD", url).status_code == 200:
+                    present.append(blob)
                     continue
+                uploaded.append(blob)
                 info = tar.getmember(f"blobs/sha256/{blob.split(':', 1)[1]}")
                 start = _expect(
                     session.request("POST", f"{target.base_url}/blobs/uploads/"),
@@ -270,7 +281,7 @@ def push(archive: Path, ref: str, *, timeout: float = 600.0) -> str:
     stored = response.headers.get("docker-content-digest", content.digest)
     if stored != content.digest:
         raise RegistryError(f"the registry stored {stored}, the archive's manifest is {content.digest}")
-    return content.digest
+    return Pushed(content.digest, uploaded, present)
 
 
 def manifest_digest(ref: str, *, timeout: float = 60.0) -> str:
@@ -289,6 +300,7 @@ def manifest_digest(ref: str, *, timeout: float = 60.0) -> str:
 
 
 __all__ = [
+    "Pushed",
     "Reference",
     "RegistryError",
     "credentials",
