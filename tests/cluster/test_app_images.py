@@ -278,6 +278,27 @@ def test_the_api_venv_is_the_lock_without_torch_plus_the_kit(api_tree: Path, src
     assert {"alembic", "mako", "yuxi-k8s", "yuxi"} <= set(installed)
 
 
+FRESH_BYTECODE = """
+import importlib.util, pathlib, struct
+app, site = pathlib.Path("/app"), pathlib.Path("/app/.venv/lib/python3.13/site-packages")
+stale = []
+for folder in (app / "package", app / "server", site / "yuxi_k8s", site / "fastapi"):
+    for source in folder.rglob("*.py"):
+        pyc = pathlib.Path(importlib.util.cache_from_source(str(source)))
+        flags, mtime, size = struct.unpack("<III", pyc.read_bytes()[4:16]) if pyc.exists() else (0, -1, -1)
+        st = source.stat()
+        if flags == 0 and (mtime, size) != (int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF):
+            stale.append(str(source))
+print(len(stale), *stale[:5])
+"""
+
+
+def test_the_bytecode_is_compiled_and_current(api_tree: Path) -> None:
+    """The root is read-only in the pods: a missing or stale .pyc would be compiled again at every start."""
+    proc = in_tree(api_tree, "/app/.venv/bin/python", "-c", FRESH_BYTECODE, env=VENV_ENV)
+    assert proc.returncode == 0 and proc.stdout.split()[0] == "0", proc.stdout + proc.stderr[-1000:]
+
+
 def test_every_file_under_app_is_readable_by_any_uid(api_tree: Path) -> None:
     unreadable = []
     for root, dirs, files in os.walk(api_tree / "app"):

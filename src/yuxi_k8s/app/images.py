@@ -486,6 +486,7 @@ class _Builder:
             "/tmp/uv-bin/uv", "sync", "--frozen", "--no-dev", "--group", "test", "--python", PYTHON,
             *[arg for pkg in LEFT_OUT_PACKAGES for arg in ("--no-install-package", pkg)],
         ]  # fmt: skip
+        compile_app = ["/app/.venv/bin/python", "-m", "compileall", "-qj0", "/app/package", "/app/server"]
 
         def make() -> rootfs.Stage:
             def build(root: Path, log: Path) -> None:
@@ -508,8 +509,11 @@ class _Builder:
                     # .python-version says 3.12; the lock allows <3.14, and trixie's python3 is 3.13.
                     env = _uv_env({"UV_PROJECT_ENVIRONMENT": "/app/.venv", "UV_DEFAULT_INDEX": PYPI_SIMPLE})
                     ch.run(sync, "api: uv sync", cwd="/app", env=env)
+                    # uv compiles what it installs, not the editable package nor server/; the root
+                    # is read-only in the pods, so without this every start would compile them again.
+                    ch.run(compile_app, "api: compile /app/package and /app/server", cwd="/app")
 
-            inputs = _digest(files_digest(backend, ("uv.lock", *copied)), uv_version, *sync)
+            inputs = _digest(files_digest(backend, ("uv.lock", *copied)), uv_version, *sync, *compile_app)
             return rootfs.derive(self.api_system(), "api-app", inputs, build, readable=["/app"])
 
         return self._memo("api-app", make)
