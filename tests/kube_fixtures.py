@@ -1,53 +1,99 @@
-"""The ``kube_cluster`` session fixture: a real cluster from a provider.
+"""The ``kube_cluster`` session fixture: a real cluster from a provider, made only when asked for.
 
-The provider comes from ``YUXI_K8S_CLUSTER_PROVIDER`` (local | kind | existing)
-or is chosen as ``yuxi_k8s.cluster.providers.choose`` describes. The yielded
-object has ``.kubeconfig`` (Path), ``.provider`` (its name), ``.load_image(archive)``
-and ``.kubectl(*args, input=None, check=True, timeout=120)`` (a CompletedProcess).
-A cluster this session did not create is never deleted; ``--keep-cluster`` keeps
-the one it did create.
+The provider comes from ``YUXI_K8S_CLUSTER_PROVIDER`` (local | kind | existing) or is chosen as
+``yuxi_k8s.cluster.providers.choose`` describes. Nothing is built for a session that collects
+no test asking for a cluster: the first test that asks builds the pinned binaries the provider
+needs (``ClusterProvider.tools``, through ``scripts/tools.sh``; none for an existing cluster),
+then brings the cluster up.
+
+The yielded :class:`KubeCluster` has ``.kubeconfig`` (Path), ``.provider`` (its name),
+``.load_image(archive)`` and ``.kubectl(*args, input=None, check=True, timeout=120)``. A cluster
+this session did not create is never deleted; ``--keep-cluster`` keeps the one it did create.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.support import require
 
+if TYPE_CHECKING:
+    from yuxi_k8s.cluster.providers import ClusterProvider
 
-@dataclass
+ROOT = Path(__file__).resolve().parents[1]
+
+
 class KubeCluster:
-    provider: str
-    kubeconfig: Path
-    _impl: object
+    """The session's cluster, as the tests use it (a thin view of its provider)."""
+
+    def __init__(self, provider: ClusterProvider) -> None:
+        self._provider = provider
+
+    @property
+    def provider(self) -> str:
+        return self._provider.name
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self._provider.kubeconfig
 
     def load_image(self, archive: Path) -> None:
-        self._impl.load_image(archive)  # type: ignore[attr-defined]
+        self._provider.load_image(archive)
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        return self._impl.kubectl(*args, input=input, check=check, timeout=timeout)  # type: ignore[attr-defined]
+        return self._provider.kubectl(*args, input=input, check=check, timeout=timeout)
+
+
+def build_tools(names: tuple[str, ...]) -> None:
+    """``scripts/tools.sh NAMES`` (cached: a no-op once built); a failure fails the asking test."""
+    if not names:
+        return
+    proc = subprocess.run([str(ROOT / "scripts" / "tools.sh"), *names], check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"building {' '.join(names)} for the cluster failed (scripts/tools.sh)", pytrace=False)
+
+
+def provider_for_session() -> ClusterProvider:
+    """The provider, with the binaries it needs built; building nothing for an existing cluster."""
+    from yuxi_k8s.cluster.providers import ENV, PROVIDERS, ProviderError, choose
+
+    try:
+        name = os.environ.get(ENV) or None
+        if name in PROVIDERS:
+            build_tools(PROVIDERS[name].tools)
+            return choose(name)
+        if name is None:
+            try:
+                found = choose()
+            except ProviderError:
+                found = None
+            if found is not None and not found.tools:
+                return found  # an existing cluster: nothing to build
+            # kind can only be chosen once built: build what any provider here may need, then choose.
+            build_tools(tuple(dict.fromkeys(t for p in PROVIDERS.values() for t in p.tools)))
+        return choose(name)
+    except ProviderError as exc:
+        require(False, str(exc))
+        raise
 
 
 @pytest.fixture(scope="session")
 def kube_cluster(request: pytest.FixtureRequest) -> Iterator[KubeCluster]:
-    from yuxi_k8s.cluster.providers import ProviderError, choose
+    from yuxi_k8s.cluster.providers import ProviderError
 
-    try:
-        provider = choose()
-    except ProviderError as exc:
-        require(False, str(exc))
-        raise
+    provider = provider_for_session()
     try:
         provider.create()
     except ProviderError as exc:
         pytest.fail(f"{provider.name} cluster could not be brought up: {exc}", pytrace=False)
-    yield KubeCluster(provider.name, provider.kubeconfig, provider)
+    yield KubeCluster(provider)
     if not request.config.getoption("--keep-cluster"):
         provider.delete()  # a no-op unless this session created the cluster

@@ -2,8 +2,12 @@
 
 Each concern (validate, state, transfer, cluster, server) owns a
 ``commands.py`` with ``register(subparsers)``; a registered handler returns
-an exit code. Errors meant for users are raised as :class:`UserError` and end
-as one readable line and a non-zero exit, never a traceback.
+an exit code. Errors meant for users are raised as :class:`UserError` (each
+concern's ``commands.py`` converts its own library errors to it) and end as one
+readable line and a non-zero exit, never a traceback. Ctrl-C ends with 130.
+
+Only ``commands.py`` modules and entry points import this module: the
+libraries raise their own errors (a static test holds this).
 """
 
 from __future__ import annotations
@@ -54,10 +58,10 @@ def database_url(args: argparse.Namespace) -> str:
         raise UserError(str(exc), exit_code=2) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yuxi-k8s", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:  # a concern not built yet
@@ -68,8 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, *, modules: Sequence[str] = COMMAND_MODULES) -> int:
+    """Parse *argv*, run the chosen subcommand, turn a UserError or Ctrl-C into one line.
+
+    *modules* limits which concerns are imported (``python -m yuxi_k8s.validate`` loads only
+    validate's, for a faster start); the error handling is the same.
+    """
+    parser = build_parser(modules)
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 import pytest
-from tests.cluster.conftest import Namespace
+from tests.cluster.namespaces import Namespace
 from tests.kube_fixtures import KubeCluster
 
 from yuxi_k8s.cluster.kube import poll

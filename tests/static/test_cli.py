@@ -10,18 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import require
+from tests.support import require_schemas, require_tools
 from yuxi_k8s.cli import main
-from yuxi_k8s.validate.render import REPO_ROOT
 
 CLEAN = Path(__file__).parent / "clean"
 
 
 @pytest.fixture(autouse=True)
 def tools() -> None:
-    for tool in ("kustomize", "kubeconform"):
-        require((REPO_ROOT / "bin" / tool).exists(), f"bin/{tool}: run `make tools-validate`")
-    require(shutil.which("go") is not None, "go (to fetch the pinned CRD modules): apt-get install golang")
+    require_tools("kubectl")
+    require_schemas()
 
 
 @pytest.fixture
@@ -240,3 +238,39 @@ def test_dead_patch_in_a_component(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["validate", str(prod)]) == 1
     line = next(ln for ln in capsys.readouterr().out.splitlines() if "YK-OBJ-005" in ln)
     assert f"Kustomization {component}" in line and "Deployment/apii matches nothing" in line
+
+
+def test_module_entry_point_handles_ctrl_c_like_the_cli(tmp_path: Path) -> None:
+    """`python -m yuxi_k8s.validate` goes through yuxi_k8s.cli.main: Ctrl-C is one line and exit 130.
+
+    The run is held reading a FIFO (a plain manifest), interrupted there, then released.
+    """
+    import errno
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    fifo = tmp_path / "app.yaml"  # a folder of plain manifests, the one file a FIFO
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "yuxi_k8s.validate", "-q", "--no-schema", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while True:  # a writer can open the FIFO only once the validator opened it to read
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as exc:
+            assert exc.errno == errno.ENXIO and time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    os.write(writer, (CLEAN / "app.yaml").read_bytes())
+    os.close(writer)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["yuxi-k8s validate: interrupted"]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from yuxi_k8s.paths import REPO_ROOT
 from yuxi_k8s.validate.docs import rules_markdown
-from yuxi_k8s.validate.render import REPO_ROOT
 
 
 def test_rules_doc_is_current() -> None:

@@ -13,16 +13,17 @@ from typing import Any
 
 import pytest
 
-from tests.support import require
+from tests.support import require, require_tools
+from yuxi_k8s.paths import REPO_ROOT
 from yuxi_k8s.validate.engine import evaluate, load_config
-from yuxi_k8s.validate.render import REPO_ROOT, render_one
+from yuxi_k8s.validate.render import render_one
 
 Objects = list[dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
 def renders() -> dict[str, Objects]:
-    require((REPO_ROOT / "bin" / "kustomize").exists(), "bin/kustomize: run `make tools-validate`")
+    require_tools("kubectl")
     out = {}
     for env in ("dev", "staging", "prod"):
         rendered = render_one(str(REPO_ROOT / "overlays" / env))
@@ -256,6 +257,7 @@ CASES: list[tuple[str, str, Callable[[Objects], Any], str]] = [
                 p
                 for p in o
                 if p["kind"] == "NetworkPolicy"
+                and p["metadata"]["namespace"] == one(o, "Deployment", "api")["metadata"]["namespace"]
                 and not p["spec"].get("podSelector")
                 and "Ingress" in p["spec"].get("policyTypes", [])
                 and not p["spec"].get("ingress")
@@ -415,9 +417,7 @@ CASES: list[tuple[str, str, Callable[[Objects], Any], str]] = [
         "prod",
         "saves claim ReadWriteOnce",
         lambda o: next(
-            p
-            for p in o
-            if p["kind"] == "PersistentVolumeClaim" and "ReadWriteMany" in p["spec"]["accessModes"]
+            p for p in o if p["kind"] == "PersistentVolumeClaim" and p["metadata"]["name"] == "saves"
         )["spec"].update(accessModes=["ReadWriteOnce"]),
         "YK-AVL-009",
     ),
@@ -486,7 +486,7 @@ def test_injected_defect_is_caught(
     renders: dict[str, Objects], env: str, what: str, inject: Callable[[Objects], Any], rule_id: str
 ) -> None:
     objects = copy.deepcopy(renders[env])
-    before = {v.rule for v in evaluate(env, env, objects, load_config()) if v.suppressed is None}
+    before = {v.rule for v in evaluate(env, env, objects, load_config(), strict=True) if v.suppressed is None}
     inject(objects)
-    found = {v.rule for v in evaluate(env, env, objects, load_config()) if v.suppressed is None}
+    found = {v.rule for v in evaluate(env, env, objects, load_config(), strict=True) if v.suppressed is None}
     assert rule_id in found - before, f"{what}: {rule_id} not raised (raised: {sorted(found - before)})"

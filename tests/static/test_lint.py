@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from yuxi_k8s.paths import REPO_ROOT as ROOT
 
 PATHS = ["src", "tests", "benchmarks"]
 

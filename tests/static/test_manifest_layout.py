@@ -4,6 +4,7 @@ the GitOps entry points point at folders that exist."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -13,7 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import require
+from tests.support import require, require_tools
+from yuxi_k8s.app import PINNED_VERSION
+from yuxi_k8s.app.contract import load
+from yuxi_k8s.validate.render import kustomize_build
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVS = ("dev", "staging", "prod")
@@ -25,12 +29,10 @@ FORBIDDEN_FIELDS = ("bases", "patchesStrategicMerge", "patchesJson6902", "common
 
 
 def kustomize(path: Path) -> list[dict[str, Any]]:
-    binary = ROOT / "bin" / "kustomize"
-    require(binary.exists(), "bin/kustomize: run `make tools-validate`")
-    dev_secrets = ROOT / "overlays/dev/secrets.env"
-    require(dev_secrets.exists(), "overlays/dev/secrets.env: run scripts/dev-secrets.sh")
-    out = subprocess.run([str(binary), "build", str(path)], capture_output=True, text=True, check=True).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
+    require_tools("kubectl")
+    dev_secrets = ROOT / "overlays/dev/app/secrets.env"
+    require(dev_secrets.exists(), "overlays/dev/app/secrets.env: run scripts/dev-secrets.sh")
+    return [d for d in yaml.safe_load_all(kustomize_build(path)) if d]
 
 
 def ident(obj: dict[str, Any]) -> tuple[str, str]:
@@ -98,45 +100,98 @@ def test_rollout_stages_partition_the_overlay(env: str) -> None:
     assert generated and generated <= applied | {"provider-keys"}
 
 
-def test_name_prefix_reaches_embedded_names(tmp_path: Path) -> None:
+def _settings_and_nginx(objects: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, str]]:
+    data = {o["metadata"]["name"].rsplit("-", 1)[0]: o["data"] for o in objects if o["kind"] == "ConfigMap"}
+    settings = next(v for k, v in data.items() if k.endswith("api-settings"))
+    nginx = next(v for k, v in data.items() if k.endswith("web-nginx"))
+    return settings, nginx
+
+
+@pytest.mark.parametrize("env", ("dev", "prod"))
+def test_name_prefix_reaches_embedded_names(tmp_path: Path, env: str) -> None:
+    """Each environment has its own prefix (overlays/<env>/app); strings follow it."""
     for folder in ("base", "components", "overlays"):
         shutil.copytree(ROOT / folder, tmp_path / folder)
-    site = tmp_path / "components/site/kustomization.yaml"
-    site.write_text(site.read_text().replace('namePrefix: ""', 'namePrefix: "yx-"'))
-    objects = kustomize(tmp_path / "overlays/dev")
-    names = [o["metadata"]["name"] for o in objects if o["kind"] != "Namespace"]
+    app = tmp_path / f"overlays/{env}/app/kustomization.yaml"
+    app.write_text(app.read_text().replace('namePrefix: ""', 'namePrefix: "yx-"'))
+    objects = kustomize(tmp_path / f"overlays/{env}")
+    app_ns = next(o["metadata"]["namespace"] for o in objects if ident(o) == ("Deployment", "yx-api"))
+    names = [
+        o["metadata"]["name"]
+        for o in objects
+        if o["metadata"].get("namespace") == app_ns and o["kind"] != "Namespace"
+    ]
     assert all(n.startswith("yx-") for n in names), [n for n in names if not n.startswith("yx-")]
-    data = {o["metadata"]["name"].rsplit("-", 1)[0]: o["data"] for o in objects if o["kind"] == "ConfigMap"}
-    settings = data["yx-api-settings"]
+    settings, nginx = _settings_and_nginx(objects)
+    assert settings["POSTGRES_HOST"] == "yx-postgres"
     assert settings["REDIS_HOST"] == "yx-redis"
-    assert settings["NEO4J_URI"] == "bolt://yx-neo4j:7687"
-    assert settings["MILVUS_URI"] == "http://yx-milvus:19530"
     assert settings["MINIO_URI"] == "http://yx-minio:9000"
-    assert data["yx-web-nginx"]["api-proxy-pass.conf"].strip() == "proxy_pass http://yx-api:5050/api/;"
-    milvus = next(o for o in objects if ident(o) == ("StatefulSet", "yx-milvus"))
-    env = {e["name"]: e.get("value") for e in milvus["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["ETCD_ENDPOINTS"] == "yx-milvus-etcd:2379"
-    assert env["MINIO_ADDRESS"] == "yx-minio:9000"
+    assert settings["SANDBOX_PROVISIONER_URL"] == "http://yx-sandbox-provisioner:8002"
+    assert nginx["api-proxy-pass.conf"].strip() == "proxy_pass http://yx-api:5050/api/;"
+    assert nginx["minio-proxy-pass.conf"].strip() == "proxy_pass http://yx-minio:9000;"
+    # The database Secret is <postgres Service>-app everywhere, CloudNativePG's included.
+    api = next(o for o in objects if ident(o) == ("Deployment", "yx-api"))
+    refs = {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for e in api["spec"]["template"]["spec"]["containers"][0]["env"]
+        if e["name"].startswith("POSTGRES_") and "valueFrom" in e
+    }
+    assert {r.split("-app")[0] for r in refs} == {"yx-postgres"}, refs
+    binding = next(o for o in objects if o["kind"] == "RoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "yx-sandbox-provisioner", "namespace": app_ns}
+    ]
+    if env == "dev":
+        assert settings["HOST_IP"] == "yx-web"
+        assert settings["NEO4J_URI"] == "bolt://yx-neo4j:7687"
+        assert settings["MILVUS_URI"] == "http://yx-milvus:19530"
+        milvus = next(o for o in objects if ident(o) == ("StatefulSet", "yx-milvus"))
+        env_vars = {
+            e["name"]: e.get("value") for e in milvus["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        assert env_vars["ETCD_ENDPOINTS"] == "yx-milvus-etcd:2379"
+        assert env_vars["MINIO_ADDRESS"] == "yx-minio:9000"
+    else:
+        cluster = next(o for o in objects if o["kind"] == "Cluster")
+        assert cluster["metadata"]["name"] == "yx-postgres"  # CloudNativePG writes yx-postgres-app
 
 
 def test_without_prefix_the_interface_names_hold() -> None:
     objects = kustomize(ROOT / "overlays/dev")
     services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
-    assert {"api", "web", "postgres", "redis", "milvus", "neo4j", "minio"} <= set(services)
+    assert {"api", "web", "postgres", "redis", "milvus", "neo4j", "minio", "sandbox-provisioner"} <= set(
+        services
+    )
     assert services["api"]["spec"]["ports"][0]["port"] == 5050
-    assert services["web"]["spec"]["ports"][0]["port"] == 80
-    configmaps = [o for o in objects if o["kind"] == "ConfigMap"]
-    nginx = next(o for o in configmaps if o["metadata"]["name"].startswith("web-nginx"))
-    assert nginx["data"]["api-proxy-pass.conf"].strip() == "proxy_pass http://api:5050/api/;"
-    assert "client_max_body_size 20M;" in nginx["data"]["nginx.conf"]
-    assert "proxy_read_timeout 600s;" in nginx["data"]["nginx.conf"]
+    assert {p["port"] for p in services["web"]["spec"]["ports"]} == {80, 9000}
+    settings, nginx = _settings_and_nginx(objects)
+    assert nginx["api-proxy-pass.conf"].strip() == "proxy_pass http://api:5050/api/;"
+    assert settings["HOST_IP"] == "web"
+
+
+def test_nginx_keeps_upstreams_streaming_settings() -> None:
+    """The /api/ location carries what upstream's docker/nginx/default.conf sets (the contract's list)."""
+    web = load().components["web"]
+    api = web["api_location"]
+    conf = (ROOT / "base/config/nginx/nginx.conf").read_text()
+    block = conf[conf.index("location /api/ {") :]
+    block = block[: block.index("}")]
+    directives = {
+        line.split()[0]: line.split(None, 1)[1].rstrip(";").strip()
+        for line in block.splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    }
+    for name, value in api["directives"].items():
+        assert directives.get(name, "").removesuffix("s") == value, f"{name} {directives.get(name)!r}"
+    assert "proxy_set_header Connection ''" in block
+    assert f"client_max_body_size {web['api_location']['client_max_body_size']};" in conf
 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_gitops_entry_points_point_at_real_folders(env: str) -> None:
     app = yaml.safe_load((ROOT / f"gitops/argocd/{env}.Application.yaml").read_text())
     assert (ROOT / app["spec"]["source"]["path"] / "kustomization.yaml").exists()
-    overlay = yaml.safe_load((ROOT / f"overlays/{env}/kustomization.yaml").read_text())
+    overlay = yaml.safe_load((ROOT / f"overlays/{env}/app/kustomization.yaml").read_text())
     assert app["spec"]["destination"]["namespace"] == overlay["namespace"]
     flux = {ident(o): o for o in kustomize(ROOT / f"gitops/flux/{env}")}
     migrate = flux[("Kustomization", f"yuxi-know-{env}-migrate")]["spec"]
@@ -145,3 +200,94 @@ def test_gitops_entry_points_point_at_real_folders(env: str) -> None:
         assert (ROOT / spec["path"] / "kustomization.yaml").exists()
     assert migrate["wait"] is True and migrate["force"] is True
     assert app_ks["dependsOn"] == [{"name": f"yuxi-know-{env}-migrate"}]
+
+
+# --- patches, pins, generated credentials ----------------------------------------------------
+
+POSITIONAL = re.compile(r"/\d+(/|$)")
+PATCH_DIRS = ("base", "components", "overlays", "gitops", "tests/static/combinations")
+
+
+def _patches() -> Iterator[tuple[str, Any]]:
+    """(where, JSON6902 operation) of every patch in the tree: *.patch.yaml files and inline ones."""
+    for folder in PATCH_DIRS:
+        for path in sorted((ROOT / folder).rglob("*.yaml")):
+            where = str(path.relative_to(ROOT))
+            if path.name.endswith(".patch.yaml"):
+                for doc in yaml.safe_load_all(path.read_text()):
+                    for op in doc if isinstance(doc, list) else []:
+                        yield where, op
+            elif path.name == "kustomization.yaml":
+                for entry in (yaml.safe_load(path.read_text()) or {}).get("patches") or []:
+                    for doc in yaml.safe_load_all(str(entry.get("patch") or "")):
+                        for op in doc if isinstance(doc, list) else []:
+                            yield where, op
+
+
+def test_no_patch_addresses_a_list_item_by_position() -> None:
+    """`containers/0` patches whatever comes first: a reordered base makes it patch the wrong item."""
+    ops = list(_patches())
+    assert ops, "no JSON6902 patch found: the scan is broken"
+    positional = [
+        f"{where}: {op.get('op')} {op.get('path')}"
+        for where, op in ops
+        if POSITIONAL.search(str(op.get("path")))
+    ]
+    assert not positional, "name the item with a strategic-merge patch instead:\n" + "\n".join(positional)
+
+
+def test_positional_scan_sees_a_positional_patch() -> None:
+    assert POSITIONAL.search("/spec/template/spec/containers/0/name")
+    assert not POSITIONAL.search("/metadata/annotations/yuxi-k8s.io~1allow-YK-APP-009")
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_overlays_run_the_pinned_application_version(env: str) -> None:
+    """Every image of the application is pinned to yuxi_k8s.app.PINNED_VERSION, where it runs."""
+    contract = load()
+    images = {str(c["image"]) for c in contract.components.values()}
+    doc = yaml.safe_load((ROOT / f"overlays/{env}/kustomization.yaml").read_text())
+    pins = {e["name"]: e for e in doc.get("images") or []}
+    assert images <= set(pins), f"overlays/{env} pins {sorted(pins)}, the contract names {sorted(images)}"
+    for name in images:
+        assert str(pins[name].get("newTag")) == PINNED_VERSION, pins[name]
+        assert str(pins[name]["newName"]).endswith("/" + name), pins[name]
+
+
+def test_dev_secrets_writes_passwords_only_and_knows_the_provider_keys(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "scripts").mkdir(parents=True)
+    (tree / "overlays/dev/app").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts/dev-secrets.sh", tree / "scripts")
+    env = {"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "sk-test"}
+    subprocess.run(["bash", str(tree / "scripts/dev-secrets.sh")], check=True, env=env, capture_output=True)
+    app = tree / "overlays/dev/app"
+    values = {}
+    for name in ("postgres.env", "secrets.env", "provider-keys.env"):
+        for line in (app / name).read_text().splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.partition("=")
+                values[key] = value
+    assert values.pop("OPENAI_API_KEY") == "sk-test"
+    assert values.pop("MINIO_ACCESS_KEY") == "yuxi" and values.pop("MILVUS_TOKEN") == ""
+    assert all(re.fullmatch(r"[0-9a-f]{48,64}", v) for v in values.values()), values
+    assert not any("URL" in k for k in values), "URLs are assembled by the pods, not written here"
+    first = (app / "secrets.env").read_text()
+    subprocess.run(["bash", str(tree / "scripts/dev-secrets.sh")], check=True, env=env, capture_output=True)
+    assert (app / "secrets.env").read_text() == first, "an existing file was rewritten without --force"
+    script = (ROOT / "scripts/dev-secrets.sh").read_text()
+    listed = set(re.search(r"PROVIDER_KEYS=\(([^)]*)\)", script).group(1).split())
+    assert listed == set(load().provider_keys()) | {"TAVILY_API_KEY"}
+
+
+def test_docs_name_the_deployed_version_and_how_to_build_its_images() -> None:
+    """README, deploy.md, manifests.md and every component README say which version and how to pin it."""
+    docs = [ROOT / "README.md", ROOT / "docs/deploy.md", ROOT / "docs/manifests.md"]
+    docs += sorted((ROOT / "components").rglob("README.md"))
+    for path in docs:
+        text = path.read_text()
+        where = path.relative_to(ROOT)
+        assert PINNED_VERSION in text, f"{where} does not name Yuxi-Know {PINNED_VERSION}"
+        assert "yuxi-k8s images build" in text and "images.md" in text, (
+            f"{where}: how to build and pin images"
+        )

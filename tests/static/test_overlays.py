@@ -1,39 +1,100 @@
-"""The shipped overlays render, pass the schemas and break no rule (allowances carry reasons)."""
+"""The kit's own entry points render, pass the schemas and break no rule (allowances carry reasons).
+
+The paths come from the one list `make validate` checks too (src/yuxi_k8s/validate/entry_points.txt);
+none is filtered out: a listed path that is gone fails here, as it fails `make validate`.
+"""
 
 from __future__ import annotations
 
-import pytest
+import subprocess
+from pathlib import Path
 
-from tests.support import require
+import pytest
+import yaml
+
+from tests.support import require_tools
+from yuxi_k8s.paths import REPO_ROOT
 from yuxi_k8s.validate import pipeline
 from yuxi_k8s.validate.engine import load_config
-from yuxi_k8s.validate.render import REPO_ROOT
+from yuxi_k8s.validate.entry_points import entry_points
 from yuxi_k8s.validate.report import to_text
 
-OVERLAYS = ("overlays/dev", "overlays/staging", "overlays/prod")
+ENTRY_POINTS = entry_points()
 
 
 @pytest.fixture(scope="module")
 def report() -> pipeline.Report:
-    for tool in ("kustomize", "kubeconform"):
-        require((REPO_ROOT / "bin" / tool).exists(), f"bin/{tool}: run `make tools-validate`")
-    return pipeline.run([str(REPO_ROOT / p) for p in OVERLAYS], config=load_config())
+    require_tools("kubectl", "kubeconform")
+    return pipeline.run([str(REPO_ROOT / p) for p in ENTRY_POINTS], config=load_config(), strict=True)
 
 
-@pytest.mark.parametrize("index", range(len(OVERLAYS)), ids=OVERLAYS)
-def test_overlay_is_clean(report: pipeline.Report, index: int) -> None:
+@pytest.mark.parametrize("index", range(len(ENTRY_POINTS)), ids=ENTRY_POINTS)
+def test_entry_point_is_clean(report: pipeline.Report, index: int) -> None:
     overlay = report.overlays[index]
-    assert overlay.env == OVERLAYS[index].split("/")[1]
+    assert overlay.objects, f"{ENTRY_POINTS[index]} rendered no object"
     assert not overlay.failed(), to_text(pipeline.Report([overlay]))
 
 
-GITOPS = ("gitops/flux/dev", "gitops/flux/staging", "gitops/flux/prod", "gitops/argocd")
+def test_the_three_environments_and_the_gitops_entry_points_are_listed() -> None:
+    envs = ("dev", "staging", "prod")
+    expected = [f"overlays/{e}" for e in envs] + [f"gitops/flux/{e}" for e in envs] + ["gitops/argocd"]
+    missing = [p for p in expected if p not in ENTRY_POINTS]
+    assert not missing, f"entry_points.txt no longer lists {missing}"
+    assert len(set(ENTRY_POINTS)) == len(ENTRY_POINTS), "a path is listed twice"
 
 
-def test_gitops_entry_points_are_clean() -> None:
-    """Flux Kustomizations / GitRepositories and Argo CD Applications pass their CRD schemas and rules."""
-    present = [str(REPO_ROOT / p) for p in GITOPS if (REPO_ROOT / p).exists()]
-    require(bool(present), "gitops/ entry points (issue 2)")
-    result = pipeline.run(present, config=load_config())
-    assert not result.failed, to_text(result)
-    assert all(o.objects for o in result.overlays)
+def test_the_environment_follows_the_folder(report: pipeline.Report) -> None:
+    for path, overlay in zip(ENTRY_POINTS, report.overlays, strict=True):
+        if path.startswith("overlays/"):
+            assert overlay.env == path.split("/")[1], path
+
+
+def test_a_missing_entry_point_fails_loudly() -> None:
+    """No `exists()` filter anywhere: a listed folder that is gone is a render failure."""
+    listed = entry_points("overlays/dev\n# a comment\ngone/folder  # removed by mistake\n")
+    assert listed == ["overlays/dev", "gone/folder"]
+    result = pipeline.run([str(REPO_ROOT / "gone/folder")], config=load_config(), schema_check=False)
+    assert result.failed and "no such file or directory" in (result.overlays[0].render_error or "")
+
+
+def test_make_validate_reads_the_same_list() -> None:
+    dry = subprocess.run(
+        ["make", "-n", "--no-print-directory", "validate"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert dry.returncode == 0, dry.stderr
+    line = next(ln for ln in dry.stdout.splitlines() if "yuxi_k8s.validate" in ln)
+    assert "--entry-points" in line
+
+
+def _components_used(folder: Path, seen: set[Path]) -> set[Path]:
+    """Component folders a kustomization reaches: its own `components:` and those of the local
+    kustomizations it lists as resources, recursively."""
+    folder = folder.resolve()
+    if folder in seen or not (folder / "kustomization.yaml").is_file():
+        return set()
+    seen.add(folder)
+    doc = yaml.safe_load((folder / "kustomization.yaml").read_text()) or {}
+    used = set()
+    for entry in doc.get("components") or []:
+        path = (folder / entry).resolve()
+        used |= {path} | _components_used(path, seen)
+    for entry in doc.get("resources") or []:
+        if (folder / entry).is_dir():
+            used |= _components_used(folder / entry, seen)
+    return used
+
+
+def test_every_component_is_checked() -> None:
+    """Each folder of components/ is rendered by a checked kustomization; each combination is listed."""
+    components = {p.parent.resolve() for p in (REPO_ROOT / "components").rglob("kustomization.yaml")}
+    used: set[Path] = set()
+    for path in ENTRY_POINTS:
+        used |= _components_used(REPO_ROOT / path, set())
+    unchecked = sorted(str(p.relative_to(REPO_ROOT)) for p in components - used)
+    assert not unchecked, f"components in no checked kustomization (add a combination): {unchecked}"
+    folders = {
+        f"tests/static/combinations/{p.parent.name}"
+        for p in (REPO_ROOT / "tests/static/combinations").glob("*/kustomization.yaml")
+    }
+    unlisted = sorted(folders - set(ENTRY_POINTS))
+    assert not unlisted, f"combinations missing from entry_points.txt: {unlisted}"

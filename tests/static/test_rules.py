@@ -14,27 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from yuxi_k8s.validate.engine import Violation, evaluate, load_config
+from tests.static.rule_fixtures import RULES_DIR, Loader, fixtures, run_fixture
 from yuxi_k8s.validate.rules import REGISTRY, all_rules
-
-RULES_DIR = Path(__file__).parent / "rules"
-Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-ENV_HEADER = re.compile(r"^# env: (\w+)$", re.MULTILINE)
-
-
-def fixtures() -> list[Path]:
-    return sorted(p for p in RULES_DIR.glob("*/*.yaml") if p.name.startswith(("fail", "pass")))
-
-
-def run_fixture(path: Path) -> list[Violation]:
-    text = path.read_text()
-    match = ENV_HEADER.search(text)
-    env = match.group(1) if match else "prod"
-    docs = [d for d in yaml.load_all(text, Loader=Loader) if d]
-    # A kustomize.config.k8s.io Kustomization document stands for the validated path's kustomization.yaml.
-    own = [d for d in docs if str(d.get("apiVersion", "")).startswith("kustomize.config.k8s.io/")]
-    objects = [d for d in docs if d not in own]
-    return evaluate(str(path), env, objects, load_config(), own[0] if own else None)
 
 
 @pytest.mark.parametrize("path", fixtures(), ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -73,3 +54,13 @@ def test_pass_fixtures_parse_as_kubernetes_objects() -> None:
     for path in fixtures():
         for doc in yaml.load_all(path.read_text(), Loader=Loader):
             assert doc and doc.get("apiVersion") and doc.get("kind"), path
+
+
+def test_each_rule_lives_in_the_file_named_after_its_family() -> None:
+    """`family="opt-outs"` lives in rules/opt_outs.py: the file says what it holds."""
+    misplaced = [
+        f"{r.id}: family {r.family!r} in {r.check.__module__}"
+        for r in all_rules()
+        if r.check.__module__ != f"yuxi_k8s.validate.rules.{r.family.replace('-', '_')}"
+    ]
+    assert not misplaced, misplaced

@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import copy
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.support import require
+from tests.support import require_schemas
 from yuxi_k8s.validate import crds, schemas
-from yuxi_k8s.validate.render import REPO_ROOT
 
 CLEAN = [d for d in yaml.safe_load_all((Path(__file__).parent / "clean" / "app.yaml").read_text()) if d]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def prepared() -> None:
-    require((REPO_ROOT / "bin" / "kubeconform").exists(), "bin/kubeconform: run `make tools-validate`")
-    require(shutil.which("go") is not None, "go (to fetch the pinned CRD modules): apt-get install golang")
-    schemas.kubernetes_schema_dir()
-    crds.schema_dir()
+    require_schemas()
 
 
 def check(*objects: dict) -> list[schemas.SchemaResult]:

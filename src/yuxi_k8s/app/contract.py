@@ -21,6 +21,7 @@ from yuxi_k8s.app import PINNED_VERSION
 from yuxi_k8s.app.extract import extract
 
 CONTRACTS = Path(__file__).resolve().parent / "contracts"
+KIT_ENV = Path(__file__).resolve().parent / "kit-env.yaml"
 
 
 class ContractError(ValueError):
@@ -70,6 +71,40 @@ class Contract:
 
     def image(self, component: str) -> str:
         return str(self.components[component]["image"])
+
+
+@dataclass(frozen=True)
+class KitVariable:
+    """A variable the kit sets on the application's containers and the application never reads."""
+
+    name: str
+    read_by: str
+    reason: str
+    groups: tuple[str, ...] = ()  # contract env groups whose containers may carry it; () = every group
+
+    def allowed_in(self, group: str) -> bool:
+        return not self.groups or group in self.groups
+
+
+@cache
+def kit_env() -> dict[str, KitVariable]:
+    """The kit-only variables of ``kit-env.yaml``: name -> declaration (each with its reason)."""
+    where = KIT_ENV.name
+    try:
+        doc = yaml.safe_load(KIT_ENV.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ContractError(f"{where}: cannot read ({exc})") from exc
+    out: dict[str, KitVariable] = {}
+    for name, attrs in _mapping(doc if isinstance(doc, dict) else {}, "variables", where).items():
+        attrs = attrs if isinstance(attrs, dict) else {}
+        unknown = set(attrs) - {"read_by", "reason", "groups"}
+        if unknown:
+            raise ContractError(f"{where}: {name} has unknown keys {sorted(unknown)}")
+        read_by, reason = str(attrs.get("read_by") or ""), str(attrs.get("reason") or "").strip()
+        if not read_by or not reason:
+            raise ContractError(f"{where}: {name} needs read_by and a reason")
+        out[str(name)] = KitVariable(str(name), read_by, reason, tuple(map(str, attrs.get("groups") or ())))
+    return out
 
 
 def supported_versions() -> list[str]:

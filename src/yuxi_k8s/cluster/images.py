@@ -43,7 +43,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from yuxi_k8s import paths
+from yuxi_k8s import apt, paths
 from yuxi_k8s.pinned_tools import pinned_tool
 
 CACHE = paths.cache_root()
@@ -183,8 +183,10 @@ def debootstrap_rootfs(
     if os.geteuid() != 0:
         raise ImageError("building a root filesystem with debootstrap needs root")
     if not shutil.which("debootstrap"):
-        _run(["apt-get", "update", "-qq"], "apt-get update")
-        _run(["apt-get", "install", "-y", "-qq", "debootstrap"], "install debootstrap")
+        try:
+            apt.install(["debootstrap"])
+        except apt.AptError as exc:
+            raise ImageError(str(exc)) from exc
     shutil.rmtree(base, ignore_errors=True)  # a killed earlier run may have left half a tree
     base.mkdir(parents=True)
     include = ["--include=" + ",".join(packages)] if packages else []

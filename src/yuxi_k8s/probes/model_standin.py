@@ -28,7 +28,7 @@ _STATS_LOCK = threading.Lock()
 
 
 def answer_for(messages: list[dict[str, Any]]) -> str:
-    last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    last: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
     content = last.get("content", "")
     if isinstance(content, list):  # content parts
         content = " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))

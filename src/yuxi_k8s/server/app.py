@@ -5,17 +5,26 @@ It answers where the real API answers (port 5050, ``/api/system/health``,
 state layer can be proven on a cluster before the heavy real image goes in.
 Every response names the pod that answered: header ``X-Served-By`` and a
 ``served_by`` field.
+
+Writes are refused unless a bearer token is configured (from a Secret: a file
+or an environment variable, :class:`WriteAccess`) and presented, or anonymous
+writes are enabled explicitly. Request bodies are capped (413 beyond), parsed
+strictly (NaN, duplicate keys, deep nesting: 400 with the reason) and checked
+before anything is stored; a bulk update writes all its keys or none.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import os
 import signal
 import socket
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -29,15 +38,25 @@ from yuxi_k8s import __version__
 from yuxi_k8s.state import (
     ConflictError,
     DistributedConfig,
+    FencingError,
     NotFoundError,
+    SchemaError,
     Settings,
+    StateError,
     StateUnavailableError,
     health,
+    open_config,
 )
+from yuxi_k8s.state.values import loads
 
 log = logging.getLogger("yuxi_k8s.server")
 
 SERVED_BY = "served_by"  # the field every JSON body carries; also refused as a config key
+MAX_BODY_BYTES = 1024 * 1024
+TOKEN_ENV = "YUXI_K8S_SERVER_TOKEN"
+TOKEN_FILE_ENV = "YUXI_K8S_SERVER_TOKEN_FILE"
+ANONYMOUS_ENV = "YUXI_K8S_SERVER_ANONYMOUS_WRITES"
+_TRUE = {"1", "true", "yes", "on"}
 
 
 def pod_name() -> str:
@@ -45,17 +64,84 @@ def pod_name() -> str:
     return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname()
 
 
-class ServerState:
-    """What the handlers share: the settings, the config store (opened lazily), and drain status."""
+class HttpError(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
 
-    def __init__(self, settings: Settings, pod: str) -> None:
+
+@dataclass(frozen=True)
+class WriteAccess:
+    """Who may write: the holder of a bearer token (from a Secret), or anyone if enabled explicitly.
+
+    The token file is read on every write, so a rotated Secret takes effect without a restart.
+    """
+
+    token: str | None = None
+    token_file: Path | None = None
+    anonymous: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WriteAccess:
+        env = os.environ if env is None else env
+        token_file = env.get(TOKEN_FILE_ENV)
+        return cls(
+            token=env.get(TOKEN_ENV) or None,
+            token_file=Path(token_file) if token_file else None,
+            anonymous=(env.get(ANONYMOUS_ENV) or "").strip().lower() in _TRUE,
+        )
+
+    @property
+    def describe(self) -> str:
+        if self.token_file is not None:
+            return f"bearer token from {self.token_file}"
+        if self.token:
+            return f"bearer token from ${TOKEN_ENV}"
+        return "anyone (anonymous writes enabled)" if self.anonymous else "nobody (no token configured)"
+
+    def _expected(self) -> str | None:
+        if self.token_file is not None:
+            try:
+                token = self.token_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                reason = f"cannot read the token file ({exc.strerror})"
+                raise HttpError(503, f"writes unavailable: {reason}") from None
+            if not token:
+                raise HttpError(503, "writes unavailable: the token file is empty")
+            return token
+        return self.token
+
+    def check(self, request: Request) -> None:
+        """Raise HttpError (401/403/503) unless *request* may write."""
+        expected = self._expected()
+        if expected is None:
+            if self.anonymous:
+                return
+            raise HttpError(
+                403,
+                f"writes are disabled: configure a token (${TOKEN_FILE_ENV} or ${TOKEN_ENV}, from a "
+                f"Secret) or enable anonymous writes explicitly (${ANONYMOUS_ENV}=true)",
+            )
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+            raise HttpError(401, "a write needs 'Authorization: Bearer <token>'")
+
+
+class ServerState:
+    """What the handlers share: settings, write access, the config store (opened lazily), drain status."""
+
+    def __init__(
+        self, settings: Settings, pod: str, access: WriteAccess, max_body_bytes: int = MAX_BODY_BYTES
+    ) -> None:
         self.settings = settings
         self.pod = pod
+        self.access = access
+        self.max_body_bytes = max_body_bytes
         self.draining = False
         self.in_flight = 0
         self._config: DistributedConfig | None = None
         self._open_lock = threading.Lock()
-        self.last_open_error: str | None = None
 
     def config(self) -> DistributedConfig:
         """The store; opened on first use so the server starts (and is live) while the database is down."""
@@ -63,12 +149,7 @@ class ServerState:
             return self._config
         with self._open_lock:
             if self._config is None:
-                try:
-                    self._config = DistributedConfig.open(self.settings)
-                    self.last_open_error = None
-                except StateUnavailableError as exc:
-                    self.last_open_error = str(exc)
-                    raise
+                self._config = open_config(self.settings)
         return self._config
 
     def close(self) -> None:
@@ -77,8 +158,8 @@ class ServerState:
             self._config = None
 
 
-def _json(state: ServerState, body: dict[str, Any], status: int = 200) -> JSONResponse:
-    return JSONResponse({**body, SERVED_BY: state.pod}, status_code=status)
+def _json(state: ServerState, body: dict[str, Any], status: int = 200, **kw: Any) -> JSONResponse:
+    return JSONResponse({**body, SERVED_BY: state.pod}, status_code=status, **kw)
 
 
 def _error(state: ServerState, status: int, detail: str) -> JSONResponse:
@@ -87,37 +168,59 @@ def _error(state: ServerState, status: int, detail: str) -> JSONResponse:
 
 Handler = Callable[[Request], Awaitable[Response]]
 
+# The state library's errors as HTTP, most specific first. Messages are one line, without values.
+_STATUS: list[tuple[type[Exception], int]] = [
+    (StateUnavailableError, 503),
+    (SchemaError, 503),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (FencingError, 409),
+    (ValueError, 400),  # InvalidValueError and malformed request fields
+]
+
 
 def _guarded(state: ServerState, handler: Handler) -> Handler:
-    """Map the state library's errors to HTTP: 503 unavailable, 404 missing, 409 stale write."""
+    """Map errors to HTTP: 400 refused input, 401/403 writes, 404, 409 stale write, 413, 503 outage.
+    Anything else is a 500 with a one-line detail; the traceback goes to the log only."""
 
     async def wrapped(request: Request) -> Response:
         try:
             return await handler(request)
-        except StateUnavailableError as exc:
-            return _error(state, 503, f"state unavailable: {exc}")
-        except NotFoundError as exc:
-            return _error(state, 404, str(exc) or "not found")
-        except ConflictError as exc:
-            return _error(state, 409, str(exc) or "version conflict")
-        except ValueError as exc:
-            return _error(state, 400, str(exc))
+        except HttpError as exc:
+            return _error(state, exc.status, exc.detail)
+        except Exception as exc:
+            for kind, status in _STATUS:
+                if isinstance(exc, kind):
+                    return _error(state, status, str(exc))
+            if isinstance(exc, StateError):
+                return _error(state, 500, str(exc))
+            log.exception("%s %s failed", request.method, request.url.path)
+            return _error(state, 500, f"internal error ({type(exc).__name__}); see the server's log")
 
     return wrapped
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    try:
-        data = await request.json()
-    except ValueError as exc:
-        raise ValueError("request body must be a JSON object") from exc
+async def _body(state: ServerState, request: Request) -> dict[str, Any]:
+    """The JSON object of the request, at most ``max_body_bytes`` (413), parsed strictly (400)."""
+    limit = state.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HttpError(413, f"request body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, f"request body larger than {limit} bytes")
+        chunks.append(chunk)
+    data = loads(b"".join(chunks), "request body")
     if not isinstance(data, dict):
         raise ValueError("request body must be a JSON object")
     return data
 
 
 def _expected_version(request: Request, body: dict[str, Any] | None = None) -> int | None:
-    """Optimistic concurrency: the version the client read, from the body, ?version= or If-Match."""
+    """Optimistic concurrency: the version the client read, from the body, ?expected_version= or If-Match."""
     raw = (body or {}).get("expected_version")
     if raw is None:
         raw = request.query_params.get("expected_version") or request.headers.get("if-match")
@@ -125,8 +228,8 @@ def _expected_version(request: Request, body: dict[str, Any] | None = None) -> i
         return None
     try:
         return int(str(raw).strip('"'))
-    except ValueError as exc:
-        raise ValueError(f"expected_version must be an integer, got {raw!r}") from exc
+    except ValueError:
+        raise ValueError("expected_version must be an integer") from None
 
 
 def _check_key(key: Any) -> str:
@@ -141,19 +244,30 @@ def build_routes(state: ServerState) -> list[Route]:
     async def health_endpoint(request: Request) -> Response:
         # Liveness: checks nothing, like the real API, so a database outage never restarts pods.
         return _json(
-            state, {"status": "ok", "message": "yuxi-k8s reference server is alive", "version": __version__}
+            state,
+            {
+                "status": "ok",
+                "message": "yuxi-k8s reference server is alive",
+                "version": __version__,
+                "in_flight": max(0, state.in_flight - 1),  # other requests being served now
+            },
         )
 
     async def ready(request: Request) -> Response:
         if state.draining:
             return _json(state, {"status": "draining", "checks": {}}, 503)
         ok, checks = await run_in_threadpool(health.readiness, state.settings)
+        config: dict[str, Any] = {"mode": state.settings.mode}
         try:
-            await run_in_threadpool(state.config)
-            checks["config"] = {"ok": True, "mode": state.settings.mode}
-        except StateUnavailableError as exc:
-            ok = False
-            checks["config"] = {"ok": False, "mode": state.settings.mode, "error": str(exc)}
+            cfg = await run_in_threadpool(state.config)
+            # Database mode: the cache is trusted only while its change feed is proven alive.
+            config["ok"] = cfg.healthy
+            if not cfg.healthy:
+                config["error"] = "change feed not alive: cached settings are not trusted"
+        except StateError as exc:
+            config.update(ok=False, error=str(exc))
+        checks["config"] = config
+        ok = ok and config["ok"]
         return _json(state, {"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503)
 
     async def get_config(request: Request) -> Response:
@@ -161,7 +275,8 @@ def build_routes(state: ServerState) -> list[Route]:
         return _json(state, items)
 
     async def set_config(request: Request) -> Response:
-        body = await _body(request)
+        state.access.check(request)
+        body = await _body(state, request)
         key = _check_key(body.get("key"))
         if "value" not in body:
             raise ValueError("body must have 'key' and 'value'")
@@ -170,17 +285,18 @@ def build_routes(state: ServerState) -> list[Route]:
             lambda: state.config().set(key, body["value"], expected_version=expected, updated_by=state.pod)
         )
         items = await run_in_threadpool(lambda: state.config().items())
-        return JSONResponse({**items, SERVED_BY: state.pod}, headers={"X-Config-Version": str(version)})
+        return _json(state, items, headers={"X-Config-Version": str(version)})
 
     async def update_config(request: Request) -> Response:
-        body = await _body(request)
+        """Several keys at once, like the real API's: every item checked first, then all or none written."""
+        state.access.check(request)
+        body = await _body(state, request)
         for key in body:
             _check_key(key)
 
         def apply() -> dict[str, Any]:
             cfg = state.config()
-            for key, value in body.items():
-                cfg.set(key, value, updated_by=state.pod)
+            cfg.set_many(body, updated_by=state.pod)
             return cfg.items()
 
         return _json(state, await run_in_threadpool(apply))
@@ -193,59 +309,14 @@ def build_routes(state: ServerState) -> list[Route]:
         return _json(state, {"key": key, "value": versioned.value, "version": versioned.version})
 
     async def delete_config_key(request: Request) -> Response:
+        state.access.check(request)
         key = request.path_params["key"]
         expected = _expected_version(request)
         await run_in_threadpool(lambda: state.config().delete(key, expected_version=expected))
         return _json(state, {"key": key, "deleted": True})
 
-    async def list_databases(request: Request) -> Response:
-        kb_type = request.query_params.get("kb_type")
-        kbs = await run_in_threadpool(lambda: state.config().list_kbs(kb_type))
-        return _json(state, {"databases": kbs})
-
-    async def list_files(request: Request) -> Response:
-        db_id = request.path_params["db_id"]
-        files = await run_in_threadpool(lambda: state.config().list_files(db_id))
-        return _json(state, {"db_id": db_id, "files": files})
-
     def route(path: str, endpoint: Handler, methods: list[str]) -> Route:
         return Route(path, _guarded(state, endpoint), methods=methods)
-
-    def record_routes(
-        path: str,
-        id_param: str,
-        noun: str,
-        *,
-        get: Callable[[DistributedConfig, str], dict[str, Any] | None],
-        put: Callable[[DistributedConfig, str, dict[str, Any], int | None], int],
-        delete: Callable[[DistributedConfig, str], None],
-    ) -> list[Route]:
-        """GET (404 when absent), PUT (optimistic version) and DELETE of one kind of record by its id."""
-
-        async def get_record(request: Request) -> Response:
-            record_id = request.path_params[id_param]
-            record = await run_in_threadpool(lambda: get(state.config(), record_id))
-            if record is None:
-                return _error(state, 404, f"{noun} {record_id!r} not found")
-            return _json(state, {id_param: record_id, "record": record})
-
-        async def put_record(request: Request) -> Response:
-            record_id = request.path_params[id_param]
-            body = await _body(request)
-            expected = _expected_version(request)
-            version = await run_in_threadpool(lambda: put(state.config(), record_id, body, expected))
-            return _json(state, {id_param: record_id, "version": version})
-
-        async def delete_record(request: Request) -> Response:
-            record_id = request.path_params[id_param]
-            await run_in_threadpool(lambda: delete(state.config(), record_id))
-            return _json(state, {id_param: record_id, "deleted": True})
-
-        return [
-            route(path, get_record, ["GET"]),
-            route(path, put_record, ["PUT"]),
-            route(path, delete_record, ["DELETE"]),
-        ]
 
     return [
         route("/api/system/health", health_endpoint, ["GET"]),
@@ -255,24 +326,6 @@ def build_routes(state: ServerState) -> list[Route]:
         route("/api/system/config/update", update_config, ["POST"]),
         route("/api/system/config/{key}", get_config_key, ["GET"]),
         route("/api/system/config/{key}", delete_config_key, ["DELETE"]),
-        route("/api/knowledge/databases", list_databases, ["GET"]),
-        *record_routes(
-            "/api/knowledge/databases/{db_id}",
-            "db_id",
-            "knowledge base",
-            get=lambda cfg, db_id: cfg.get_kb(db_id),
-            put=lambda cfg, db_id, body, expected: cfg.put_kb(db_id, body, expected_version=expected),
-            delete=lambda cfg, db_id: cfg.delete_kb(db_id),
-        ),
-        route("/api/knowledge/databases/{db_id}/files", list_files, ["GET"]),
-        *record_routes(
-            "/api/knowledge/files/{file_id}",
-            "file_id",
-            "file",
-            get=lambda cfg, file_id: cfg.get_file(file_id),
-            put=lambda cfg, file_id, body, expected: cfg.put_file(file_id, body, expected_version=expected),
-            delete=lambda cfg, file_id: cfg.delete_file(file_id),
-        ),
     ]
 
 
@@ -332,13 +385,21 @@ def drain_on_sigterm(state: ServerState, delay: float) -> None:
 
 
 def create_app(
-    settings: Settings | None = None, pod: str | None = None, *, wrap_sigterm: bool = False
+    settings: Settings | None = None,
+    pod: str | None = None,
+    *,
+    access: WriteAccess | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    wrap_sigterm: bool = False,
 ) -> Starlette:
     """The ASGI app; ``app.state.server`` is the :class:`ServerState` (the runner flips ``draining``).
 
-    *wrap_sigterm* installs :func:`drain_on_sigterm` at start-up (after uvicorn set its handlers).
+    *access* defaults to :meth:`WriteAccess.from_env`. *wrap_sigterm* installs
+    :func:`drain_on_sigterm` at start-up (after uvicorn set its handlers).
     """
-    state = ServerState(settings or Settings.from_env(), pod or pod_name())
+    state = ServerState(
+        settings or Settings.from_env(), pod or pod_name(), access or WriteAccess.from_env(), max_body_bytes
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -346,7 +407,7 @@ def create_app(
             drain_on_sigterm(state, shutdown_delay_from_env())
         try:
             await run_in_threadpool(state.config)
-        except StateUnavailableError as exc:  # stay live, report not ready, retry on /ready
+        except StateError as exc:  # stay live, report not ready, retry on /ready
             log.warning("state not reachable at start-up (will retry): %s", exc)
         yield
         await run_in_threadpool(state.close)

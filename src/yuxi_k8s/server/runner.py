@@ -16,7 +16,7 @@ from types import FrameType
 
 import uvicorn
 
-from yuxi_k8s.server.app import ServerState, create_app
+from yuxi_k8s.server.app import MAX_BODY_BYTES, ServerState, WriteAccess, create_app
 
 log = logging.getLogger("yuxi_k8s.server")
 
@@ -48,9 +48,16 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve(host: str, port: int, shutdown_delay: float, drain_timeout: float) -> int:
+def serve(
+    host: str,
+    port: int,
+    shutdown_delay: float,
+    drain_timeout: float,
+    access: WriteAccess | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app()
+    app = create_app(access=access, max_body_bytes=max_body_bytes)
     state: ServerState = app.state.server
     config = uvicorn.Config(
         app,
@@ -62,6 +69,13 @@ def serve(host: str, port: int, shutdown_delay: float, drain_timeout: float) -> 
         lifespan="on",
     )
     server = DrainingServer(config, state, shutdown_delay)
-    log.info("reference server %s on %s:%d (CONFIG_MODE=%s)", state.pod, host, port, state.settings.mode)
+    log.info(
+        "reference server %s on %s:%d (CONFIG_MODE=%s; writes: %s)",
+        state.pod,
+        host,
+        port,
+        state.settings.mode,
+        state.access.describe,
+    )
     server.run()
     return 0

@@ -22,10 +22,11 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Self
 
+from .errors import InvalidValueError
 from .settings import Settings
 from .values import check_name, check_record, check_value
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 Callback = Callable[[str], None]
 SCOPES = ("model_names", "custom")
 RELOAD = "*"
+PROVIDER_PREFIX = "provider:"
 SLOW_CALLBACK_S = 1.0
 
 
@@ -54,20 +56,27 @@ class StateView:
 
 
 def provider_key(scope: str, name: str) -> str:
-    return f"provider:{scope}/{name}"
+    return f"{PROVIDER_PREFIX}{scope}/{name}"
 
 
 def check_scope(scope: str) -> str:
     if scope not in SCOPES:
-        raise ValueError(f"provider scope must be 'model_names' or 'custom', not {scope!r}")
+        raise InvalidValueError(f"provider scope must be 'model_names' or 'custom', not {scope!r}")
     return scope
 
 
 def check_config_key(key: Any) -> str:
+    """A top-level key of base.toml. ``model_names`` holds the providers (records of their own);
+    ``*`` and ``provider:...`` name other things to subscribers (and in file mode's versions.json)."""
     check_name(key, "config key")
     if key == "model_names":
-        raise ValueError(
+        raise InvalidValueError(
             "model providers are records: use put_provider/delete_provider, not set('model_names')"
+        )
+    if key == RELOAD or key.startswith(PROVIDER_PREFIX):
+        raise InvalidValueError(
+            f"a config key cannot be {RELOAD!r} or start with {PROVIDER_PREFIX!r}: "
+            "subscribers receive those names for reloads and model providers"
         )
     return str(key)
 
@@ -183,6 +192,19 @@ class DistributedConfig(abc.ABC):
         check_value(value, f"key {key}")
         return self._set(key, value, expected_version, updated_by, fence)
 
+    def set_many(self, values: Mapping[str, Any], *, updated_by: str | None = None) -> dict[str, int]:
+        """Write several config keys at once, all or nothing; returns each key's new version.
+
+        Every key and value is checked before anything is written, and the writes
+        happen in one transaction (database) or one locked rewrite of base.toml
+        (files): a refused item or a failure leaves every key as it was.
+        """
+        items = dict(values)
+        for key, value in items.items():
+            check_config_key(key)
+            check_value(value, f"key {key}")
+        return self._set_many(items, updated_by) if items else {}
+
     def delete(self, key: str, *, expected_version: int | None = None) -> None:
         self._delete(check_config_key(key), expected_version)
 
@@ -233,6 +255,9 @@ class DistributedConfig(abc.ABC):
         updated_by: str | None,
         fence: tuple[str, int] | None,
     ) -> int: ...
+
+    @abc.abstractmethod
+    def _set_many(self, items: dict[str, Any], updated_by: str | None) -> dict[str, int]: ...
 
     @abc.abstractmethod
     def _delete(self, key: str, expected: int | None) -> None: ...

@@ -24,6 +24,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -35,7 +36,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from .. import migrations
-from .config import RELOAD, DistributedConfig, StateView, Versioned, provider_key
+from .config import RELOAD, DistributedConfig, StateView, Versioned, check_config_key, provider_key
 from .errors import ConflictError, FencingError, StateError, StateUnavailableError, error_line
 from .models import CHANGE_SEQUENCE, NOTIFY_CHANNEL, SCHEMA
 from .settings import Settings, describe_database_url, libpq_url
@@ -49,6 +50,9 @@ FENCING_TABLE = f"{SCHEMA}.fencing_tokens"
 # libpq options that end a connection whose peer went silent, for the listener and the pool.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
               "tcp_user_timeout": 15000}  # fmt: skip
+
+# application_name of every listener connection (followed by the replica's instance id).
+LISTENER_APPLICATION = "yuxi-k8s listener"
 
 _IMMUTABLE = (str, int, float, bool, type(None))
 
@@ -119,6 +123,9 @@ class DatabaseConfig(DistributedConfig):
         if not settings.database_url:
             raise StateError("database mode needs a database URL")
         self.url = settings.database_url
+        # Names this object's writes in the change feed, so it does not announce them to itself.
+        # Per object, not per Settings: two stores opened from one Settings are two replicas.
+        self.replica_id = f"{settings.instance_id}/{uuid.uuid4().hex[:6]}"
         self.engine = make_engine(self.url, settings.connect_timeout_s)
         self._cache = _Cache()
         self._cache_lock = threading.RLock()
@@ -182,7 +189,7 @@ class DatabaseConfig(DistributedConfig):
             )
 
     def _notify(self, conn: Connection, kind: str, key: Any, rev: int, op: str = "put") -> None:
-        body = json.dumps({"k": kind, "id": key, "rev": rev, "op": op, "src": self.settings.instance_id})
+        body = json.dumps({"k": kind, "id": key, "rev": rev, "op": op, "src": self.replica_id})
         conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": body})
 
     def _write(
@@ -260,8 +267,12 @@ class DatabaseConfig(DistributedConfig):
     # --- reads ---------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         self._fresh()
-        entry = self._cache.config.get(key)
-        return default if entry is None else _copy(entry[0])
+        # The hot path: a key in the cache was checked when it was written.
+        entry = self._cache.config.get(key) if type(key) is str else None
+        if entry is None:
+            check_config_key(key)  # absent, or not a key at all: refuse what set() would refuse
+            return default
+        return _copy(entry[0])
 
     def _get_versioned(self, key: str) -> Versioned | None:
         self._fresh()
@@ -293,6 +304,18 @@ class DatabaseConfig(DistributedConfig):
         with self._cache_lock:
             self._cache.put("config", key, (copy.deepcopy(value), version, rev))
         return version
+
+    def _set_many(self, items: dict[str, Any], updated_by: str | None) -> dict[str, int]:
+        written: dict[str, tuple[int, int]] = {}
+        with self._tx() as conn:
+            for key, value in items.items():
+                written[key] = self._write(
+                    conn, "config", {"key": key}, {"value": value, "updated_by": updated_by}, None
+                )
+        with self._cache_lock:
+            for key, (version, rev) in written.items():
+                self._cache.put("config", key, (copy.deepcopy(items[key]), version, rev))
+        return {key: version for key, (version, _) in written.items()}
 
     def _delete(self, key: str, expected: int | None) -> None:
         with self._tx() as conn:
@@ -340,6 +363,8 @@ class DatabaseConfig(DistributedConfig):
             libpq_url(self.url),
             autocommit=True,
             connect_timeout=max(1, int(self.settings.connect_timeout_s)),
+            # Named, so an operator (or a test) finds each replica's listener in pg_stat_activity.
+            application_name=f"{LISTENER_APPLICATION} {self.replica_id}"[:63],
             **KEEPALIVES,  # type: ignore[arg-type]
         )
 
@@ -399,7 +424,7 @@ class DatabaseConfig(DistributedConfig):
                 continue
             kind = body.get("k")
             if kind == "all":
-                self._reload(conn, emit=body.get("src") != self.settings.instance_id)
+                self._reload(conn, emit=body.get("src") != self.replica_id)
                 return
             if kind not in _SELECT:
                 continue
@@ -414,14 +439,11 @@ class DatabaseConfig(DistributedConfig):
             rows = self._fetch(conn, kind, list(keys))
             with self._cache_lock:
                 for key, entry in rows.items():
-                    if (
-                        self._cache.put(kind, key, entry)
-                        and sources.get((kind, key)) != self.settings.instance_id
-                    ):
+                    if self._cache.put(kind, key, entry) and sources.get((kind, key)) != self.replica_id:
                         changed.append(_change_key(kind, key))
                 for key, rev in keys.items():
                     removed = key not in rows and self._cache.remove(kind, key, rev)
-                    if removed and sources.get((kind, key)) != self.settings.instance_id:
+                    if removed and sources.get((kind, key)) != self.replica_id:
                         changed.append(_change_key(kind, key))
         for key in changed:
             self._emit(key)
@@ -482,4 +504,4 @@ class DatabaseConfig(DistributedConfig):
         super().close()
 
 
-__all__ = ["DatabaseConfig", "make_engine", "unavailable"]
+__all__ = ["LISTENER_APPLICATION", "DatabaseConfig", "make_engine", "unavailable"]

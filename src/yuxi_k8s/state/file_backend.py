@@ -19,7 +19,7 @@ from typing import Any
 
 from .config import DistributedConfig, StateView, Versioned, provider_key
 from .errors import ConflictError, FencingError, StateError, StateUnavailableError
-from .fileio import atomic_write, file_lock, read_regular
+from .fileio import atomic_write, confined, file_lock, read_regular
 from .saves import PROVIDER_FILES, Snapshot, dump_toml, read_saves
 from .settings import Settings
 from .values import loads
@@ -46,7 +46,7 @@ class FileConfig(DistributedConfig):
     def _locked(self) -> Iterator[None]:
         if not self.root.is_dir():
             raise StateUnavailableError(f"saves directory {self.root} does not exist")
-        with file_lock(self.root / STATE_DIR / "state.lock"):
+        with file_lock(confined(self.root, f"{STATE_DIR}/state.lock")):
             yield
 
     def _snapshot_files(self) -> Snapshot:
@@ -69,7 +69,7 @@ class FileConfig(DistributedConfig):
 
     def _write(self, rel: str, text: str) -> None:
         try:
-            atomic_write(self.root / rel, text)
+            atomic_write(confined(self.root, rel), text)
         except OSError as exc:
             raise StateUnavailableError(f"cannot write {self.root / rel}: {exc.strerror}") from None
 
@@ -134,6 +134,17 @@ class FileConfig(DistributedConfig):
             snap.config[key] = value
             self._write_provider_file("model_names", snap)
             return self._bump(key, old)
+
+    def _set_many(self, items: dict[str, Any], updated_by: str | None) -> dict[str, int]:
+        with self._locked():
+            snap = self._snapshot_files()
+            versions = self._json(VERSIONS)
+            new = {k: (int(versions.get(k, 1)) + 1 if k in snap.config else 1) for k in items}
+            snap.config.update(items)
+            self._write_provider_file("model_names", snap)
+            versions.update(new)
+            self._write_json(VERSIONS, versions)
+            return new
 
     def _delete(self, key: str, expected: int | None) -> None:
         with self._locked():

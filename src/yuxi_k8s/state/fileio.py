@@ -142,26 +142,33 @@ def replace_all(root: Path, files: Mapping[str, str]) -> WriteReport:
     staged: dict[str, str] = {}
     backups: dict[str, str] = {}
     done: list[str] = []
+    current = "?"  # the file being worked on, for the message
     try:
-        for rel, path in targets.items():
+        for current, path in targets.items():
             path.parent.mkdir(parents=True, exist_ok=True)
-            staged[rel] = _write_temp(path, files[rel].encode("utf-8"))
-        for rel, path in targets.items():
+            staged[current] = _write_temp(path, files[current].encode("utf-8"))
+        for current, path in targets.items():
             if path.exists():
-                backups[rel] = _write_temp(path, path.read_bytes())
-        for rel, path in targets.items():
-            os.replace(staged.pop(rel), path)
-            done.append(rel)
+                backups[current] = _write_temp(path, path.read_bytes())
+        for current, path in targets.items():
+            os.replace(staged[current], path)
+            del staged[current]  # only once renamed: a failed rename's staged copy is removed below
+            done.append(current)
     except OSError as exc:
+        restored = True
         for rel in done:  # put back what this call replaced
-            with contextlib.suppress(OSError):
+            try:
                 if rel in backups:
                     os.replace(backups.pop(rel), targets[rel])
                 else:
                     targets[rel].unlink()
-        failed = next((r for r in targets if r not in done), "?")
+            except OSError:
+                restored = False
+        outcome = (
+            "nothing written" if restored else f"could not put back {', '.join(done)}: check those files"
+        )
         raise PartialWriteError(
-            f"cannot write {Path(root) / failed}: {exc.strerror or exc}; nothing written "
+            f"cannot write {Path(root) / current}: {exc.strerror or exc}; {outcome} "
             f"({len(targets)} file(s) were to change)"
         ) from None
     finally:

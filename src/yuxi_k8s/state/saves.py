@@ -28,7 +28,7 @@ import tomli_w
 
 from . import fileio
 from .errors import InvalidValueError, StateError
-from .values import MAX_DEPTH, check_name, check_record, check_value
+from .values import MAX_DEPTH, TOML_KINDS, TOML_TAG, check_name, check_record, check_value, is_toml_tag
 
 BASE_TOML = "config/base.toml"
 CUSTOM_PROVIDERS_TOML = "config/custom_providers.toml"
@@ -65,8 +65,6 @@ class Snapshot:
 
 # --- TOML values that JSON cannot hold ------------------------------------------
 
-_TOML_TAG = "$toml"
-
 
 def _toml_to_json(value: Any) -> Any:
     if isinstance(value, dict):
@@ -74,17 +72,19 @@ def _toml_to_json(value: Any) -> Any:
     if isinstance(value, list):
         return [_toml_to_json(v) for v in value]
     if isinstance(value, dt.datetime | dt.date | dt.time):
-        return {_TOML_TAG: type(value).__name__, "value": value.isoformat()}
+        return {TOML_TAG: type(value).__name__, "value": value.isoformat()}
     return value
 
 
 def _json_to_toml(value: Any) -> Any:
     if isinstance(value, dict):
-        if set(value) == {_TOML_TAG, "value"}:
-            parse = {"datetime": dt.datetime.fromisoformat, "date": dt.date.fromisoformat,
-                     "time": dt.time.fromisoformat}  # fmt: skip
-            return parse[value[_TOML_TAG]](value["value"])
-        # TOML has no null: a key set to None is left out of the file.
+        if is_toml_tag(value):
+            try:
+                return TOML_KINDS[value[TOML_TAG]](value["value"])
+            except (KeyError, TypeError, ValueError):  # only rows written before values were checked
+                raise InvalidValueError("a malformed TOML date/time tag cannot be written as TOML") from None
+        # TOML has no null (values.check_value refuses it; rows of older kits may hold one):
+        # a key set to None is left out of the file.
         return {k: _json_to_toml(v) for k, v in sorted(value.items()) if v is not None}
     if isinstance(value, list):
         return [_json_to_toml(v) for v in value if v is not None]

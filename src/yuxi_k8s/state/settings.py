@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 Mode = Literal["file", "database"]
 
@@ -57,7 +57,10 @@ def _split(url: str, what: str, schemes: set[str]) -> SplitResult:
         raise UrlError(f"not a {what} URL (expected {expected}://...)")
     if scheme == "unix":
         return parts
-    if parts.fragment or parts.netloc.count("@") > 1:
+    # An unencoded '#', '?' or '/' in a password ends the netloc early: the rest of the password
+    # then shows up as the fragment, query or path, with the '@' that closed it.
+    after_netloc = f"{parts.path}?{parts.query}"
+    if parts.fragment or parts.netloc.count("@") > 1 or "@" in after_netloc:
         raise UrlError(f"malformed {what} URL: {_ENCODE_HINT}")
     try:
         parts.port  # noqa: B018 - raises ValueError on a non-numeric port
@@ -82,7 +85,10 @@ def normalise_database_url(url: str) -> str:
             key = "sslmode"
             value = {"true": "require", "false": "disable"}.get(value.lower(), value)
         query.append((key, value))
-    return urlunsplit(("postgresql+psycopg", parts.netloc, parts.path, urlencode(query), ""))
+    # Built by hand: urlunsplit drops the '//' of a URL without a host (a Unix socket given as
+    # ?host=/run/postgresql), which neither SQLAlchemy nor libpq would then read as a URL.
+    encoded = urlencode(query)
+    return f"postgresql+psycopg://{parts.netloc}{parts.path}" + (f"?{encoded}" if encoded else "")
 
 
 def check_redis_url(url: str) -> str:

@@ -1,17 +1,23 @@
 """What may be stored: checked once, where values enter, for both backends and the transfer.
 
-A value is JSON: objects with string keys, arrays, strings, finite numbers,
-booleans and null. Refused with one line naming where (``key default_model``,
-``provider custom/x: models[3]``): NaN and infinities (JSON and PostgreSQL have
-none; ``1e999`` parses as infinity), NUL characters (PostgreSQL text cannot
-hold them), nesting deeper than :data:`MAX_DEPTH` (checked without recursion),
-more than :data:`MAX_VALUE_BYTES` once encoded, and any other Python type.
+A value is what both JSON (the database) and TOML (the application's files)
+can hold: objects with string keys, arrays, strings, finite numbers and
+booleans. Refused with one line naming where (``key default_model``,
+``provider custom/x: models[3]``): null (TOML has none: the file backend and
+an export would drop it, so neither backend stores it; delete the key
+instead), NaN and infinities (JSON and PostgreSQL have none; ``1e999`` parses
+as infinity), NUL characters (PostgreSQL text cannot hold them), nesting
+deeper than :data:`MAX_DEPTH` (checked without recursion), more than
+:data:`MAX_VALUE_BYTES` once encoded, a malformed TOML date tag
+(:data:`TOML_TAG`), and any other Python type.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from .errors import InvalidValueError
@@ -21,10 +27,36 @@ MAX_VALUE_BYTES = 256 * 1024
 MAX_NAME_CHARS = 200
 # TOML integers are 64-bit: a larger one could be stored but never exported.
 INT_LIMIT = 2**63
+# TOML dates and times have no JSON form: they are kept as {"$toml": "<kind>", "value": "<ISO text>"}.
+TOML_TAG = "$toml"
+TOML_KINDS: dict[str, Callable[[str], Any]] = {
+    "datetime": dt.datetime.fromisoformat,
+    "date": dt.date.fromisoformat,
+    "time": dt.time.fromisoformat,
+}
 
 
 def _path(where: str, trail: str) -> str:
     return f"{where}: {trail}" if trail else where
+
+
+def is_toml_tag(node: Any) -> bool:
+    """True for the JSON form of a TOML date/time (see :data:`TOML_TAG`)."""
+    return isinstance(node, dict) and set(node) == {TOML_TAG, "value"}
+
+
+def _check_tag(node: dict[str, Any], where: str) -> None:
+    kind, text = node[TOML_TAG], node["value"]
+    parse = TOML_KINDS.get(kind) if isinstance(kind, str) else None
+    if parse is None or not isinstance(text, str):
+        raise InvalidValueError(
+            f"{where}: an object of exactly {TOML_TAG!r} and 'value' is a TOML date/time tag: "
+            f"{TOML_TAG!r} must be one of {', '.join(TOML_KINDS)} and 'value' its ISO text"
+        )
+    try:
+        parse(text)
+    except ValueError:
+        raise InvalidValueError(f"{where}: the TOML {kind} tag does not hold an ISO {kind}") from None
 
 
 def check_value(value: Any, where: str) -> None:
@@ -34,7 +66,12 @@ def check_value(value: Any, where: str) -> None:
         node, trail, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise InvalidValueError(f"{_path(where, trail)}: nested deeper than {MAX_DEPTH} levels")
-        if node is None or isinstance(node, bool):
+        if node is None:
+            raise InvalidValueError(
+                f"{_path(where, trail)}: null has no TOML form (the application's files); "
+                "leave the key out or delete it"
+            )
+        if isinstance(node, bool):
             continue
         if isinstance(node, str):
             if "\x00" in node:
@@ -49,6 +86,9 @@ def check_value(value: Any, where: str) -> None:
                     "a literal like 1e999 overflows to Infinity)"
                 )
         elif isinstance(node, dict):
+            if is_toml_tag(node):
+                _check_tag(node, _path(where, trail))
+                continue
             for key, item in node.items():
                 if not isinstance(key, str):
                     raise InvalidValueError(f"{_path(where, trail)}: object key {key!r} is not text")

@@ -31,7 +31,7 @@ from psycopg.types.json import Jsonb
 from .. import migrations
 from ..state.errors import StateError, error_line
 from ..state.models import CHANGE_SEQUENCE, NOTIFY_CHANNEL, SCHEMA
-from ..state.saves import BASE_TOML, Snapshot, read_saves, write_saves
+from ..state.saves import BASE_TOML, MANAGED_FILES, Snapshot, read_saves, write_saves
 from ..state.settings import describe_database_url, libpq_url
 from ..state.values import canonical, dumps
 from .plan import Plan, Rows, make_plan, rows_snapshot, snapshot_rows
@@ -116,8 +116,9 @@ def current_rev(conn: psycopg.Connection[Any]) -> int:
 
 
 def read_sync(conn: psycopg.Connection[Any], digest: str | None = None) -> SyncPoint | None:
+    params: tuple[str, ...] = ()
     if digest is None:
-        sql, params = f"SELECT * FROM {SYNC_POINTS} ORDER BY synced_at DESC LIMIT 1", ()
+        sql = f"SELECT * FROM {SYNC_POINTS} ORDER BY synced_at DESC LIMIT 1"
     else:
         sql, params = f"SELECT * FROM {SYNC_POINTS} WHERE digest = %s", (digest,)
     row = conn.execute(sql, params).fetchone()
@@ -148,29 +149,32 @@ def _advisory_lock(conn: psycopg.Connection[Any], wait_s: float, say: Callable[[
 
 
 def apply_plan(conn: psycopg.Connection[Any], plan: Plan) -> None:
+    """Write the plan: one batch per statement (psycopg pipelines executemany: no round trip per row)."""
     bump = f"version = version + 1, rev = nextval('{CHANGE_SEQUENCE}'), updated_at = now(), updated_by = %s"
-    config = plan.kinds["config"]
-    for key, value in config.insert.items():
-        conn.execute(
+    by = "migrate-config"
+    config, providers = plan.kinds["config"], plan.kinds["provider"]
+    batches: list[tuple[str, list[tuple[Any, ...]]]] = [
+        (
             f"INSERT INTO {CONFIG} (key, value, updated_by) VALUES (%s, %s, %s)",
-            (key, Jsonb(value, dumps), "migrate-config"),
-        )
-    for key, value in config.update.items():
-        conn.execute(
+            [(k, Jsonb(v, dumps), by) for k, v in config.insert.items()],
+        ),
+        (
             f"UPDATE {CONFIG} SET value = %s, {bump} WHERE key = %s",
-            (Jsonb(value, dumps), "migrate-config", key),
-        )
-    providers = plan.kinds["provider"]
-    for (scope, name), record in providers.insert.items():
-        conn.execute(
+            [(Jsonb(v, dumps), by, k) for k, v in config.update.items()],
+        ),
+        (
             f"INSERT INTO {PROVIDERS} (scope, name, payload, updated_by) VALUES (%s, %s, %s, %s)",
-            (scope, name, Jsonb(record, dumps), "migrate-config"),
-        )
-    for (scope, name), record in providers.update.items():
-        conn.execute(
+            [(s, n, Jsonb(r, dumps), by) for (s, n), r in providers.insert.items()],
+        ),
+        (
             f"UPDATE {PROVIDERS} SET payload = %s, {bump} WHERE scope = %s AND name = %s",
-            (Jsonb(record, dumps), "migrate-config", scope, name),
-        )
+            [(Jsonb(r, dumps), by, s, n) for (s, n), r in providers.update.items()],
+        ),
+    ]
+    with conn.cursor() as cur:
+        for sql, rows in batches:
+            if rows:
+                cur.executemany(sql, rows)
 
 
 def verify(conn: psycopg.Connection[Any], wanted: Rows) -> None:
@@ -272,7 +276,10 @@ def export(saves_dir: Path, url: str) -> list[str]:
         raise TransferError(f"database {describe_database_url(url)} holds no settings; nothing to export")
     if not saves_dir.is_dir():
         raise TransferError(f"{saves_dir} is not a directory (the application's saves/ folder)")
-    snap = rows_snapshot(rows, present={BASE_TOML})
+    # A custom_providers.toml already there is rewritten too (emptied when the database has no
+    # custom provider): a provider deleted in database mode must not come back in file mode.
+    present = {rel for rel in MANAGED_FILES if rel == BASE_TOML or (saves_dir / rel).exists()}
+    snap = rows_snapshot(rows, present=present)
     try:
         report = write_saves(saves_dir, snap)
     except StateError as exc:

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from yuxi_k8s.cli import UserError
+from yuxi_k8s.validate.errors import EXIT_USAGE, ValidateError
 from yuxi_k8s.validate.rules import ENVS
 
 
@@ -18,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="render, schema-check and policy-check kustomizations (offline)",
         description="Render each kustomization with the pinned kustomize, check every object with "
         "kubeconform -strict against the pinned Kubernetes and CRD schemas, then run the policy "
-        "rules (docs/rules.md). Exit 1 on any render failure, schema failure or violation.",
+        "rules (docs/rules.md). Exit 0 clean, 1 on any render failure, schema failure or violation, "
+        "2 on a usage error, 3 when the check is incomplete (a rule crashed, a tool or schema is missing).",
     )
     p.add_argument("paths", nargs="*", metavar="PATH", help="kustomization directories (e.g. overlays/prod)")
     p.add_argument("--format", choices=("text", "json", "junit"), default="text", help="report format")
@@ -32,7 +34,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="lowest severity that fails the run (default: warning)",
     )
     p.add_argument("--no-schema", action="store_true", help="skip kubeconform (policy rules only)")
+    p.add_argument(
+        "--entry-points",
+        action="store_true",
+        help="also check the kit's own entry points (src/yuxi_k8s/validate/entry_points.txt; make validate)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="a rule that crashes stops the run with its traceback (for rule authors; the tests use it)",
+    )
     p.add_argument(
         "--print-crd-paths",
         action="store_true",
@@ -56,6 +68,14 @@ def _write(text: str, output: str | None) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    """The validate concern's errors become the command line's one-line errors here."""
+    try:
+        return _handle(args)
+    except ValidateError as exc:
+        raise UserError(str(exc), exit_code=exc.exit_code) from exc
+
+
+def _handle(args: argparse.Namespace) -> int:
     if args.print_crd_paths:
         from yuxi_k8s.validate.crds import crd_paths
 
@@ -66,26 +86,36 @@ def handle(args: argparse.Namespace) -> int:
 
         _write(rules_markdown(), args.output)
         return 0
-    if not args.paths:
-        raise UserError("give at least one kustomization PATH (e.g. overlays/dev)", exit_code=2)
+    paths = list(args.paths)
+    if args.entry_points:
+        from yuxi_k8s.paths import NoCheckoutError
+        from yuxi_k8s.validate.entry_points import checkout_entry_points
+
+        try:
+            paths += checkout_entry_points()
+        except NoCheckoutError as exc:
+            raise UserError(str(exc), exit_code=EXIT_USAGE) from exc
+    if not paths:
+        raise UserError("give at least one kustomization PATH (e.g. overlays/dev)", exit_code=EXIT_USAGE)
 
     from yuxi_k8s.validate import pipeline
     from yuxi_k8s.validate.engine import load_config
-    from yuxi_k8s.validate.report import FORMATS, progress_line
+    from yuxi_k8s.validate.report import FORMATS, OverlayReport, progress_line
 
     config = load_config(args.config)
 
-    def progress(i: int, total: int, overlay) -> None:  # type: ignore[no-untyped-def]
+    def progress(i: int, total: int, overlay: OverlayReport) -> None:
         if not args.quiet:
             print(progress_line(i, total, overlay, args.fail_on), file=sys.stderr, flush=True)
 
     report = pipeline.run(
-        args.paths,
+        paths,
         env=args.env,
         config=config,
         fail_on=args.fail_on,
         schema_check=not args.no_schema,
         on_overlay=progress,
+        strict=args.strict,
     )
     _write(FORMATS[args.format](report), args.output)
-    return 1 if report.failed else 0
+    return report.exit_code

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -31,16 +32,15 @@ from typing import Any
 
 import yaml
 
-from yuxi_k8s.cli import UserError
-from yuxi_k8s.validate.versions import CRD_SOURCES, CrdSource
+from yuxi_k8s.cache import build_once, is_built
+from yuxi_k8s.validate.errors import SchemaSourceError, ToolError
+from yuxi_k8s.validate.versions import CRD_SOURCES, CrdSource, schema_cache_dir
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _root() -> Path:
-    from yuxi_k8s.validate.schemas import cache_root
-
-    return cache_root() / "crds"
+    return schema_cache_dir() / "crds"
 
 
 @cache
@@ -59,14 +59,14 @@ def known_groups() -> frozenset[str]:
 def _download(source: CrdSource) -> Path:
     """The module zip in Go's download cache (fetched once, verified by go.sum db)."""
     if not shutil.which("go"):
-        raise UserError("go is required to fetch the pinned CRDs (install golang >= 1.24)")
+        raise ToolError("go is required to fetch the pinned CRDs (install golang >= 1.24)")
     proc = subprocess.run(
         ["go", "mod", "download", "-json", f"{source.module}@{source.version}"],
         capture_output=True,
         text=True,
         check=False,
         cwd=tempfile.gettempdir(),
-        env={**__import__("os").environ, "GOFLAGS": "-mod=mod", "GO111MODULE": "on"},
+        env={**os.environ, "GOFLAGS": "-mod=mod", "GO111MODULE": "on"},
     )
     try:
         info = json.loads(proc.stdout)
@@ -75,41 +75,36 @@ def _download(source: CrdSource) -> Path:
     zip_path = info.get("Zip")
     if proc.returncode != 0 or not zip_path or not Path(zip_path).exists():
         reason = info.get("Error") or proc.stderr.strip() or "no zip"
-        raise UserError(f"cannot fetch {source.module}@{source.version}: {reason}")
+        raise SchemaSourceError(f"cannot fetch {source.module}@{source.version}: {reason}")
     return Path(zip_path)
 
 
 def raw_dir() -> Path:
     """Folder of the upstream CRD YAML files, fetched once per pinned set."""
-    target = _root() / "raw"
-    if (target / ".stamp").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".raw-", dir=target.parent))
-    for source in CRD_SOURCES:
-        archive = _download(source)
-        with zipfile.ZipFile(archive) as zf:
-            prefix = f"{source.module}@{source.version}/"
-            for inner in source.files:
-                try:
-                    data = zf.read(prefix + inner)
-                except KeyError as exc:
-                    raise UserError(f"{source.module}@{source.version} has no {inner}") from exc
-                (tmp / Path(inner).name).write_bytes(data)
-    (tmp / ".stamp").touch()
-    _publish(tmp, target)
-    return target
+
+    def build(folder: Path) -> None:
+        for source in CRD_SOURCES:
+            archive = _download(source)
+            with zipfile.ZipFile(archive) as zf:
+                prefix = f"{source.module}@{source.version}/"
+                for inner in source.files:
+                    try:
+                        data = zf.read(prefix + inner)
+                    except KeyError as exc:
+                        raise SchemaSourceError(f"{source.module}@{source.version} has no {inner}") from exc
+                    (folder / Path(inner).name).write_bytes(data)
+
+    return build_once(_root() / "raw", build)
+
+
+def prepared() -> bool:
+    """The converted CRD schemas are in the cache (so nothing needs Go or the network)."""
+    return is_built(_root() / "json")
 
 
 def crd_paths() -> list[Path]:
     """The pinned upstream CRD manifests, for `kubectl apply` before a server-side dry-run."""
     return sorted(raw_dir().glob("*.yaml"))
-
-
-def _publish(tmp: Path, target: Path) -> None:
-    from yuxi_k8s.validate.schemas import _publish as publish
-
-    publish(tmp, target)
 
 
 def strict_schema(node: Any) -> Any:
@@ -175,22 +170,18 @@ def convert(crd: dict) -> dict[str, dict]:
 
 def schema_dir() -> Path:
     """Folder of converted CRD schemas in kubeconform's CRD layout, built once."""
-    target = _root() / "json"
-    if (target / ".stamp").exists():
-        return target
-    raw = raw_dir()
-    tmp = Path(tempfile.mkdtemp(prefix=".json-", dir=target.parent))
-    for path in sorted(raw.glob("*.yaml")):
-        for doc in yaml.load_all(path.read_text(), Loader=_Loader):
-            if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition":
-                continue
-            for rel, schema in convert(doc).items():
-                dest = tmp / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_text(json.dumps(schema))
-    (tmp / ".stamp").touch()
-    _publish(tmp, target)
-    return target
+
+    def build(folder: Path) -> None:
+        for path in sorted(raw_dir().glob("*.yaml")):
+            for doc in yaml.load_all(path.read_text(), Loader=_Loader):
+                if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition":
+                    continue
+                for rel, schema in convert(doc).items():
+                    dest = folder / rel
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    dest.write_text(json.dumps(schema))
+
+    return build_once(_root() / "json", build)
 
 
 def crd_kinds() -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from yuxi_k8s.validate.engine import load_config
+from yuxi_k8s.validate.engine import ENGINE_ERROR, load_config
 from yuxi_k8s.validate.rules import ENVS, all_rules
 
 
@@ -19,6 +19,10 @@ def rules_markdown() -> str:
         f"{len(rules)} rules. Opt out per object with the annotation "
         '`yuxi-k8s.io/allow-<RULE-ID>: "<reason>"` (the reason is required; see docs/validate.md). '
         "Severities can be changed in the config (`severity:`).",
+        "",
+        f"`{ENGINE_ERROR}` is not a rule: it is how the engine reports a rule that crashed, naming the rule "
+        "and the object. It cannot be opted out of or switched off, and the run exits 3 (the check is "
+        "incomplete).",
         "",
         "| Id | Family | Severity | Environments | Title |",
         "|----|--------|----------|--------------|-------|",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import asdict, dataclass
 from importlib import resources as pkg_resources
 from pathlib import Path
@@ -9,13 +10,22 @@ from typing import Any
 
 import yaml
 
-from yuxi_k8s.cli import UserError
+from yuxi_k8s.validate.errors import ConfigError
 from yuxi_k8s.validate.model import Context, Resource
-from yuxi_k8s.validate.rules import ENVS, SEVERITIES, all_rules
-from yuxi_k8s.validate.rules.meta import allowances
+from yuxi_k8s.validate.rules import ENVS, SEVERITIES, Finding, Rule, all_rules
+from yuxi_k8s.validate.suppression import suppression_reason
+
+# Not a rule: the engine's own finding when a rule crashed, so its check is incomplete. It is never
+# suppressed, never turned off by the config, and makes the run exit EXIT_INCOMPLETE.
+ENGINE_ERROR = "YK-ENGINE-001"
+ENGINE_ERROR_TITLE = "A rule crashed: its check is incomplete"
+ENGINE_ERROR_FIX = (
+    "A bug in the rule, or an object shape it does not expect: report it with this line. "
+    "`yuxi-k8s validate --strict PATH` stops at the crash with its traceback."
+)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Violation:
     overlay: str
     rule: str
@@ -27,9 +37,14 @@ class Violation:
     fix: str
     title: str
     suppressed: str | None = None  # the reason, when an allow annotation suppressed it
+    crashed_rule: str | None = None  # for ENGINE_ERROR: the rule that crashed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class RuleCrash(Exception):
+    """Strict mode: a rule raised. The original exception is the cause (its traceback follows)."""
 
 
 def load_config(path: str | None = None) -> dict[str, Any]:
@@ -40,9 +55,9 @@ def load_config(path: str | None = None) -> dict[str, Any]:
         try:
             override = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise UserError(f"cannot read config {path}: {exc}") from exc
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
         if not isinstance(override, dict):
-            raise UserError(f"config {path} must be a mapping")
+            raise ConfigError(f"config {path} must be a mapping")
         for key, value in override.items():
             if isinstance(value, dict) and isinstance(config.get(key), dict):
                 config[key] = {**config[key], **value}
@@ -54,7 +69,7 @@ def load_config(path: str | None = None) -> dict[str, Any]:
     }
     for rule_id, severity in config["severity"].items():
         if severity not in SEVERITIES:
-            raise UserError(f"config: severity of {rule_id} must be one of {', '.join(SEVERITIES)}")
+            raise ConfigError(f"config: severity of {rule_id} must be one of {', '.join(SEVERITIES)}")
     return config
 
 
@@ -80,11 +95,15 @@ def evaluate(
     config: dict[str, Any],
     kustomization: dict[str, Any] | None = None,
     layers: list[tuple[str, dict[str, Any]]] | None = None,
+    *,
+    strict: bool = False,
 ) -> list[Violation]:
     """Every finding of every rule that applies to *env*, suppressed ones marked.
 
     Rules marked ``after_others`` (stale opt-outs) run last and see what the others found
-    in ``ctx.findings``.
+    in ``ctx.findings``. A rule that raises keeps the findings it yielded before the crash and
+    adds one ENGINE_ERROR naming the rule and the object that makes it crash (:func:`_culprits`);
+    with *strict* (the tests, ``--strict``) the crash raises :class:`RuleCrash` instead.
     """
     if layers is None:
         layers = [(overlay, kustomization)] if kustomization is not None else []
@@ -98,33 +117,80 @@ def evaluate(
         severity = overrides.get(r.id, r.severity)
         if severity == "off" or not r.applies_to(env):
             continue
+        found: list[Finding] = []
         try:
-            found = list(r.check(ctx))
-        except (AttributeError, TypeError, ValueError, KeyError, IndexError, ArithmeticError) as exc:
-            # A malformed object (e.g. `resources: 1`) that kubeconform also reports: say so, no traceback.
-            out.append(
-                Violation(
-                    overlay,
-                    r.id,
-                    "error",
-                    "Render",
-                    "",
-                    overlay,
-                    f"could not evaluate on malformed objects ({type(exc).__name__}: {exc}); "
-                    "fix the schema failures first",
-                    r.fix,
-                    r.title,
-                )
-            )
-            continue
+            found.extend(r.check(ctx))
+        except Exception as exc:  # a crash: report it as one, never as the rule's own finding
+            culprits = _culprits(r, ctx)
+            if strict:
+                raise RuleCrash(f"{r.id} crashed {_where(culprits)}: {_describe(exc)}") from exc
+            ctx.crashed.add(r.id)
+            out.append(_engine_error(overlay, r, exc, culprits))
         for res, detail in found:
             ctx.findings.setdefault(r.id, set()).add(id(res))
-            reason = allowances(res.annotations).get(r.id) or None
-            if r.id.startswith("YK-META-"):
-                reason = None  # the opt-out rules themselves cannot be opted out of
             out.append(
                 Violation(
-                    overlay, r.id, severity, res.kind, res.namespace, res.name, detail, r.fix, r.title, reason
+                    overlay=overlay,
+                    rule=r.id,
+                    severity=severity,
+                    kind=res.kind,
+                    namespace=res.namespace,
+                    name=res.name,
+                    message=detail,
+                    fix=r.fix,
+                    title=r.title,
+                    suppressed=suppression_reason(r, res),
                 )
             )
     return out
+
+
+def _culprits(r: Rule, ctx: Context) -> list[Resource]:
+    """The objects that make *r* crash on their own: the rule re-run on each one alone.
+
+    Run only after a crash. Empty when the crash needs several objects together (the rule then
+    failed over the render as a whole).
+    """
+    out = []
+    for res in ctx.resources:
+        alone = Context(
+            ctx.overlay, ctx.env, [res], ctx.config, kustomization=ctx.kustomization, layers=ctx.layers
+        )
+        try:
+            for _ in r.check(alone):
+                pass
+        except Exception:
+            out.append(res)
+    return out
+
+
+def _where(culprits: list[Resource]) -> str:
+    if not culprits:
+        return "over the render"
+    more = f" (and {len(culprits) - 1} more)" if len(culprits) > 1 else ""
+    return f"on {culprits[0]}{more}"
+
+
+def _describe(exc: BaseException) -> str:
+    """``KeyError: 'x' at pod_security.py:123``: the exception and the line that raised it."""
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}{': ' + text if text else ''}{at}"
+
+
+def _engine_error(overlay: str, r: Rule, exc: Exception, culprits: list[Resource]) -> Violation:
+    res = culprits[0] if culprits else None
+    return Violation(
+        overlay=overlay,
+        rule=ENGINE_ERROR,
+        severity="error",
+        kind=res.kind if res is not None else "Render",
+        namespace=res.namespace if res is not None else "",
+        name=res.name if res is not None else overlay,
+        message=f"rule {r.id} crashed {_where(culprits)} ({_describe(exc)}); "
+        f"its findings for this render are incomplete",
+        fix=ENGINE_ERROR_FIX,
+        title=ENGINE_ERROR_TITLE,
+        crashed_rule=r.id,
+    )

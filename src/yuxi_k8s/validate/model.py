@@ -25,12 +25,12 @@ CNPG_PORTS = (
 )
 
 
-def _mapping(value: Any) -> dict[str, Any]:
+def as_mapping(value: Any) -> dict[str, Any]:
     """The value if it is a mapping, else {} (malformed input is the schema check's to report)."""
     return value if isinstance(value, dict) else {}
 
 
-def _mappings(value: Any) -> list[dict[str, Any]]:
+def as_mappings(value: Any) -> list[dict[str, Any]]:
     """The mapping items of a list (others are the schema check's to report)."""
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
@@ -55,7 +55,7 @@ class Resource:
 
     @property
     def meta(self) -> dict[str, Any]:
-        return _mapping(self.obj.get("metadata"))
+        return as_mapping(self.obj.get("metadata"))
 
     @property
     def name(self) -> str:
@@ -67,15 +67,15 @@ class Resource:
 
     @property
     def labels(self) -> dict[str, str]:
-        return _mapping(self.meta.get("labels"))
+        return as_mapping(self.meta.get("labels"))
 
     @property
     def annotations(self) -> dict[str, str]:
-        return _mapping(self.meta.get("annotations"))
+        return as_mapping(self.meta.get("annotations"))
 
     @property
     def spec(self) -> dict[str, Any]:
-        return _mapping(self.obj.get("spec"))
+        return as_mapping(self.obj.get("spec"))
 
     def __str__(self) -> str:
         return f"{self.kind} {self.namespace + '/' if self.namespace else ''}{self.name}"
@@ -95,11 +95,11 @@ class Container:
 
     @property
     def security(self) -> dict[str, Any]:
-        return _mapping(self.spec.get("securityContext"))
+        return as_mapping(self.spec.get("securityContext"))
 
     @property
     def ports(self) -> list[dict[str, Any]]:
-        return _mappings(self.spec.get("ports"))
+        return as_mappings(self.spec.get("ports"))
 
     def label(self) -> str:
         return f"{'initContainer' if self.init else 'container'} {self.name}"
@@ -123,7 +123,7 @@ class Workload:
 
     @property
     def pod_labels(self) -> dict[str, str]:
-        return _mapping(self.pod_meta.get("labels"))
+        return as_mapping(self.pod_meta.get("labels"))
 
     @property
     def component(self) -> str:
@@ -142,14 +142,14 @@ class Workload:
 
     @property
     def pod_security(self) -> dict[str, Any]:
-        return _mapping(self.pod_spec.get("securityContext"))
+        return as_mapping(self.pod_spec.get("securityContext"))
 
     @cached_property
     def containers(self) -> list[Container]:
         """Init containers first, then the main ones (ephemeral ones count as main)."""
-        init = [Container(self, c, True) for c in _mappings(self.pod_spec.get("initContainers"))]
-        main = [Container(self, c) for c in _mappings(self.pod_spec.get("containers"))]
-        main += [Container(self, c) for c in _mappings(self.pod_spec.get("ephemeralContainers"))]
+        init = [Container(self, c, True) for c in as_mappings(self.pod_spec.get("initContainers"))]
+        main = [Container(self, c) for c in as_mappings(self.pod_spec.get("containers"))]
+        main += [Container(self, c) for c in as_mappings(self.pod_spec.get("ephemeralContainers"))]
         return init + main
 
     @property
@@ -167,7 +167,7 @@ class Workload:
 
     @property
     def volumes(self) -> list[dict[str, Any]]:
-        return _mappings(self.pod_spec.get("volumes"))
+        return as_mappings(self.pod_spec.get("volumes"))
 
 
 def pod_template(res: Resource) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -175,21 +175,22 @@ def pod_template(res: Resource) -> tuple[dict[str, Any], dict[str, Any]] | None:
     if res.kind == "Pod":
         return res.spec, res.meta
     if res.kind == "CronJob":
-        template = _mapping(_mapping(_mapping(res.spec.get("jobTemplate")).get("spec")).get("template"))
+        template = as_mapping(as_mapping(as_mapping(res.spec.get("jobTemplate")).get("spec")).get("template"))
     elif res.kind in POD_TEMPLATE_KINDS:
-        template = _mapping(res.spec.get("template"))
+        template = as_mapping(res.spec.get("template"))
     else:
         return None
-    return _mapping(template.get("spec")), _mapping(template.get("metadata"))
+    return as_mapping(template.get("spec")), as_mapping(template.get("metadata"))
 
 
 def operator_pods(res: Resource) -> list[Workload]:
     """Stand-ins for the pods an operator will create (for selector and port checks only)."""
     if res.kind != "Cluster" or res.group != "postgresql.cnpg.io":
         return []
-    inherited = ((res.spec.get("inheritedMetadata") or {}).get("labels")) or {}
+    inherited = as_mapping(as_mapping(res.spec.get("inheritedMetadata")).get("labels"))
     base = {**inherited, "cnpg.io/cluster": res.name, "cnpg.io/podRole": "instance"}
-    roles = ["primary"] + (["replica"] if int(res.spec.get("instances", 1)) > 1 else [])
+    instances = res.spec.get("instances", 1)
+    roles = ["primary"] + (["replica"] if isinstance(instances, int) and instances > 1 else [])
     spec = {"containers": [{"name": "postgres", "ports": [dict(p) for p in CNPG_PORTS]}]}
     return [Workload(res, spec, {"labels": {**base, "cnpg.io/instanceRole": r, "role": r}}) for r in roles]
 
@@ -198,19 +199,21 @@ def job_spec(res: Resource) -> dict[str, Any] | None:
     if res.kind == "Job":
         return res.spec
     if res.kind == "CronJob":
-        return (res.spec.get("jobTemplate") or {}).get("spec") or {}
+        return as_mapping(as_mapping(res.spec.get("jobTemplate")).get("spec"))
     return None
 
 
 def selector_matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
     """A LabelSelector (matchLabels + matchExpressions) against labels; {} matches all."""
-    if selector is None:
+    if not isinstance(selector, dict):  # None, or malformed (the schema check reports that)
         return False
-    for key, value in (selector.get("matchLabels") or {}).items():
+    for key, value in as_mapping(selector.get("matchLabels")).items():
         if labels.get(key) != value:
             return False
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+    for expr in as_mappings(selector.get("matchExpressions")):
+        key, op = str(expr.get("key")), expr.get("operator")
+        raw = expr.get("values")
+        values: list[Any] = raw if isinstance(raw, list) else []
         present = key in labels
         if op == "In" and (not present or labels[key] not in values):
             return False
@@ -225,7 +228,9 @@ def selector_matches(selector: dict[str, Any] | None, labels: dict[str, str]) ->
 
 def map_matches(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
     """A plain selector map (Services); an empty map selects nothing."""
-    return bool(selector) and all(labels.get(k) == v for k, v in (selector or {}).items())
+    return (
+        isinstance(selector, dict) and bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+    )
 
 
 @dataclass
@@ -238,6 +243,8 @@ class Context:
     config: dict[str, Any] = field(default_factory=dict)
     # rule id -> ids of the objects it flagged so far (for rules that run after the others)
     findings: dict[str, set[int]] = field(default_factory=dict)
+    # ids of the rules that crashed on this render: what they flagged is not all there is
+    crashed: set[str] = field(default_factory=set)
     # the validated path's own kustomization.yaml (None for plain manifests), for checks of its fields
     kustomization: dict[str, Any] | None = None
     # (dir, kustomization) of every local layer the render is built from, the validated path first
@@ -283,7 +290,7 @@ class Context:
 
     def hpa_for(self, workload: Workload) -> Resource | None:
         for hpa in self.by_kind.get("HorizontalPodAutoscaler", []):
-            ref = hpa.spec.get("scaleTargetRef") or {}
+            ref = as_mapping(hpa.spec.get("scaleTargetRef"))
             if (
                 hpa.namespace == workload.namespace
                 and ref.get("kind") == workload.kind
@@ -296,7 +303,8 @@ class Context:
         """spec.replicas, or the HPA's minReplicas when an HPA scales the workload."""
         hpa = self.hpa_for(workload)
         if hpa is not None:
-            return int(hpa.spec.get("minReplicas", 1))
+            value = hpa.spec.get("minReplicas", 1)
+            return value if isinstance(value, int) else 1
         return workload.replicas
 
     def setting(self, key: str, default: Any = None) -> Any:

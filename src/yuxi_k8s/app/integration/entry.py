@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from yuxi_k8s.app.integration import runtime
 
     program, rest = args[0], args[1:]
+    # The app imports `server.*` from its working directory, as uvicorn and arq let it.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     database = (os.environ.get("CONFIG_MODE") or "file").strip().lower() == "database"
     try:
         runtime.check_version()

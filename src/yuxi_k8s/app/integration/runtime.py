@@ -36,6 +36,12 @@ class Runtime:
     lease: ReplicaLease | None
 
     def close(self) -> None:
+        """Idempotent: the ASGI lifespan and the entry point may both call it."""
+        global ACTIVE
+        if ACTIVE is not self:
+            return
+        ACTIVE = None
+        log.info("database mode off: releasing the replica lease and the store")
         self.binding.stop()
         if self.lease is not None:
             self.lease.stop()

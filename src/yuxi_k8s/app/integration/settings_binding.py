@@ -15,8 +15,8 @@ holds:
   the store (a three-way comparison, so a change another replica made and this
   one has not seen yet is never written back over). Each write names the version
   this replica applied; on a conflict (another replica wrote the same key
-  meanwhile) the write is repeated on the newer version and logged: both saves
-  happened, in order; nothing is dropped silently. If the store cannot be
+  meanwhile) it is logged and written again without the version check: both
+  saves happened, this one last; nothing is dropped silently. If the store cannot be
   reached the in-memory object is put back to what the store held and the save
   raises, so the caller sees an error and no replica serves a setting nobody
   stored.
@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from yuxi_k8s.state import ConflictError, DistributedConfig, StateError, StateView
@@ -40,7 +41,6 @@ from yuxi_k8s.state import ConflictError, DistributedConfig, StateError, StateVi
 log = logging.getLogger("yuxi_k8s.app.settings")
 
 LOCAL_FIELDS = frozenset({"save_dir", "model_dir"})
-MAX_CONFLICT_RETRIES = 5
 _UNSET = object()
 
 
@@ -150,18 +150,18 @@ class SettingsBinding:
 
     # --- save --------------------------------------------------------------------------
     def _write(self, key: str, write: Callable[[int | None], int], expected: int | None) -> int:
-        for _attempt in range(MAX_CONFLICT_RETRIES):
-            try:
-                return write(expected)
-            except ConflictError as exc:
-                log.warning(
-                    "%s was changed by another replica meanwhile (version %s); this replica's save "
-                    "is applied after it",
-                    key,
-                    exc.actual,
-                )
-                expected = 0 if exc.actual is None else exc.actual
-        raise SettingsSaveError(f"{key}: still conflicting after {MAX_CONFLICT_RETRIES} attempts")
+        """Write naming the version this replica applied; if another replica wrote the same key
+        meanwhile, say so and write again unconditionally: both saves happened, this one last."""
+        try:
+            return write(expected)
+        except ConflictError as exc:
+            log.warning(
+                "%s was changed by another replica meanwhile (now version %s); this replica's save "
+                "is applied after it",
+                key,
+                exc.actual,
+            )
+            return write(None)
 
     def _fail(self, exc: Exception) -> SettingsSaveError:
         self.apply(self._applied, initial=True)  # put the object back to what the store held
@@ -178,10 +178,10 @@ class SettingsBinding:
                     entry = self._applied.config.get(name)
                     if value == self._defaults[name]:
                         if entry is not None:
-                            self._write(name, lambda e, n=name: self._delete(n, e), entry.version)
+                            self._write(name, partial(self._delete, name), entry.version)
                     else:
                         expected = entry.version if entry is not None else 0
-                        self._write(name, lambda e, n=name, v=value: self._set(n, v, e), expected)
+                        self._write(name, partial(self._set, name, value), expected)
                     self._applied_fields[name] = value
             except (StateError, SettingsSaveError) as exc:
                 raise self._fail(exc) from None
@@ -208,11 +208,7 @@ class SettingsBinding:
                         continue
                     entry = self._applied.providers.get(("model_names", name))
                     expected = entry.version if entry is not None else 0
-                    self._write(
-                        f"provider {name}",
-                        lambda e, n=name, r=record: self._put("model_names", n, r, e),
-                        expected,
-                    )
+                    self._write(f"provider {name}", partial(self._put, "model_names", name, record), expected)
             except (StateError, SettingsSaveError) as exc:
                 raise self._fail(exc) from None
         self._refresh()
@@ -227,13 +223,14 @@ class SettingsBinding:
                         continue
                     entry = self._applied.providers.get(("custom", name))
                     expected = entry.version if entry is not None else 0
-                    self._write(
-                        f"provider {name}", lambda e, n=name, r=record: self._put("custom", n, r, e), expected
-                    )
+                    self._write(f"provider {name}", partial(self._put, "custom", name, record), expected)
                 for name in sorted(set(self._applied_custom) - set(now)):
-                    entry = self._applied.providers.get(("custom", name))
-                    expected = entry.version if entry is not None else None
-                    self._write(f"provider {name}", lambda e, n=name: self._drop("custom", n, e), expected)
+                    gone = self._applied.providers.get(("custom", name))
+                    self._write(
+                        f"provider {name}",
+                        partial(self._drop, "custom", name),
+                        gone.version if gone else None,
+                    )
                 self._applied_custom = now
             except (StateError, SettingsSaveError) as exc:
                 raise self._fail(exc) from None

@@ -208,10 +208,12 @@ def install(tasker_cls: Any, task_cls: Any, lease: ReplicaLease, *, drain_s: flo
 
     async def get_task(self: Any, task_id: str) -> dict[str, Any] | None:
         found = await original_get(self, task_id)
-        if found is not None:
+        if found is not None and (task_id in claimed or found.get("status") in TERMINAL):
             return found  # type: ignore[no-any-return]
-        record = await self._repo.get_by_id(task_id)  # created or run by another replica
-        return None if record is None else task_cls.from_dict(record.to_dict()).to_dict()  # type: ignore[no-any-return]
+        record = await self._repo.get_by_id(task_id)  # created, or run right now, by another replica
+        if record is None:
+            return found  # type: ignore[no-any-return]
+        return task_cls.from_dict(record.to_dict()).to_dict()  # type: ignore[no-any-return]
 
     tasker_cls._persist_task = _persist_task
     tasker_cls._load_state = _load_state

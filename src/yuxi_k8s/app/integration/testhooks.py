@@ -6,52 +6,53 @@ show that a rolling restart leaves running tasks alone. ``POST
 dependency) enqueues a task through the app's own Tasker that reports progress
 for N seconds. Every response carries ``X-Yuxi-K8s-Replica`` (the pod's host
 name), so a test knows which replica answered.
-"""
 
-from __future__ import annotations
+Imported only when enabled, inside the app's process (FastAPI resolves the
+route's annotations from this module's globals, hence no postponed annotations).
+"""
 
 import asyncio
 import importlib
 import socket
 from typing import Annotated, Any
 
+from fastapi import Body, Depends, FastAPI, HTTPException, Request
+
 REPLICA_HEADER = "X-Yuxi-K8s-Replica"
 MAX_SECONDS = 600
+HOSTNAME = socket.gethostname()
+
+_auth = importlib.import_module("server.utils.auth_middleware")
+_task_service = importlib.import_module("yuxi.services.task_service")
+Seconds = Annotated[float, Body(embed=True)]
+Admin = Annotated[Any, Depends(_auth.get_admin_user)]
 
 
-def install(app: Any) -> None:
-    from fastapi import Body, Depends, HTTPException, Request
+async def enqueue_test_task(seconds: Seconds, user: Admin) -> dict[str, Any]:
+    if not 0 < seconds <= MAX_SECONDS:
+        raise HTTPException(status_code=400, detail=f"seconds must be in (0, {MAX_SECONDS}]")
 
-    auth = importlib.import_module("server.utils.auth_middleware")
-    task_service = importlib.import_module("yuxi.services.task_service")
-    hostname = socket.gethostname()
+    async def run(context: Any) -> dict[str, Any]:
+        steps = max(1, int(seconds * 2))
+        for step in range(steps):
+            await asyncio.sleep(seconds / steps)
+            await context.set_progress(100.0 * (step + 1) / steps, f"step {step + 1}/{steps}")
+        return {"slept_s": seconds, "replica": HOSTNAME}
 
+    task = await _task_service.tasker.enqueue(
+        name=f"yuxi-k8s test task ({seconds:g} s)",
+        task_type="yuxi_k8s_test",
+        payload={"seconds": seconds},
+        coroutine=run,
+    )
+    return {"task_id": task.id, "replica": HOSTNAME}
+
+
+def install(app: FastAPI) -> None:
     @app.middleware("http")
     async def name_the_replica(request: Request, call_next: Any) -> Any:
         response = await call_next(request)
-        response.headers[REPLICA_HEADER] = hostname
+        response.headers[REPLICA_HEADER] = HOSTNAME
         return response
 
-    Seconds = Annotated[float, Body(embed=True)]
-    Admin = Annotated[Any, Depends(auth.get_admin_user)]
-
-    async def enqueue(seconds: Seconds, user: Admin) -> Any:
-        if not 0 < seconds <= MAX_SECONDS:
-            raise HTTPException(status_code=400, detail=f"seconds must be in (0, {MAX_SECONDS}]")
-
-        async def run(context: Any) -> dict[str, Any]:
-            steps = max(1, int(seconds * 2))
-            for step in range(steps):
-                await asyncio.sleep(seconds / steps)
-                await context.set_progress(100.0 * (step + 1) / steps, f"step {step + 1}/{steps}")
-            return {"slept_s": seconds, "replica": hostname}
-
-        task = await task_service.tasker.enqueue(
-            name=f"yuxi-k8s test task ({seconds:g} s)",
-            task_type="yuxi_k8s_test",
-            payload={"seconds": seconds},
-            coroutine=run,
-        )
-        return {"task_id": task.id, "replica": hostname}
-
-    app.add_api_route("/api/yuxi-k8s/test/tasks", enqueue, methods=["POST"])
+    app.add_api_route("/api/yuxi-k8s/test/tasks", enqueue_test_task, methods=["POST"])

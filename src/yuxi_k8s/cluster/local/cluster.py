@@ -15,7 +15,6 @@ import shutil
 import socket
 import ssl
 import struct
-import subprocess
 import sys
 import time
 import urllib.request
@@ -25,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from yuxi_k8s import apt
 from yuxi_k8s.cluster import images, localimages
 from yuxi_k8s.cluster.kube import Kubectl, KubectlError, poll
 from yuxi_k8s.cluster.local import addons, host, layout, pki, processes
@@ -151,15 +151,10 @@ def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
 
 
 def ensure_packages() -> None:
-    missing = [pkg for pkg, path in DEBIAN_PACKAGES.items() if not Path(path).exists()]
-    if not missing:
-        return
-    say(f"==> installing Debian packages: {' '.join(missing)}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        if proc.returncode != 0:
-            raise ClusterError(f"{' '.join(cmd[:2])} failed: {proc.stderr.strip()[-300:]}")
+    try:
+        apt.install(apt.missing(DEBIAN_PACKAGES))
+    except apt.AptError as exc:
+        raise ClusterError(str(exc)) from None
 
 
 # --- health checks -----------------------------------------------------------

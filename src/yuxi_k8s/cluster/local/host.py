@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from yuxi_k8s import procfs
 from yuxi_k8s.cluster.local import layout
 
 # Values the cluster sets (ours) and values its components set on their own
@@ -326,13 +327,6 @@ def leftovers(programs: tuple[str, ...]) -> list[str]:
     found += [
         f"process {pid}"
         for pid in find_processes_using((str(layout.STATE), str(layout.RUNTIME)), programs)
-        if _alive_pid(pid)
+        if procfs.alive(pid)
     ]
     return found
-
-
-def _alive_pid(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from yuxi_k8s import procfs
 from yuxi_k8s.cluster.local import host, layout
 
 
@@ -56,12 +57,7 @@ def _pid_of(name: str) -> int | None:
     except (OSError, ValueError):
         return None
     pid = int(pid_text)
-    try:
-        cmd0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    if cmd0 != exe.strip() or stat.rsplit(")", 1)[1].split()[0] == "Z":
+    if not procfs.alive(pid) or procfs.argv0(pid) != exe.strip():
         return None
     return pid
 
@@ -80,7 +76,7 @@ def stop(name: str, timeout: float = 10.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and procfs.alive(pid):
             time.sleep(0.1)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -97,21 +93,13 @@ def stop_all(names: list[str], timeout: float = 5.0) -> list[str]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
+    while time.monotonic() < deadline and any(procfs.alive(p) for p in pids.values()):
         time.sleep(0.1)
-    slow = [name for name, pid in pids.items() if _alive(pid)]
+    slow = [name for name, pid in pids.items() if procfs.alive(pid)]
     kill_pids([pids[name] for name in slow], timeout=2)
     for name in names:
         _pidfile(name).unlink(missing_ok=True)
     return slow
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def kill_pids(pids: list[int], timeout: float = 5.0) -> None:
@@ -120,5 +108,5 @@ def kill_pids(pids: list[int], timeout: float = 5.0) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(procfs.alive(p) for p in pids):
             time.sleep(0.1)

@@ -15,6 +15,9 @@ class ProviderError(RuntimeError):
 
 class ClusterProvider(ABC):
     name: str = ""
+    # The pinned binaries it needs built first (scripts/tools.sh names); the test session builds
+    # them only when a test asks for a cluster (tests/kube_fixtures.py).
+    tools: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         # True only when this provider object brought the cluster up: delete() is refused otherwise.

@@ -45,6 +45,7 @@ def _kind() -> str:
 
 class KindProvider(ClusterProvider):
     name = "kind"
+    tools = ("kind",)
 
     def __init__(self) -> None:
         super().__init__()

@@ -12,6 +12,7 @@ from yuxi_k8s.cluster.providers.base import ClusterProvider, ProviderError
 
 class LocalProvider(ClusterProvider):
     name = "local"
+    tools = ("kubernetes", "etcd", "containerd", "coredns", "kube-router")
 
     def __init__(self) -> None:
         super().__init__()

@@ -25,7 +25,7 @@ Finding = tuple[Resource, str]
 Check = Callable[[Context], Iterable[Finding]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Rule:
     id: str
     family: str
@@ -35,7 +35,10 @@ class Rule:
     fix: str
     envs: tuple[str, ...]
     check: Check
+    # Runs after every other rule and sees their findings in ``ctx.findings`` (stale opt-outs).
     after_others: bool = False
+    # False for the rules that check opt-out annotations: an annotation cannot silence them.
+    suppressible: bool = True
 
     def applies_to(self, env: str) -> bool:
         return env in self.envs
@@ -54,6 +57,7 @@ def rule(
     severity: str = "error",
     envs: tuple[str, ...] = ENVS,
     after_others: bool = False,
+    suppressible: bool = True,
 ) -> Callable[[Check], Check]:
     """Register the decorated check under *id* (ids are stable: never reuse one)."""
     assert severity in SEVERITIES, severity
@@ -62,7 +66,16 @@ def rule(
         if id in REGISTRY:
             raise ValueError(f"duplicate rule id {id}")
         REGISTRY[id] = Rule(
-            id, family, severity, title, message.strip(), fix.strip(), envs, check, after_others
+            id=id,
+            family=family,
+            severity=severity,
+            title=title,
+            message=message.strip(),
+            fix=fix.strip(),
+            envs=envs,
+            check=check,
+            after_others=after_others,
+            suppressible=suppressible,
         )
         return check
 

@@ -240,6 +240,26 @@ def dead_patches(ctx: Context) -> Iterator[Finding]:
         yield from _dead_entries(ctx, folder, kustomization, where)
 
 
+def _patch_docs(folder: str, patch: dict) -> list[dict]:
+    """The documents of a patch entry (inline or from its file); [] when unreadable."""
+    text = patch.get("patch")
+    if text is None and patch.get("path"):
+        try:
+            text = (Path(folder) / str(patch["path"])).read_text()
+        except OSError:
+            return []
+    try:
+        loaded = list(yaml.safe_load_all(str(text or "")))
+    except yaml.YAMLError:
+        return []
+    return [d for d in loaded if isinstance(d, dict)]
+
+
+def _deletes(folder: str, patch: dict) -> bool:
+    docs = _patch_docs(folder, patch)
+    return bool(docs) and all(d.get("$patch") == "delete" for d in docs)
+
+
 def _dead_entries(ctx: Context, folder: str, kustomization: dict, where: Resource) -> Iterator[Finding]:
     for entry in kustomization.get("replicas") or []:
         if isinstance(entry, dict) and not _targets(ctx, None, re.escape(str(entry.get("name", "")))):
@@ -247,6 +267,8 @@ def _dead_entries(ctx: Context, folder: str, kustomization: dict, where: Resourc
     for i, patch in enumerate(kustomization.get("patches") or []):
         if not isinstance(patch, dict):
             continue
+        if _deletes(folder, patch):
+            continue  # `$patch: delete` removes its target: that it is not in the render is the point
         target = patch.get("target")
         if isinstance(target, dict):
             name = target.get("name")
@@ -260,17 +282,7 @@ def _dead_entries(ctx: Context, folder: str, kustomization: dict, where: Resourc
                 if not _targets(ctx, target.get("kind"), part):
                     yield where, f"patches[{i}] target {target.get('kind')}/{part} matches nothing"
             continue
-        text = patch.get("patch")
-        if text is None and patch.get("path"):
-            try:
-                text = (Path(folder) / str(patch["path"])).read_text()
-            except OSError:
-                continue
-        try:
-            docs = [d for d in yaml.safe_load_all(str(text or "")) if isinstance(d, dict)]
-        except yaml.YAMLError:
-            continue
-        for doc in docs:  # a strategic-merge patch names its own target
+        for doc in _patch_docs(folder, patch):  # a strategic-merge patch names its own target
             kind, name = doc.get("kind"), (doc.get("metadata") or {}).get("name")
             if kind and name and not _targets(ctx, kind, re.escape(str(name))):
                 yield where, f"patches[{i}] patches {kind}/{name}, which is not in the render"

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator
 from decimal import Decimal
 
-from yuxi_k8s.validate.model import Context
+from yuxi_k8s.validate.model import Context, as_mapping
 from yuxi_k8s.validate.rules import Finding, rule
 
 FAMILY = "resources"
@@ -43,8 +43,8 @@ def quantity(value: object) -> Decimal | None:
 
 
 def _resources(spec: dict) -> tuple[dict, dict]:
-    res = spec.get("resources") or {}
-    return res.get("requests") or {}, res.get("limits") or {}
+    res = as_mapping(spec.get("resources"))
+    return as_mapping(res.get("requests")), as_mapping(res.get("limits"))
 
 
 @rule(

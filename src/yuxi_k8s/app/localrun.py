@@ -1,0 +1,184 @@
+"""Run the real application's processes on this host, from its image's file tree, on loopback.
+
+The db-tier tests and the benchmarks exercise Yuxi-Know's own code (its
+``Config``, its task service, its HTTP API under uvicorn) without a cluster:
+``chroot`` into the api image's file tree (built and cached by
+:mod:`yuxi_k8s.app.images`), in a private mount namespace where
+
+- ``/mnt/yuxi-k8s`` is this checkout (``PYTHONPATH`` puts its ``src`` first, so the
+  kit code under test is the checkout's, not the wheel baked into the image);
+- ``/tmp`` is the host's ``/tmp`` (a test's ``tmp_path`` is the same path inside);
+- ``/proc`` is mounted, the network is the host's (loopback PostgreSQL and Redis).
+
+The mounts vanish with the process. Needs root on Linux (``unshare``, ``chroot``).
+For development without root, ``YUXI_K8S_APP_PYTHON`` (a Python whose environment
+has the application's dependencies) and ``YUXI_K8S_APP_DIR`` (its ``backend``
+folder) run the same commands directly; CI always uses the image tree.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from yuxi_k8s import paths
+
+KIT_MOUNT = "/mnt/yuxi-k8s"
+APP_DIR = "/app"
+APP_PYTHON = "/app/.venv/bin/python"
+PYTHON_ENV = "YUXI_K8S_APP_PYTHON"
+APP_DIR_ENV = "YUXI_K8S_APP_DIR"
+# What the app needs and the host's environment must not leak into (proxies, the kit's own venv).
+_PASSED = ("PATH", "LANG", "TZ")
+
+
+class LocalRunError(RuntimeError):
+    """The application's environment cannot be entered here; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class AppRunner:
+    """How to start a process of the application: a command prefix and the paths it sees."""
+
+    prefix: tuple[str, ...]  # before "python ..." (chroot wrapper, or empty)
+    python: str
+    app_dir: str  # working directory of the app's processes (has server/ and package/)
+    kit_src: str  # the kit's src/ as the process sees it
+    tree: Path | None = None
+
+    def in_checkout(self, rel: str) -> str:
+        """A file of the checkout (e.g. a test's helper script) as the process sees it."""
+        return f"{Path(self.kit_src).parent}/{rel}"
+
+    def command(self, args: Sequence[str]) -> list[str]:
+        """*args* (``python``, ``yuxi-k8s-app``, ``uvicorn``... or a script path) as a full command line."""
+        return [*self.prefix, *args]
+
+    def environment(self, env: Mapping[str, str]) -> dict[str, str]:
+        base = {k: os.environ[k] for k in _PASSED if k in os.environ}
+        venv_bin = str(Path(self.python).parent)
+        base["PATH"] = f"{venv_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        base["HOME"] = "/tmp"
+        base["PYTHONPATH"] = self.kit_src
+        base["PYTHONDONTWRITEBYTECODE"] = "1"
+        return {**base, **env}
+
+    def popen(self, args: Sequence[str], env: Mapping[str, str], **kw: object) -> subprocess.Popen[str]:
+        return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
+            self.command(args), env=self.environment(env), text=True, **kw
+        )
+
+    def run(
+        self, args: Sequence[str], env: Mapping[str, str], *, timeout: float = 120, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.command(args),
+            env=self.environment(env),
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+            check=check,
+        )
+
+
+def chroot_runner(tree: Path) -> AppRunner:
+    """Processes in *tree* (the api image's file tree), with the checkout and /tmp mounted."""
+    missing = [tool for tool in ("unshare", "chroot", "mount") if shutil.which(tool) is None]
+    if missing:
+        raise LocalRunError(f"running the application's image tree needs {', '.join(missing)} (util-linux)")
+    if os.geteuid() != 0:
+        raise LocalRunError("running the application's image tree needs root (unshare, mount, chroot)")
+    if not (tree / APP_PYTHON.lstrip("/")).exists():
+        raise LocalRunError(f"{tree} is not an api image tree ({APP_PYTHON} missing)")
+    (tree / KIT_MOUNT.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    script = (
+        'set -e; t="$1"; shift; '
+        f'mount --bind "{paths.repo_root()}" "$t{KIT_MOUNT}"; '
+        'mount --bind /tmp "$t/tmp"; '
+        'mount -t proc proc "$t/proc"; '
+        f'exec chroot "$t" /usr/bin/env -C {APP_DIR} "$@"'
+    )
+    prefix = ("unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", str(tree))
+    return AppRunner(prefix, APP_PYTHON, APP_DIR, f"{KIT_MOUNT}/src", tree)
+
+
+def host_runner() -> AppRunner | None:
+    """The development shortcut (YUXI_K8S_APP_PYTHON / YUXI_K8S_APP_DIR), or None."""
+    python = os.environ.get(PYTHON_ENV, "").strip()
+    app_dir = os.environ.get(APP_DIR_ENV, "").strip()
+    if not python:
+        return None
+    if not app_dir or not Path(app_dir, "server", "main.py").is_file():
+        raise LocalRunError(f"{PYTHON_ENV} is set: {APP_DIR_ENV} must name the app's backend folder")
+    prefix = ("/usr/bin/env", "-C", app_dir)
+    return AppRunner(prefix, python, app_dir, str(paths.repo_root() / "src"))
+
+
+def app_env(db_url: str, save_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment the manifests give the api container, for loopback."""
+    return {
+        "POSTGRES_URL": db_url,
+        "SAVE_DIR": str(save_dir),
+        "CONFIG_MODE": "database",
+        "LITE_MODE": "true",
+        "RUNNING_IN_DOCKER": "true",
+        "MODEL_DIR_IN_DOCKER": "/tmp/models",
+        "OPENAI_API_KEY": "stand-in",
+        "JWT_SECRET_KEY": "e2e-shared-secret",
+        "LANGGRAPH_CHECKPOINTER_BACKEND": "postgres",
+        "SANDBOX_PROVISIONER_URL": "http://127.0.0.1:9",
+        **extra,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """The real API under uvicorn on loopback: through yuxi-k8s-app, or plain (the baseline)."""
+
+    def __init__(self, runner: AppRunner, env: Mapping[str, str], log: Path, *, kit: bool = True) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self._log = log.open("w")
+        uvicorn = ["uvicorn", "server.main:app", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.proc = runner.popen(
+            ["yuxi-k8s-app", *uvicorn] if kit else uvicorn, env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def wait_ready(self, timeout: float = 240) -> None:
+        import httpx
+
+        from yuxi_k8s.cluster.kube import poll
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"server exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}"
+                )
+            try:
+                return httpx.get(self.url + "/api/system/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        poll(f"the app on {self.url} to answer", ready, timeout, interval=0.5)
+
+    def terminate(self, timeout: float = 120) -> None:
+        """SIGTERM, as the kubelet sends it, and wait for the process to end."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                raise
+        self._log.close()
