@@ -102,3 +102,16 @@ def kube_cluster(request: pytest.FixtureRequest) -> Iterator[KubeCluster]:
     yield KubeCluster(provider)
     if not request.config.getoption("--keep-cluster"):
         provider.delete()  # a no-op unless this session created the cluster
+
+
+@pytest.fixture
+def network_policy(kube_cluster: KubeCluster) -> None:
+    """Skip, naming why, where the cluster cannot enforce NetworkPolicy (a kernel limit, not a setup gap).
+
+    Only what the provider names as impossible on this host is skipped (e.g. kind here: kindnetd
+    needs the kernel's nftables queue); the local provider enforces NetworkPolicy on the same host.
+    For any tier: ``@pytest.mark.usefixtures("network_policy")``.
+    """
+    gap = kube_cluster.network_policy_gap()
+    if gap:
+        pytest.skip(f"NetworkPolicy is not enforced by this {kube_cluster.provider} cluster: {gap}")

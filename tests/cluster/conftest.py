@@ -31,18 +31,6 @@ def busybox(kube_cluster: KubeCluster) -> str:
     return image.name
 
 
-@pytest.fixture
-def network_policy(kube_cluster: KubeCluster) -> None:
-    """Skip, naming why, where the cluster cannot enforce NetworkPolicy (a kernel limit, not a setup gap).
-
-    Only what the provider names as impossible on this host is skipped (e.g. kind here: kindnetd
-    needs the kernel's nftables queue); the local provider enforces NetworkPolicy on the same host.
-    """
-    gap = kube_cluster.network_policy_gap()
-    if gap:
-        pytest.skip(f"NetworkPolicy is not enforced by this {kube_cluster.provider} cluster: {gap}")
-
-
 def _diagnostics(ns: Namespace) -> str:
     parts = []
     for args in (
