@@ -16,7 +16,7 @@ import yaml
 from tests.kube_fixtures import KubeCluster
 
 from yuxi_k8s.cluster.kind import baseimage, pinned, vmshims
-from yuxi_k8s.cluster.kind.config import ClusterConfig, OfflineImages
+from yuxi_k8s.cluster.kind.config import CONTROL_PLANE_CPU, PATCHES_IN_NODE, ClusterConfig, OfflineImages
 from yuxi_k8s.cluster.kind.engine import SNAPSHOT, HostNet
 from yuxi_k8s.cluster.local import layout
 from yuxi_k8s.cluster.providers import kind as kind_provider
@@ -75,6 +75,30 @@ def test_offline_config_takes_every_image_from_the_local_repository_and_no_kindn
     # the node image's static CNI range is the first /24 of the pod subnet kind is given
     pod_range = baseimage.cni_config()["plugins"][0]["ipam"]["ranges"][0][0]["subnet"]  # type: ignore[index]
     assert pod_range.split(".")[:2] == rendered["networking"]["podSubnet"].split(".")[:2]
+
+
+@pytest.mark.static
+def test_control_plane_requests_are_lowered_through_mounted_kubeadm_patches(tmp_path: Path) -> None:
+    config = ClusterConfig(
+        "c", "img", patches_dir=tmp_path / "patches", cgroup_v1=False, containerd_patches=[]
+    )
+    config.write_patches()
+    (node,) = config.render()["nodes"]
+    assert node["extraMounts"] == [
+        {"hostPath": str(tmp_path / "patches"), "containerPath": PATCHES_IN_NODE, "readOnly": True}
+    ]
+    assert _patches(config, "InitConfiguration") == [
+        {"kind": "InitConfiguration", "patches": {"directory": PATCHES_IN_NODE}}
+    ]
+    files = sorted(p.name for p in (tmp_path / "patches").iterdir())
+    assert files == sorted(f"{c}+strategic.yaml" for c in CONTROL_PLANE_CPU)
+    apiserver = yaml.safe_load((tmp_path / "patches" / "kube-apiserver+strategic.yaml").read_text())
+    assert apiserver["spec"]["containers"][0] == {
+        "name": "kube-apiserver",
+        "resources": {"requests": {"cpu": "50m"}},
+    }
+    # together far below kubeadm's 650m, so the dev overlay's worker (500m) fits beside the stack
+    assert sum(int(cpu.removesuffix("m")) for cpu in CONTROL_PLANE_CPU.values()) < 200
 
 
 def _fake_runc(tmp_path: Path) -> Path:
@@ -180,7 +204,7 @@ def kind_cluster(kube_cluster: KubeCluster) -> KubeCluster:
 
 
 def _offline(cluster: KubeCluster) -> bool:
-    return cluster._impl.offline is True  # type: ignore[attr-defined]
+    return getattr(cluster._provider, "offline", None) is True
 
 
 def test_kind_default_storage_class_is_the_kits_provisioner(kind_cluster: KubeCluster) -> None:

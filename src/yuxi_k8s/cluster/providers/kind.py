@@ -139,7 +139,10 @@ class KindProvider(ClusterProvider):
                 return
             image, offline = self._node_image(kind)
             self.offline = offline is not None
-            config = ClusterConfig(CLUSTER_NAME, image, offline)
+            config = ClusterConfig(
+                CLUSTER_NAME, image, offline, patches_dir=paths.cache_dir("kind", "kubeadm-patches")
+            )
+            config.write_patches()
             config_file = paths.cache_dir("kind", f"{CLUSTER_NAME}.config.yaml")
             config_file.parent.mkdir(parents=True, exist_ok=True)
             config_file.write_text(config.yaml())
@@ -207,6 +210,9 @@ class KindProvider(ClusterProvider):
                 "annotate", "storageclass", "standard",
                 "storageclass.kubernetes.io/is-default-class=false", "--overwrite", check=False,
             )  # fmt: skip
+        # One CoreDNS pod asking for 50m, as on the local cluster (kubeadm: two at 100m each).
+        self.kubectl("-n", "kube-system", "scale", "deployment/coredns", "--replicas=1")
+        self.kubectl("-n", "kube-system", "set", "resources", "deployment/coredns", "--requests=cpu=50m")
         self.kubectl("-n", storage.NAMESPACE, "rollout", "status", f"deployment/{storage.NAME}",
                      "--timeout=180s", timeout=200)  # fmt: skip
         self.kubectl(
