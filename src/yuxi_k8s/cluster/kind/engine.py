@@ -33,7 +33,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from yuxi_k8s import paths
+from yuxi_k8s import apt, paths
 from yuxi_k8s.cluster.kind import vmshims
 
 RUNTIME = Path("/run/yuxi-k8s-docker")
@@ -159,27 +159,23 @@ def _drop_chains(tool: str, table: str, chains: set[str]) -> None:
 
 
 def ensure_packages(packages: dict[str, str]) -> None:
-    """apt-get install the packages (name -> a file it provides) that are missing, starting no service."""
-    missing = [name for name, path in packages.items() if not Path(path).exists()]
-    if not missing:
+    """Install the missing packages (name -> a file it provides) with ``yuxi_k8s.apt``, starting no service.
+
+    Debian's docker.io would start a stock dockerd (FORWARD policy DROP, ip_forward on) where an
+    init system runs services; a ``policy-rc.d`` that says no is in place while apt-get runs.
+    """
+    need = apt.missing(packages)
+    if not need:
         return
-    if shutil.which("apt-get") is None:
-        raise EngineError(f"missing {', '.join(missing)} and no apt-get to install them")
-    print(f"==> installing Debian packages: {' '.join(missing)}", flush=True)
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     policy = Path("/usr/sbin/policy-rc.d")
     made_policy = not policy.exists()
-    if made_policy:  # keep a package's service (docker.io's dockerd) from starting by itself
+    if made_policy and os.geteuid() == 0:
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
     try:
-        for cmd in (
-            ["apt-get", "update", "-qq"],
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-        ):
-            proc = _run(cmd, env=env, timeout=900)
-            if proc.returncode != 0:
-                raise EngineError(f"{' '.join(cmd[:2])} failed: {proc.stderr.strip()[-400:]}")
+        apt.install(need, recommends=False)
+    except apt.AptError as exc:
+        raise EngineError(str(exc)) from exc
     finally:
         if made_policy:
             policy.unlink(missing_ok=True)
