@@ -96,18 +96,9 @@ def stack(
 
 
 def _psql(stack: AppStack, sql: str) -> list[str]:
-    out = stack.kube.exec(
-        stack.namespace,
-        "postgres-0",
-        "psql",
-        "-U",
-        "yuxi",
-        "-d",
-        "yuxi_know",
-        "-Atc",
-        sql,
-        container="postgres",
-    )
+    # The kit's PostgreSQL image keeps its socket in /tmp (read-only root), trusted locally.
+    psql = ("psql", "-h", "/tmp", "-U", "yuxi", "-d", "yuxi_know", "-Atc", sql)
+    out = stack.kube.exec(stack.namespace, "postgres-0", *psql, container="postgres")
     return [line for line in out.stdout.splitlines() if line]
 
 
