@@ -50,7 +50,7 @@ SCENARIO_ORDER = (
     "test_network_policies_allow_the_apps_flows_and_refuse_the_rest",
     "test_switch_to_file_mode_and_back_serves_the_same_settings",
 )
-ADMIN = {"user_id": "e2e-admin", "password": "E2e-admin-pass-1"}
+ADMIN = {"user_id": "e2e_admin", "password": "E2e-admin-pass-1"}
 WEB = "http://web:8080"
 STANDIN = {
     "name": "Stand-in",
