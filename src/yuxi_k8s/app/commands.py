@@ -77,6 +77,8 @@ def _build(args: argparse.Namespace) -> int:
     print("\n# pin them in an overlay (run in its folder):")
     for line in images.kustomize_pins(built, prefix):
         print(line)
+    print("\n# or put this in its kustomization.yaml (replacing the entries of the same names):")
+    print(images.kustomization_images(built, prefix), end="")
     return 0
 
 
