@@ -65,9 +65,29 @@ def test_core_kind_with_wrong_version_is_never_skipped() -> None:
 
 
 def test_unknown_crd_group_is_an_error() -> None:
-    [result] = check({"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": "x"}})
+    [result] = check({"apiVersion": "traefik.io/v1alpha1", "kind": "IngressRoute", "metadata": {"name": "x"}})
     assert result.status == "error"
-    assert "Certificate" in result.messages[0]
+    assert "IngressRoute" in result.messages[0]
+
+
+def test_pinned_crds_of_the_production_pieces_are_strict() -> None:
+    """The Barman Cloud ObjectStore, cert-manager, Gateway API and VolumeSnapshot kinds are checked
+    strictly: a known kind passes, an unknown field fails."""
+    good = {
+        "apiVersion": "barmancloud.cnpg.io/v1",
+        "kind": "ObjectStore",
+        "metadata": {"name": "x"},
+        "spec": {"configuration": {"destinationPath": "s3://bucket/path"}},
+    }
+    bad = {**good, "spec": {"configuration": {"destinationPath": "s3://b/p", "typo": 1}}}
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "x"},
+        "spec": {"rules": [{"timeouts": {"request": "1h"}}]},
+    }
+    results = check(good, bad, route)
+    assert [r.status for r in results] == ["valid", "invalid", "valid"], [r.messages for r in results]
 
 
 def test_every_core_kind_compiles() -> None:
