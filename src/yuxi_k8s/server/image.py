@@ -49,7 +49,7 @@ IMAGE_FILES = Path(__file__).resolve().parent / "imagefiles"
 APP_LIB = "/opt/yuxi-k8s/lib"
 # Users the stack's securityContexts run as; the rootfs must name them or initdb
 # ("could not look up effective user ID") and some tools refuse to run.
-EXTRA_USERS = {999: "pgrun", 1000: "app", 101: "nginxrun", 10001: "yuxi", 65532: "nonroot"}
+EXTRA_USERS = {999: "pgrun", 1000: "app", 10101: "nginxrun", 10001: "yuxi", 65532: "nonroot"}
 
 
 def _log(message: str) -> None:
