@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,15 @@ def test_crd_files_are_available_for_server_side_dry_run() -> None:
     assert "postgresql.cnpg.io_clusters.yaml" in names and "application-crd.yaml" in names
     for path in paths:  # a text check: parsing 3 MB of CRDs would dominate the tier
         assert "kind: CustomResourceDefinition" in path.read_text(), path
+
+
+def test_the_manifests_in_deploy_md_pass_their_schemas() -> None:
+    """The recipes of docs/deploy.md (the saves/ VolumeSnapshot and the PVC restored from it) are
+    whole objects that pass the pinned schemas, strictly."""
+    text = (Path(__file__).resolve().parents[2] / "docs/deploy.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
+    objects = [d for b in blocks for d in yaml.safe_load_all(b) if isinstance(d, dict) and "apiVersion" in d]
+    kinds = {o["kind"] for o in objects}
+    assert {"VolumeSnapshot", "PersistentVolumeClaim"} <= kinds, kinds
+    results = check(*objects)
+    assert {r.status for r in results} == {"valid"}, [(r.kind, r.messages) for r in results]

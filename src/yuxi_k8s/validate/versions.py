@@ -73,7 +73,7 @@ CRD_SOURCES: tuple[CrdSource, ...] = (
             "config/crd/standard/gateway.networking.k8s.io_referencegrants.yaml",
         ),
     ),
-    # CSI volume snapshots (the saves/ recipe of docs/deploy.md, components/saves-snapshot).
+    # CSI volume snapshots (the saves/ recipe of docs/deploy.md, "Backup and restore").
     CrdSource(
         "github.com/kubernetes-csi/external-snapshotter/client/v8",
         "v8.7.0",
