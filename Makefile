@@ -78,6 +78,11 @@ cluster-down: ## Remove everything cluster-up created
 cluster-status: ## Show what runs and whether the node is Ready
 	scripts/cluster.sh status
 
+# --- application images ---------------------------------------------------
+.PHONY: images
+images: venv ## Build the application's images from its pinned source (root): make images [SOURCE=tarball|folder|URL]
+	yuxi-k8s images build $(if $(SOURCE),--source $(SOURCE))
+
 # --- benchmarks -----------------------------------------------------------
 .PHONY: bench
 bench: venv tools-validate ## Run the benchmarks; each prints ratios against a baseline from the same run

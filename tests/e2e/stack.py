@@ -1,15 +1,16 @@
-"""Render, seed and deploy the e2e overlay into one throwaway namespace.
+"""Render, seed and deploy the e2e overlay (the real application) into throwaway namespaces.
 
 The manifests are rendered from a copy of the tree under the run folder
-(``.run/e2e/<run-id>/tree``), so per-run credentials (``scripts/dev-secrets.sh
---force`` in the copy) never touch the user's ``overlays/dev/secrets.env``. A
-run kustomization (``.run/e2e/<run-id>/<name>/kustomization.yaml``) on top of
-``tests/e2e/overlay`` sets the namespace and the tag of the image the run built.
+(``.run/e2e/<run-id>/tree``): there the copy of ``overlays/dev`` gets this run's
+namespaces (the application's and the sandboxes') and fresh credentials
+(``scripts/dev-secrets.sh --force`` in the copy, so the user's files are never
+read or written), and a run kustomization (``.run/e2e/<run-id>/<name>/``) on top
+of ``tests/e2e/overlay`` pins the images this run built.
 
-Deployment order: everything but the workloads that read the saves volume
-(Namespace, Secrets, ConfigMaps, PVCs, policies, Services, PostgreSQL, Redis);
-then the seeding pod copies ``tests/e2e/seed/saves`` into the ``saves`` PVC;
-then the full set (the migrate Job, api, web).
+Deployment order: everything but the workloads that read the saves volume; then
+a pod copies the real v0.6.1 settings files (``tests/fixtures/saves-0.6.1``, written
+by the application itself) into the ``saves`` PVC, as a first deploy of an existing
+install would find them; then the rest (the migrate Job imports them, then the api).
 """
 
 from __future__ import annotations
@@ -18,79 +19,110 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.e2e.kube import (
-    E2E_ROLE,
-    Kube,
-    client_pod,
-    kustomize_build,
-    wait_pod_ready,
-    wait_pod_succeeded,
-)
+from tests.e2e.kube import E2E_ROLE, Kube, client_pod, wait_pod_ready, wait_pod_succeeded
 from yuxi_k8s.cluster.kube import poll
+from yuxi_k8s.validate.render import kustomize_build
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAY = ROOT / "tests" / "e2e" / "overlay"
-SEED = ROOT / "tests" / "e2e" / "seed" / "saves"
+SEED = ROOT / "tests" / "fixtures" / "saves-0.6.1"
+CREDENTIAL_FILES = ("postgres.env", "secrets.env", "provider-keys.env")
 TREE_PARTS = ("base", "components", "overlays", "tests/e2e/overlay", "scripts/dev-secrets.sh")
-WORKLOADS_AFTER_SEED = {("Job", "migrate"), ("Deployment", "api"), ("Deployment", "web")}
+WORKLOADS_AFTER_SEED = {("Job", "migrate"), ("Deployment", "api"), ("Deployment", "worker")}
 API = "app.kubernetes.io/name=yuxi-know,app.kubernetes.io/component=api"
 WEB = "app.kubernetes.io/name=yuxi-know,app.kubernetes.io/component=web"
+WORKER = "app.kubernetes.io/name=yuxi-know,app.kubernetes.io/component=worker"
+WEB_URL = "http://web:8080"  # nginx, as users reach the app
+# The one provider key the api needs to start (the stand-in answers whatever key it gets).
+PROVIDER_ENV = {"OPENAI_API_KEY": "e2e-stand-in"}
+# Which image names of the manifests each image the run built replaces.
+BUILT_FOR = {
+    "api": "localhost/yuxi-k8s/yuxi-know-api",
+    "web": "localhost/yuxi-k8s/yuxi-know-web",
+    "sandbox-provisioner": "localhost/yuxi-k8s/yuxi-know-sandbox-provisioner",
+    "postgres": "localhost/yuxi-k8s/yuxi-k8s-postgres",
+    "redis": "localhost/yuxi-k8s/yuxi-k8s-redis",
+    "minio": "localhost/yuxi-k8s/yuxi-k8s-minio",
+}
 
 
-def prepare_tree(run_dir: Path) -> Path:
-    """Copy the manifests into the run folder once and generate this run's credentials there."""
+def _replace_once(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    if text.count(old) != 1:
+        raise AssertionError(f"{path}: expected `{old}` once (the e2e run renames it); the overlay changed")
+    path.write_text(text.replace(old, new))
+
+
+def prepare_tree(run_dir: Path, namespace: str) -> Path:
+    """Copy the manifests into the run folder once: this run's namespaces and credentials."""
     tree = run_dir / "tree"
-    if (tree / ".ready").exists():
+    marker = tree / ".ready"
+    if marker.exists() and marker.read_text() == namespace:
         return tree
     shutil.rmtree(tree, ignore_errors=True)
     for part in TREE_PARTS:
-        src = ROOT / part
-        dst = tree / part
+        src, dst = ROOT / part, tree / part
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("secrets.env", "provider-keys.env"))
+            # The user's credentials stay where they are; the copy gets its own below.
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*CREDENTIAL_FILES))
         else:
             shutil.copy2(src, dst)
-    # Fresh random passwords for this run; provider keys from the user's shell stay out.
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    rename_namespaces(tree, "dev", namespace)
+    # Fresh random passwords for this run; only the stand-in's provider key from here.
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_ACCESS_TOKEN"))}
     subprocess.run(
         ["bash", str(tree / "scripts" / "dev-secrets.sh"), "--force"],
-        env=env,
+        env={**env, **PROVIDER_ENV},
         check=True,
         capture_output=True,
     )
-    (tree / ".ready").write_text("ok\n")
+    (tree / ".ready").write_text(namespace)
     return tree
 
 
-def split_image(image: str) -> tuple[str, str]:
-    name, tag = image.rsplit(":", 1)
-    return name, tag
+def sandbox_namespace(namespace: str) -> str:
+    return f"{namespace}-sbx"
+
+
+def rename_namespaces(tree: Path, env: str, namespace: str) -> None:
+    """In the copied overlays/<env>: the application's namespace and the sandboxes' (the two
+    namespaces an environment renders; kustomize's `namespace:` on top would merge them)."""
+    app = tree / "overlays" / env / "app"
+    _replace_once(app / "kustomization.yaml", f"namespace: yuxi-{env}\n", f"namespace: {namespace}\n")
+    _replace_once(
+        app / "site.ConfigMap.yaml",
+        f"SANDBOX_NAMESPACE: yuxi-{env}-sandboxes\n",
+        f"SANDBOX_NAMESPACE: {sandbox_namespace(namespace)}\n",
+    )
 
 
 def write_kustomization(
     run_dir: Path,
     name: str,
-    namespace: str,
-    image: str,
-    resources: list[str],
+    resources: list[Path],
+    built: Mapping[str, str],
     extra: dict[str, Any] | None = None,
 ) -> Path:
+    """A run kustomization over *resources*; *built* maps image kind -> the reference this run built."""
     folder = run_dir / name
     folder.mkdir(parents=True, exist_ok=True)
-    repo, tag = split_image(image)
+    images = []
+    for kind, reference in sorted(built.items()):
+        repo, tag = reference.rsplit(":", 1)
+        images.append({"name": BUILT_FOR[kind], "newName": repo, "newTag": tag})
     doc: dict[str, Any] = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "namespace": namespace,
         "resources": [os.path.relpath(r, folder) for r in resources],
-        "images": [{"name": repo, "newTag": tag}],
+        "images": images,
         **(extra or {}),
     }
     (folder / "kustomization.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -104,13 +136,16 @@ def render(folder: Path) -> list[dict[str, Any]]:
 
 
 @dataclass
-class Stack:
+class AppStack:
+    """The deployed e2e overlay in one namespace, and the calls the scenarios make on it."""
+
     kube: Kube
     namespace: str
-    image: str
+    client_image: str  # the api image: Python and the kit's probes
     run_dir: Path
     folder: Path
     manifests: list[dict[str, Any]] = field(default_factory=list)
+    token: str = ""
 
     # --- lookups in the rendered manifests -------------------------------------------
     def find(self, kind: str, name: str) -> dict[str, Any]:
@@ -120,42 +155,24 @@ class Stack:
         raise KeyError(f"{kind}/{name} not in the rendered manifests")
 
     def generated_name(self, kind: str, base_name: str) -> str:
-        """The hash-suffixed name kustomize gave a generated Secret or ConfigMap."""
         for doc in self.manifests:
             name = doc["metadata"]["name"]
             if doc["kind"] == kind and name.rsplit("-", 1)[0] == base_name:
                 return str(name)
         raise KeyError(f"no generated {kind} {base_name}")
 
-    def secret_ref(self, env_name: str, key: str | None = None) -> dict[str, Any]:
-        return {
-            "name": env_name,
-            "valueFrom": {
-                "secretKeyRef": {
-                    "name": self.generated_name("Secret", "app-credentials"),
-                    "key": key or env_name,
-                }
-            },
-        }
-
     # --- deployment --------------------------------------------------------------------
-    def apply(self, docs: list[dict[str, Any]]) -> None:
-        self.kube.apply(docs)
-
     def deploy(self) -> None:
+        app = [d for d in self.manifests if d["metadata"].get("namespace", self.namespace) == self.namespace]
         first = [d for d in self.manifests if (d["kind"], d["metadata"]["name"]) not in WORKLOADS_AFTER_SEED]
-        self.apply(first)
+        self.kube.apply(first)
         self.seed_saves()
-        self.apply(self.manifests)
+        self.kube.apply(self.manifests)
+        assert app, "nothing rendered for the application's namespace"
 
     def seed_saves(self) -> None:
-        """Copy the seeded saves/ tree into the saves PVC (before the migrate Job reads it)."""
-        files: dict[str, str] = {}
-        paths: dict[str, str] = {}
-        for i, path in enumerate(sorted(p for p in SEED.rglob("*") if p.is_file())):
-            key = f"f{i}"
-            files[key] = path.read_text()
-            paths[key] = str(path.relative_to(SEED))
+        """The real v0.6.1 settings files into the saves PVC, as the api's user, before the migrate Job."""
+        files = {p.name: p.read_text() for p in (SEED / "config").iterdir() if p.is_file()}
         configmap = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -163,22 +180,18 @@ class Stack:
             "data": files,
         }
         copy = (
-            "import os, shutil, json\n"
-            f"paths = json.loads({json.dumps(json.dumps(paths))})\n"
-            "os.umask(0o002)\n"
-            "for key, rel in paths.items():\n"
-            "    dst = os.path.join('/app/saves', rel)\n"
-            "    os.makedirs(os.path.dirname(dst), exist_ok=True)\n"
-            "    shutil.copyfile(os.path.join('/seed', key), dst)\n"
-            "print(json.dumps(sorted(paths.values())))\n"
+            "import json, os, shutil\n"
+            "os.makedirs('/app/saves/config', exist_ok=True)\n"
+            f"names = {sorted(files)!r}\n"
+            "for n in names: shutil.copyfile('/seed/' + n, '/app/saves/config/' + n)\n"
+            "print(json.dumps(names))\n"
         )
-        uid = self.api_uid()
         pod = client_pod(
             "e2e-seed-saves",
-            self.image,
+            self.client_image,
             ["python3", "-c", copy],
             role="seed",
-            uid=uid,
+            uid=self.api_uid(),
             volumes=[
                 {"name": "saves", "persistentVolumeClaim": {"claimName": "saves"}},
                 {"name": "seed", "configMap": {"name": "e2e-seed-saves"}},
@@ -186,24 +199,28 @@ class Stack:
             mounts=[{"name": "saves", "mountPath": "/app/saves"}, {"name": "seed", "mountPath": "/seed"}],
         )
         self.kube.apply([configmap, pod], ns=self.namespace)
-        wait_pod_succeeded(self.kube, self.namespace, "e2e-seed-saves", timeout=180)
+        wait_pod_succeeded(self.kube, self.namespace, "e2e-seed-saves", timeout=300)
 
     def api_uid(self) -> int:
         ctx = self.find("Deployment", "api")["spec"]["template"]["spec"].get("securityContext", {})
         return int(ctx.get("runAsUser", 10001))
 
-    def wait_ready(self, timeout: float = 300) -> None:
+    def wait_ready(self, timeout: float = 600) -> None:
         self.wait_job("migrate", timeout)
-        self.kube.wait_deployment(self.namespace, "api", timeout)
-        self.kube.wait_deployment(self.namespace, "web", timeout)
+        for doc in self.manifests:
+            if doc["kind"] == "Deployment" and doc["metadata"].get("namespace") == self.namespace:
+                self.kube.wait_deployment(self.namespace, doc["metadata"]["name"], timeout)
 
-    def wait_job(self, name: str, timeout: float = 300) -> None:
+    def wait_job(self, name: str, timeout: float = 600) -> None:
         def complete() -> bool:
             job = self.kube.json("get", "job", name, ns=self.namespace)
             st = job.get("status", {})
             for cond in st.get("conditions", []):
                 if cond["type"] == "Failed" and cond["status"] == "True":
-                    raise AssertionError(f"job {name} failed: {cond.get('message')}")
+                    log = self.kube.run(
+                        "logs", f"job/{name}", "--all-containers", ns=self.namespace, check=False
+                    )
+                    raise AssertionError(f"job {name} failed: {cond.get('message')}\n{log.stdout[-3000:]}")
             return bool(st.get("succeeded"))
 
         poll(f"job {self.namespace}/{name} to complete", complete, timeout, interval=2)
@@ -212,10 +229,11 @@ class Stack:
     def allow_e2e_clients(self) -> None:
         """Policies for the run's own client pods (the stack's policies stay as rendered).
 
-        ``e2e-clients-egress``: pods with the e2e role client/stranger may send anywhere
-        (so a refused connection proves the *receiver's* policy). ``e2e-client-to-api``:
-        the api pods accept the role ``client`` on 5050, as they accept web.
+        ``e2e-clients-egress``: the e2e roles client/stranger may send anywhere (so a refused
+        connection proves the *receiver's* policy). ``e2e-client-to-app``: the api (5050) and
+        web (8080, 9000) pods accept the role ``client`` as they accept their real callers.
         """
+        component_in = [{"key": "app.kubernetes.io/component", "operator": "In", "values": ["api", "web"]}]
         policies = [
             {
                 "apiVersion": "networking.k8s.io/v1",
@@ -234,19 +252,14 @@ class Stack:
             {
                 "apiVersion": "networking.k8s.io/v1",
                 "kind": "NetworkPolicy",
-                "metadata": {"name": "e2e-client-to-api"},
+                "metadata": {"name": "e2e-client-to-app"},
                 "spec": {
-                    "podSelector": {
-                        "matchLabels": {
-                            "app.kubernetes.io/name": "yuxi-know",
-                            "app.kubernetes.io/component": "api",
-                        }
-                    },
+                    "podSelector": {"matchExpressions": component_in},
                     "policyTypes": ["Ingress"],
                     "ingress": [
                         {
                             "from": [{"podSelector": {"matchLabels": {E2E_ROLE: "client"}}}],
-                            "ports": [{"protocol": "TCP", "port": 5050}],
+                            "ports": [{"protocol": "TCP", "port": p} for p in (5050, 8080, 9000)],
                         }
                     ],
                 },
@@ -255,13 +268,10 @@ class Stack:
         self.kube.apply(policies, ns=self.namespace)
 
     def start_idle_pod(self, name: str, role: str = "client", **kw: Any) -> str:
-        pod = client_pod(name, self.image, ["sleep", "3600"], role=role, **kw)
+        pod = client_pod(name, self.client_image, ["sleep", "36000"], role=role, **kw)
         self.kube.apply([pod], ns=self.namespace)
-        wait_pod_ready(self.kube, self.namespace, name)
+        wait_pod_ready(self.kube, self.namespace, name, timeout=300)
         return name
-
-    def py(self, pod: str, code: str, timeout: float = 60) -> Any:
-        return self.kube.python(self.namespace, pod, code, timeout=timeout)
 
     def api_pods(self) -> dict[str, str]:
         """Ready api pods: name -> pod IP."""
@@ -269,24 +279,12 @@ class Stack:
             p["metadata"]["name"]: p["status"]["podIP"] for p in self.kube.ready_pods(self.namespace, API)
         }
 
+    def module_cmd(self, module: str, *args: str, pod: str = "e2e-client", timeout: float = 300) -> Any:
+        """``python -m <module> ARGS`` in a client pod; the last line of its output is JSON."""
+        out = self.kube.exec(self.namespace, pod, "python3", "-m", module, *args, timeout=timeout)
+        return json.loads(out.stdout.strip().splitlines()[-1])
 
-# Code run inside client pods (python3 of the runtime image, standard library only).
-HTTP_HELPERS = """
-import json, socket, time, urllib.request, urllib.error
-def call(url, method="GET", body=None, timeout=3.0):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, dict(resp.headers), json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), json.loads(err.read() or b"null")
-def tcp(host, port, timeout=3.0):
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return "open"
-    except socket.timeout:
-        return "timeout"
-    except OSError as exc:
-        return type(exc).__name__
-"""
+    def client(self, *args: str, base: str = WEB_URL, token: str | None = None, timeout: float = 300) -> Any:
+        """One step of ``yuxi_k8s.probes.app_client`` (the app's HTTP API) from the client pod."""
+        auth = ["--token", token] if token else []
+        return self.module_cmd("yuxi_k8s.probes.app_client", "--base", base, *auth, *args, timeout=timeout)

@@ -11,7 +11,7 @@ from yuxi_k8s.cluster.kube import poll
 
 
 def test_diagnostics_keep_events_describes_and_current_and_previous_logs(
-    kube: Kube, runtime_image: str, run_dir: Path, make_namespace: Callable[..., str]
+    kube: Kube, app_images: dict[str, str], run_dir: Path, make_namespace: Callable[..., str]
 ) -> None:
     ns = make_namespace("diag")
     # First run crashes; the restarted container (the emptyDir /tmp survives restarts) stays
@@ -22,7 +22,7 @@ def test_diagnostics_keep_events_describes_and_current_and_previous_logs(
         "    open('/tmp/ran', 'w').close(); print('crasher: giving up', flush=True); raise SystemExit(3)\n"
         "print('crasher: second run, never ready', flush=True); time.sleep(3600)\n"
     )
-    template = client_pod("crasher", runtime_image, ["python3", "-c", script])
+    template = client_pod("crasher", app_images["api"], ["python3", "-c", script])
     template["spec"]["containers"][0]["readinessProbe"] = {"exec": {"command": ["false"]}, "periodSeconds": 2}
     deployment = {
         "apiVersion": "apps/v1",

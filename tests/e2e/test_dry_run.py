@@ -13,6 +13,8 @@ must admit.
 from __future__ import annotations
 
 import copy
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ import yaml
 
 from tests.e2e.kube import Kube
 from tests.e2e.run import RUN_ID, forget_namespace, register_namespace
-from tests.e2e.stack import ROOT, prepare_tree, render
+from tests.e2e.stack import ROOT, rename_namespaces, render, sandbox_namespace
 from yuxi_k8s.cluster.kube import poll
 
 OVERLAYS = ("dev", "staging", "prod")
@@ -95,30 +97,28 @@ def test_server_side_dry_run_with_pod_security(
     overlay: str, kube: Kube, run_dir: Path, crds_installed: list[str], namespaces: list[str]
 ) -> None:
     assert (ROOT / "overlays" / overlay / "kustomization.yaml").exists(), f"overlays/{overlay} is missing"
-    prepare_tree(run_dir)
     namespace = f"yx-{RUN_ID}-dry-{overlay}"
-    folder = run_dir / f"dry-run-{overlay}"
-    folder.mkdir(parents=True, exist_ok=True)
+    tree = run_dir / f"dry-run-{overlay}" / "tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    for part in ("base", "components", "overlays", "scripts/dev-secrets.sh"):
+        (tree / part).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (ROOT / part).is_dir() else shutil.copy2)(ROOT / part, tree / part)
+    subprocess.run(["bash", str(tree / "scripts/dev-secrets.sh"), "--force"], check=True, capture_output=True)
+    rename_namespaces(tree, overlay, namespace)
     # No image swap here: the dry-run pulls nothing, so the overlays' own pinned images stay.
-    (folder / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "namespace": namespace,
-                "resources": [str(Path("..") / "tree" / "overlays" / overlay)],
-            }
-        )
-    )
-    docs = render(folder)
+    docs = render(tree / "overlays" / overlay)
     ns_docs = [d for d in docs if d["kind"] == "Namespace"]
-    assert [d["metadata"]["name"] for d in ns_docs] == [namespace], "each overlay declares its namespace"
-    labels = ns_docs[0]["metadata"].get("labels", {})
-    assert labels.get("pod-security.kubernetes.io/enforce") == "restricted", labels
+    assert sorted(d["metadata"]["name"] for d in ns_docs) == sorted([namespace, sandbox_namespace(namespace)])
+    for doc in ns_docs:
+        labels = doc["metadata"].get("labels", {})
+        level = "restricted" if doc["metadata"]["name"] == namespace else "baseline"
+        assert labels.get("pod-security.kubernetes.io/enforce") == level, labels
     kube.apply(ns_docs)
-    namespaces.append(namespace)
-    register_namespace(namespace)
-    poll(f"namespace {namespace}", lambda: kube.json("get", "namespace", namespace), 30)
+    for doc in ns_docs:
+        name = doc["metadata"]["name"]
+        namespaces.append(name)
+        register_namespace(name)
+        poll(f"namespace {name}", lambda name=name: kube.json("get", "namespace", name), 30)
 
     text = yaml.safe_dump_all(docs, sort_keys=False)
     proc = kube.run("apply", "--dry-run=server", "-f", "-", input=text, timeout=180, check=False)
@@ -126,7 +126,12 @@ def test_server_side_dry_run_with_pod_security(
     warnings = [line for line in proc.stderr.splitlines() if "PodSecurity" in line or "Warning" in line]
     assert not warnings, f"overlays/{overlay}: admission warnings:\n" + "\n".join(warnings)
 
-    pods = [p for d in docs if d["kind"] in WORKLOADS | {"CronJob"} if (p := pod_from_template(d, namespace))]
+    pods = [
+        p
+        for d in docs
+        if d["kind"] in WORKLOADS | {"CronJob"}
+        if (p := pod_from_template(d, d["metadata"].get("namespace", namespace)))
+    ]
     assert pods, f"overlays/{overlay} renders no workload"
     pod_text = yaml.safe_dump_all(pods, sort_keys=False)
     proc = kube.run("create", "--dry-run=server", "-f", "-", input=pod_text, timeout=120, check=False)

@@ -35,8 +35,10 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,13 @@ LAYERS_DIR = CACHE / "layers"
 ROOTFS_DIR = CACHE / "rootfs"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# What debootstrap copies from the build machine, and apt's caches: dropped on request.
+HOST_FILES = (
+    "etc/resolv.conf",
+    "etc/hostname",
+    "var/cache/apt/pkgcache.bin",
+    "var/cache/apt/srcpkgcache.bin",
+)
 # The local cluster's containerd socket (see yuxi_k8s.cluster.local.layout).
 CONTAINERD_SOCKET = "/run/yuxi-k8s/containerd/containerd.sock"
 
@@ -70,6 +79,14 @@ class Layer:
 class BuiltImage:
     name: str  # fully qualified reference with tag, e.g. localhost/yuxi-k8s/pause:3f2a...
     archive: Path
+    # "sha256:<hex>" of the image manifest: what `ctr import` keeps and a registry serves
+    # (pin with name@digest). None only for records written before digests were kept.
+    digest: str | None = None
+
+
+# Users the kit's securityContexts run as; an image's /etc/passwd must name them or
+# initdb ("could not look up effective user ID") and some tools refuse to run.
+EXTRA_USERS = {999: "pgrun", 1000: "app", 101: "nginxrun", 10001: "yuxi", 65532: "nonroot"}
 
 
 def sha256_file(path: Path) -> str:
@@ -138,13 +155,27 @@ def rootfs_layer(rootfs: Path) -> Layer:
     return Layer(out, digest)
 
 
-def debootstrap_rootfs(suite: str, packages: Sequence[str], *, mirror: str = DEBIAN_MIRROR) -> Path:
+def debootstrap_rootfs(
+    suite: str,
+    packages: Sequence[str],
+    *,
+    mirror: str = DEBIAN_MIRROR,
+    debs_cache: Path | None = None,
+    drop_host_files: bool = False,
+) -> Path:
     """A minbase Debian root filesystem with *packages*, built once per (suite, packages, mirror).
 
     Needs root and ``debootstrap`` (installed with apt-get when missing).
     Returns the rootfs directory; its layer is ``rootfs_layer(path)``.
+    *debs_cache* keeps the downloaded packages for the next build (not part of the key).
+    *drop_host_files* removes what debootstrap copies from the host (``/etc/resolv.conf``,
+    ``/etc/hostname``) and apt's package caches, so nothing of the build machine ends up
+    in an image or in a chroot made from it.
     """
-    spec = json.dumps({"suite": suite, "packages": sorted(packages), "mirror": mirror})
+    spec_fields: dict[str, object] = {"suite": suite, "packages": sorted(packages), "mirror": mirror}
+    if drop_host_files:
+        spec_fields["drop_host_files"] = True
+    spec = json.dumps(spec_fields)
     base = ROOTFS_DIR / f"{suite}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}"
     target = base / "rootfs"
     if (base / ".complete").exists():
@@ -159,14 +190,21 @@ def debootstrap_rootfs(suite: str, packages: Sequence[str], *, mirror: str = DEB
     shutil.rmtree(base, ignore_errors=True)  # a killed earlier run may have left half a tree
     base.mkdir(parents=True)
     include = ["--include=" + ",".join(packages)] if packages else []
+    cache = []
+    if debs_cache is not None:
+        debs_cache.mkdir(parents=True, exist_ok=True)
+        cache = [f"--cache-dir={debs_cache.absolute()}"]
     _run(
-        ["debootstrap", "--variant=minbase", *include, suite, str(target), mirror],
+        ["debootstrap", "--variant=minbase", *cache, *include, suite, str(target), mirror],
         f"debootstrap {suite}",
     )
     for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
         for entry in (target / junk).glob("*"):
             if entry.is_file():
                 entry.unlink()
+    if drop_host_files:
+        for name in HOST_FILES:
+            (target / name).unlink(missing_ok=True)
     (base / ".complete").write_text(spec)
     return target
 
@@ -183,8 +221,11 @@ def build_image(
     workdir: str = "/",
 ) -> BuiltImage:
     """Assemble *layers* into an image archive (cached); the default tag hashes every input."""
+    env = list(env)
+    if not any(entry.startswith("PATH=") for entry in env):
+        env.insert(0, f"PATH={DEFAULT_PATH}")
     config_body = {
-        "Env": [f"PATH={DEFAULT_PATH}", *env],
+        "Env": env,
         "Entrypoint": list(entrypoint) if entrypoint else None,
         "Cmd": list(cmd) if cmd else None,
         "WorkingDir": workdir,
@@ -200,9 +241,6 @@ def build_image(
     config_digest = hashlib.sha256(config_bytes).hexdigest()
     tag = tag or config_digest[:16]
     name = f"{repository}:{tag}"
-    archive = IMAGES_DIR / f"{repository.replace('/', '_')}-{tag}-{config_digest[:12]}.oci.tar"
-    if archive.exists():
-        return BuiltImage(name, archive)
     manifest = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -222,6 +260,9 @@ def build_image(
     }
     manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
     manifest_digest = hashlib.sha256(manifest_bytes).hexdigest()
+    archive = IMAGES_DIR / f"{repository.replace('/', '_')}-{tag}-{config_digest[:12]}.oci.tar"
+    if archive.exists():
+        return BuiltImage(name, archive, f"sha256:{manifest_digest}")
     index = {
         "schemaVersion": 2,
         "manifests": [
@@ -263,7 +304,7 @@ def build_image(
                 seen.add(layer.digest)
                 tar.add(layer.path, arcname=f"blobs/sha256/{layer.digest}")
     _publish(tmp, archive)
-    return BuiltImage(name, archive)
+    return BuiltImage(name, archive, f"sha256:{manifest_digest}")
 
 
 def build_from_directory(
@@ -288,6 +329,60 @@ def build_from_directory(
         user=user,
         workdir=workdir,
     )
+
+
+def passwd_with_extra_users(rootfs: Path, users: dict[int, str] | None = None) -> tuple[str, str]:
+    """*rootfs*'s /etc/passwd and /etc/group text with *users* (default EXTRA_USERS) added.
+
+    Each added user gets a group of the same id, home /tmp and no login shell; ids the
+    files already name are left as they are.
+    """
+    passwd = (rootfs / "etc/passwd").read_text()
+    group = (rootfs / "etc/group").read_text()
+    known_uids = {int(line.split(":")[2]) for line in passwd.splitlines() if line.count(":") >= 6}
+    known_gids = {int(line.split(":")[2]) for line in group.splitlines() if line.count(":") >= 3}
+    for uid, name in sorted((EXTRA_USERS if users is None else users).items()):
+        if uid not in known_uids:
+            passwd += f"{name}:x:{uid}:{uid}::/tmp:/usr/sbin/nologin\n"
+        if uid not in known_gids:
+            group += f"{name}:x:{uid}:\n"
+    return passwd, group
+
+
+def kit_wheels(workdir: Path) -> list[Path]:
+    """This package (the checkout it runs from) as a wheel in *workdir*/wheels, without dependencies.
+
+    Built from a copy (setuptools leaves build/ and egg-info beside the sources it builds)
+    with a fixed SOURCE_DATE_EPOCH, so the same sources give the same wheel contents.
+    """
+    root = paths.repo_root()
+    out = workdir / "wheels"
+    source = workdir / "source"
+    source.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(root / name, source / name)
+    shutil.copytree(root / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"},
+    )
+    if proc.returncode != 0:
+        raise ImageError(f"building the yuxi-k8s wheel failed: {proc.stderr.strip()[-300:]}")
+    return sorted(out.glob("*.whl"))
+
+
+def wheel_content_digest(wheels: Iterable[Path]) -> str:
+    """sha256 over the names and contents of the files in *wheels* (not the zips' timestamps)."""
+    digest = hashlib.sha256()
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as zf:
+            for name in sorted(zf.namelist()):
+                digest.update(name.encode())
+                digest.update(zf.read(name))
+    return digest.hexdigest()
 
 
 def _ctr_binary() -> str:
@@ -318,6 +413,7 @@ def _run(cmd: Sequence[str], what: str) -> None:
 
 
 __all__ = [
+    "EXTRA_USERS",
     "BuiltImage",
     "ImageError",
     "Layer",
@@ -325,7 +421,10 @@ __all__ = [
     "build_image",
     "debootstrap_rootfs",
     "directory_layer",
+    "kit_wheels",
     "load_into_containerd",
     "load_into_kind",
+    "passwd_with_extra_users",
     "rootfs_layer",
+    "wheel_content_digest",
 ]

@@ -23,12 +23,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 from yuxi_k8s.cluster import images
@@ -47,9 +45,6 @@ PACKAGES = (
 IMAGE_REPOSITORY = "localhost/yuxi-k8s/runtime"
 IMAGE_FILES = Path(__file__).resolve().parent / "imagefiles"
 APP_LIB = "/opt/yuxi-k8s/lib"
-# Users the stack's securityContexts run as; the rootfs must name them or initdb
-# ("could not look up effective user ID") and some tools refuse to run.
-EXTRA_USERS = {999: "pgrun", 1000: "app", 10101: "nginxrun", 10001: "yuxi", 65532: "nonroot"}
 
 
 def _log(message: str) -> None:
@@ -59,38 +54,6 @@ def _log(message: str) -> None:
 def build_rootfs() -> Path:
     """The Debian root filesystem (debootstrap, cached by suite + package list by the cluster helper)."""
     return images.debootstrap_rootfs(SUITE, PACKAGES)
-
-
-def _wheelhouse(workdir: Path) -> list[Path]:
-    """This package as a wheel (its dependencies come pinned from constraints.txt)."""
-    out = workdir / "wheels"
-    # Built from a copy: setuptools leaves build/ and egg-info beside the sources it builds.
-    source = workdir / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
-        shutil.copy(REPO_ROOT / name, source / name)
-    shutil.copytree(
-        REPO_ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-    )
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
-        check=True,
-        env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"},  # same sources, same wheel, same tag
-    )
-    return sorted(out.glob("*.whl"))
-
-
-def _passwd_with_extra_users(rootfs: Path) -> tuple[str, str]:
-    passwd = (rootfs / "etc/passwd").read_text()
-    group = (rootfs / "etc/group").read_text()
-    known_uids = {int(line.split(":")[2]) for line in passwd.splitlines() if line.count(":") >= 6}
-    known_gids = {int(line.split(":")[2]) for line in group.splitlines() if line.count(":") >= 3}
-    for uid, name in sorted(EXTRA_USERS.items()):
-        if uid not in known_uids:
-            passwd += f"{name}:x:{uid}:{uid}::/tmp:/usr/sbin/nologin\n"
-        if uid not in known_gids:
-            group += f"{name}:x:{uid}:\n"
-    return passwd, group
 
 
 def _app_tree(rootfs: Path, wheels: list[Path], stage: Path) -> None:
@@ -141,7 +104,7 @@ def _app_tree(rootfs: Path, wheels: list[Path], stage: Path) -> None:
     html = stage / "usr/share/nginx/html"
     html.mkdir(parents=True)
     shutil.copy(IMAGE_FILES / "index.html", html / "index.html")
-    passwd, group = _passwd_with_extra_users(rootfs)
+    passwd, group = images.passwd_with_extra_users(rootfs)
     (etc / "passwd").write_text(passwd)
     (etc / "group").write_text(group)
 
@@ -150,11 +113,7 @@ def _app_inputs_digest(wheels: list[Path], base_digest: str) -> str:
     digest = hashlib.sha256()
     digest.update(base_digest.encode())
     digest.update((REPO_ROOT / "constraints.txt").read_bytes())
-    for wheel in wheels:  # by content, not by the zip's timestamps
-        with zipfile.ZipFile(wheel) as zf:
-            for name in sorted(zf.namelist()):
-                digest.update(name.encode())
-                digest.update(zf.read(name))
+    digest.update(images.wheel_content_digest(wheels).encode())  # by content, not the zips' timestamps
     for path in sorted(p for p in IMAGE_FILES.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         digest.update(str(path.relative_to(IMAGE_FILES)).encode())
         digest.update(path.read_bytes())
@@ -168,13 +127,13 @@ def build_runtime_image() -> images.BuiltImage:
     base_layer = images.rootfs_layer(rootfs)
     with tempfile.TemporaryDirectory(prefix="yuxi-image-") as tmpdir:
         work = Path(tmpdir)
-        wheels = _wheelhouse(work)
+        wheels = images.kit_wheels(work)
         key = _app_inputs_digest(wheels, base_layer.digest)
         record = images.IMAGES_DIR / f"runtime-{key}.json"
         if record.exists():
             cached = json.loads(record.read_text())
             if Path(cached["archive"]).exists():
-                return images.BuiltImage(cached["name"], Path(cached["archive"]))
+                return images.BuiltImage(cached["name"], Path(cached["archive"]), cached.get("digest"))
         _log(f"building the runtime image (inputs {key})")
         stage = work / "stage"
         _app_tree(rootfs, wheels, stage)
@@ -193,7 +152,7 @@ def build_runtime_image() -> images.BuiltImage:
             if stale != built.archive and stale.name.startswith(IMAGE_REPOSITORY.replace("/", "_")):
                 stale.unlink(missing_ok=True)
             old.unlink(missing_ok=True)
-    record.write_text(json.dumps({"name": built.name, "archive": str(built.archive)}))
+    record.write_text(json.dumps({"name": built.name, "archive": str(built.archive), "digest": built.digest}))
     return built
 
 

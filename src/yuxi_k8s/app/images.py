@@ -1,0 +1,902 @@
+"""The application's images, built from its pinned source without a registry or a container engine.
+
+API (what ``yuxi-k8s images build`` and the test fixtures call)::
+
+    from yuxi_k8s.app import images, source
+
+    src = source.resolve()                      # --source / $YUXI_K8S_APP_SOURCE / git clone
+    built = images.build_all(src, only=None)    # {"api": BuiltImage, "web": ..., ...}
+    built["api"].name      # localhost/yuxi-k8s/yuxi-know-api:0.6.1
+    built["api"].archive   # OCI archive (ctr import, kind load, docker/podman load)
+    built["api"].digest    # sha256:... of the manifest, for name@digest pins
+    tree = images.api_tree(src)                 # the api image's whole filesystem, a folder to chroot into
+    images.image_tree(src, "web")               # the same for any image
+
+Images (``IMAGES``): ``api`` (also the worker and the kit's migrate Job), ``web``,
+``sandbox-provisioner`` from the application's source; ``postgres``, ``redis`` and
+``minio`` for the kit's own end-to-end tier where nothing can be pulled. The first
+three are tagged with the application version, the others with their own.
+
+How: one ``debootstrap --variant=minbase trixie`` root filesystem (the ``core``
+stage) under everything, then one overlayfs stage per step (:mod:`yuxi_k8s.app.rootfs`),
+each an image layer and each cached by its inputs::
+
+    core ─ py ─ api-system ─ api-app ─ api-kit      api (5 layers)
+          └─ provisioner                            sandbox-provisioner
+    core ─ web-system ─ web                         web
+    core ─ deps-system ─ deps                       postgres and redis (same layers, two configs)
+    minio (from scratch)                            minio
+
+So a change to this kit rebuilds only ``api-kit`` (a few MB), a change to the
+application's backend only ``api-app`` and ``api-kit``. Needs root (debootstrap, mount,
+chroot) and network to Debian, PyPI, npm and the Go module proxy; downloads are kept
+in ``<cache>/downloads`` so a rebuild fetches nothing twice. Details and what the images
+leave out (torch): docs/images.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from yuxi_k8s import paths
+from yuxi_k8s.app import rootfs
+from yuxi_k8s.app.source import Source, tree_key
+from yuxi_k8s.cluster import images as oci
+from yuxi_k8s.cluster.images import DEFAULT_PATH, BuiltImage, ImageError
+from yuxi_k8s.pinned_tools import pinned_tool
+
+SUITE = "trixie"  # python3 is 3.13 there; the app's uv.lock allows >=3.12,<3.14
+PYTHON = "/usr/bin/python3.13"
+DEFAULT_REGISTRY = "localhost/yuxi-k8s"
+IMAGES = ("api", "web", "sandbox-provisioner", "postgres", "redis", "minio")
+REPOSITORIES = {
+    "api": "yuxi-know-api",
+    "web": "yuxi-know-web",
+    "sandbox-provisioner": "yuxi-know-sandbox-provisioner",
+    "postgres": "yuxi-k8s-postgres",
+    "redis": "yuxi-k8s-redis",
+    "minio": "yuxi-k8s-minio",
+}
+# The image names the manifests use, which `kustomize edit set image` replaces. The
+# migrate Job's `yuxi-k8s` runs from the api image as well (the kit is installed in it).
+MANIFEST_NAMES = {
+    "api": ("yuxi-know-api", "yuxi-k8s"),
+    "web": ("yuxi-know-web",),
+    "sandbox-provisioner": ("yuxi-know-sandbox-provisioner",),
+    "postgres": ("docker.io/library/postgres",),
+    "redis": ("docker.io/library/redis",),
+    "minio": ("docker.io/minio/minio",),
+}
+
+CORE_PACKAGES = ("ca-certificates", "tzdata")
+PY_PACKAGES = ("python3", "python3-venv")
+# upstream's docker/api.Dockerfile installs these (cv2 needs libsm6/libxext6; ffmpeg for
+# audio/video parsing); nodejs is Debian's Node 20 (upstream copies node:20 for npx).
+API_PACKAGES = ("curl", "ffmpeg", "git", "libpq5", "libsm6", "libxext6", "nodejs")
+WEB_PACKAGES = ("nginx",)
+DEPS_PACKAGES = ("postgresql", "redis-server")
+# torch and torchvision: the lock takes them from download.pytorch.org; PyPI has only the
+# CUDA builds (+6 GB). Without them docling's PDF/image models do not run (docs/images.md).
+LEFT_OUT_PACKAGES = ("torch", "torchvision")
+
+PYPI_SIMPLE = "https://pypi.org/simple"
+NPM_REGISTRY = "https://registry.npmjs.org/"
+# Mirrors the application's lockfiles may name, and where the same files are on the
+# public registries (same paths below the prefix, same hashes).
+PYPI_MIRRORS = {
+    "https://pypi.tuna.tsinghua.edu.cn/simple": PYPI_SIMPLE,
+    "https://pypi.tuna.tsinghua.edu.cn/packages/": "https://files.pythonhosted.org/packages/",
+    "https://mirrors.aliyun.com/pypi/simple": PYPI_SIMPLE,
+    "https://mirrors.aliyun.com/pypi/packages/": "https://files.pythonhosted.org/packages/",
+    "https://mirrors.ustc.edu.cn/pypi/simple": PYPI_SIMPLE,
+    "https://mirrors.ustc.edu.cn/pypi/packages/": "https://files.pythonhosted.org/packages/",
+}
+NPM_MIRRORS = {
+    "https://registry.npmmirror.com/": NPM_REGISTRY,
+    "https://registry.npm.taobao.org/": NPM_REGISTRY,
+}
+
+KIT_ROOT_FILES = ("base/config/nginx/nginx.conf", "base/config/nginx/api-proxy-pass.conf")
+IMAGE_FILES = Path(__file__).resolve().parent / "imagefiles"
+SERVER_IMAGE_FILES = Path(__file__).resolve().parents[1] / "server" / "imagefiles"
+PGDATA = "/var/lib/postgresql/data/pgdata"
+MINIMAL_PASSWD = (
+    "root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+)
+MINIMAL_GROUP = "root:x:0:\nnogroup:x:65534:\n"
+PYTHON_ENV = ("PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1", "LANG=C.UTF-8", "HOME=/tmp")
+VENV_PATH = f"PATH=/app/.venv/bin:{DEFAULT_PATH}"
+REFERENCE_PREFIX = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
+
+
+# --- small pure helpers (the static tests use these) --------------------------------
+def rewrite_mirrors(text: str, mirrors: dict[str, str]) -> tuple[str, int]:
+    """*text* with every mirror prefix replaced by its public counterpart, and how many were."""
+    count = 0
+    for mirror, public in mirrors.items():
+        count += text.count(mirror)
+        text = text.replace(mirror, public)
+    return text, count
+
+
+def pypi_lock(text: str) -> tuple[str, int]:
+    """A uv.lock pointed at PyPI instead of a mirror; hashes and sizes stay as they are."""
+    return rewrite_mirrors(text, PYPI_MIRRORS)
+
+
+def check_registry(registry: str) -> str:
+    """``HOST[:PORT]/PREFIX`` (lowercase) or ImageError; returned without a trailing slash."""
+    value = registry.strip().rstrip("/")
+    if not value or not REFERENCE_PREFIX.match(value):
+        raise ImageError(
+            f"--registry {registry!r} is not HOST[:PORT]/PREFIX in lowercase (e.g. {DEFAULT_REGISTRY})"
+        )
+    return value
+
+
+def reference(registry: str, name: str, tag: str) -> str:
+    """``REGISTRY/<repository of name>:tag``."""
+    return f"{check_registry(registry)}/{REPOSITORIES[name]}:{tag}"
+
+
+def select(only: Iterable[str] | None) -> list[str]:
+    """The images to build, in build order; unknown names are one ImageError line."""
+    if only is None:
+        return list(IMAGES)
+    wanted = [n.strip() for n in only if n.strip()]
+    unknown = [n for n in wanted if n not in IMAGES]
+    if unknown:
+        raise ImageError(f"unknown image {', '.join(unknown)} (known: {', '.join(IMAGES)})")
+    return [n for n in IMAGES if n in wanted]
+
+
+def kustomize_pins(built: dict[str, BuiltImage], registry: str) -> list[str]:
+    """``kustomize edit set image`` commands that pin the manifests' names to the built digests."""
+    lines = []
+    for name, image in built.items():
+        repo = f"{check_registry(registry)}/{REPOSITORIES[name]}"
+        for manifest_name in MANIFEST_NAMES[name]:
+            lines.append(f"kustomize edit set image {manifest_name}={repo}@{image.digest}")
+    return lines
+
+
+def deb_version(version: str) -> str:
+    """The upstream part of a Debian version: ``5:8.0.2-3+deb13u3`` -> ``8.0.2``."""
+    version = version.split(":", 1)[-1]
+    return version.rsplit("-", 1)[0] if "-" in version else version
+
+
+def pinned_versions() -> dict[str, str]:
+    """``tools/versions.env`` of the checkout as a mapping."""
+    out: dict[str, str] = {}
+    for line in (paths.repo_root() / "tools" / "versions.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def files_digest(root: Path, names: Sequence[str]) -> str:
+    """sha256 over the named files and folders under *root* (paths, exec bits, contents)."""
+    digest = hashlib.sha256()
+    for name in names:
+        path = root / name
+        digest.update(f"{name}\0".encode())
+        if path.is_dir():
+            digest.update(tree_key(path).encode())
+        elif path.is_file():
+            digest.update(f"{path.stat().st_mode & 0o111:o}\0".encode())
+            digest.update(oci.sha256_file(path).encode())
+        else:
+            digest.update(b"missing")
+    return digest.hexdigest()
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_pins(text: str) -> dict[str, str]:
+    """``name==version`` lines (pip freeze, constraints files) as {canonical name: version}."""
+    pins = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^;\s]+)", line)
+        if match:
+            pins[_canonical(match.group(1))] = match.group(3)
+    return pins
+
+
+# --- caches and downloads ----------------------------------------------------------
+def _downloads(*parts: str) -> Path:
+    return paths.cache_dir("downloads", *parts)
+
+
+def _images_cache(*parts: str) -> Path:
+    return paths.cache_dir("app-images", *parts)
+
+
+@contextlib.contextmanager
+def _build_lock() -> Iterator[None]:
+    """One image build per machine at a time: the apt and uv caches are shared."""
+    lock_file = _images_cache(".lock")
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            rootfs.say(f"waiting for another image build on this machine (lock {lock_file})")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _fetch_once(folder: Path, what: str, fetch: Callable[[Path], None]) -> Path:
+    """*folder*, filled by ``fetch(tmp)`` in a temporary sibling the first time (atomic)."""
+    if (folder / ".stamp").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        with rootfs.progress(f"fetch {what}"):
+            fetch(tmp)
+        (tmp / ".stamp").write_text(what + "\n")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def uv_binary(version: str) -> Path:
+    """The static uv binary of *version*, from its musllinux wheel on PyPI (cached)."""
+
+    def fetch(tmp: Path) -> None:
+        rootfs.run(
+            [
+                sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                "--platform", "musllinux_1_1_x86_64", "--index-url", PYPI_SIMPLE, "--no-cache-dir",
+                "-d", str(tmp), f"uv=={version}",
+            ],
+            f"download uv {version} from PyPI",
+            env={k: v for k, v in os.environ.items() if not k.startswith("PIP_FIND_LINKS")},
+        )  # fmt: skip
+        wheel = next(tmp.glob("uv-*.whl"))
+        with tempfile.TemporaryDirectory() as unpacked, zipfile.ZipFile(wheel) as zf:
+            member = f"uv-{version}.data/scripts/uv"
+            zf.extract(member, unpacked)
+            shutil.move(Path(unpacked, member), tmp / "uv")
+        (tmp / "uv").chmod(0o755)
+        wheel.unlink()
+
+    return _fetch_once(paths.cache_dir("tools", f"uv-{version}"), f"uv {version}", fetch) / "uv"
+
+
+def _npm(*args: str, cwd: Path | None = None, what: str) -> str:
+    if shutil.which("npm") is None or shutil.which("node") is None:
+        raise ImageError(
+            "Node.js and npm are needed on this machine to build the web image (apt-get install npm)"
+        )
+    return rootfs.run(["npm", *args], what, cwd=cwd)
+
+
+def pnpm_binary(version: str) -> Path:
+    """pnpm *version* installed from npm with the host's npm into the cache."""
+
+    def fetch(tmp: Path) -> None:
+        flags = ("--no-save", "--no-audit", "--no-fund", "--registry", NPM_REGISTRY)
+        _npm("install", "--prefix", str(tmp), *flags, f"pnpm@{version}", what=f"npm install pnpm@{version}")
+
+    return (
+        _fetch_once(paths.cache_dir("tools", f"pnpm-{version}"), f"pnpm {version}", fetch)
+        / "node_modules/.bin/pnpm"
+    )
+
+
+def npm_tarball(version: str) -> Path:
+    """npm *version* as published (its dependencies bundled), for the api image's npx."""
+
+    def fetch(tmp: Path) -> None:
+        _npm(
+            "pack",
+            f"npm@{version}",
+            "--registry",
+            NPM_REGISTRY,
+            "--pack-destination",
+            str(tmp),
+            what="npm pack",
+        )
+
+    return (
+        _fetch_once(paths.cache_dir("tools", f"npm-{version}"), f"npm {version}", fetch)
+        / f"npm-{version}.tgz"
+    )
+
+
+def node_version() -> tuple[int, int]:
+    """The host's Node.js version (major, minor); npm must be there too."""
+    _npm("--version", what="npm --version")
+    out = rootfs.run(["node", "--version"], "node --version")
+    major, minor = (int(x) for x in out.strip().lstrip("v").split(".")[:2])
+    return major, minor
+
+
+# --- steps inside a stage -------------------------------------------------------------
+def _apt_binds() -> dict[str, Path]:
+    lists = _downloads("apt", SUITE, "lists")
+    archives = _downloads("apt", SUITE, "archives")
+    for folder in (lists / "partial", archives / "partial"):
+        folder.mkdir(parents=True, exist_ok=True)
+    return {"/var/lib/apt/lists": lists, "/var/cache/apt/archives": archives}
+
+
+def _apt_install(root: Path, log: Path, packages: Sequence[str], label: str) -> None:
+    """apt-get install *packages* (no recommends) in the tree; services are not started."""
+    policy = root / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")  # removed again with the stage's apt leftovers
+    policy.chmod(0o755)
+    with (
+        rootfs.chroot(root, log, _apt_binds()) as ch,
+        rootfs.progress(f"{label}: apt-get install {' '.join(packages)}"),
+    ):
+        ch.run(["apt-get", "update", "-qq"], f"{label}: apt-get update")
+        ch.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+            f"{label}: apt-get install",
+        )
+    policy.unlink()
+
+
+def _add_users(root: Path) -> None:
+    passwd, group = oci.passwd_with_extra_users(root)
+    (root / "etc/passwd").write_text(passwd)
+    (root / "etc/group").write_text(group)
+
+
+def _dpkg_version(stage: rootfs.Stage, package: str) -> str:
+    """The version of *package* that *stage* installed (from the dpkg status in its upper)."""
+    status = (stage.upper / "var/lib/dpkg/status").read_text()
+    for block in status.split("\n\n"):
+        if re.search(rf"^Package: {re.escape(package)}$", block, re.MULTILINE):
+            found = re.search(r"^Version: (\S+)$", block, re.MULTILINE)
+            if found:
+                return deb_version(found.group(1))
+    raise ImageError(f"{package} is not installed in the {stage.name} stage")
+
+
+def _uv_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {
+        "UV_CACHE_DIR": "/tmp/uv-cache",
+        "UV_PYTHON_DOWNLOADS": "never",
+        "UV_LINK_MODE": "copy",
+        "UV_COMPILE_BYTECODE": "1",
+        "UV_NO_PROGRESS": "1",
+        **(extra or {}),
+    }
+
+
+def _uv_binds(uv: Path) -> dict[str, Path]:
+    return {"/tmp/uv-cache": _downloads("uv"), "/tmp/uv-bin": uv.parent}
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    tag: str
+    env: tuple[str, ...] = ()
+    user: str | None = None
+    workdir: str = "/"
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+
+
+@dataclass
+class _Builder:
+    """The stages of every image for one source tree, made on first use."""
+
+    src: Source
+    versions: dict[str, str] = field(default_factory=pinned_versions)
+    _stages: dict[str, rootfs.Stage] = field(default_factory=dict)
+    _work: tempfile.TemporaryDirectory[str] | None = None
+    _minio_build: subprocess.Popen[bytes] | None = None
+
+    def close(self) -> None:
+        if self._work is not None:
+            self._work.cleanup()
+
+    def _memo(self, name: str, make: Callable[[], rootfs.Stage]) -> rootfs.Stage:
+        if name not in self._stages:
+            self._stages[name] = make()
+        return self._stages[name]
+
+    # -- shared stages
+    def core(self) -> rootfs.Stage:
+        def make() -> rootfs.Stage:
+            with rootfs.progress(f"core: debootstrap --variant=minbase {SUITE}"):
+                tree = oci.debootstrap_rootfs(
+                    SUITE, CORE_PACKAGES, debs_cache=_downloads("debootstrap", SUITE), drop_host_files=True
+                )
+            key = oci.rootfs_layer(tree).digest  # a rebuilt base with other content rebuilds what is on it
+            return rootfs.base("core", tree, key[:20])
+
+        return self._memo("core", make)
+
+    def _system(
+        self, name: str, parent: rootfs.Stage, packages: Sequence[str], extra: str = ""
+    ) -> rootfs.Stage:
+        def build(root: Path, log: Path) -> None:
+            _apt_install(root, log, packages, name)
+            _add_users(root)
+
+        return rootfs.derive(parent, name, _digest(*packages, json.dumps(oci.EXTRA_USERS), extra), build)
+
+    def py(self) -> rootfs.Stage:
+        return self._memo("py", lambda: self._system("py", self.core(), PY_PACKAGES))
+
+    # -- api
+    def api_system(self) -> rootfs.Stage:
+        npm_version = self.versions["IMAGE_NPM_VERSION"]
+
+        def make() -> rootfs.Stage:
+            def build(root: Path, log: Path) -> None:
+                _apt_install(root, log, API_PACKAGES, "api-system")
+                tarball = npm_tarball(npm_version)
+                target = root / "usr/local/lib/node_modules/npm"
+                with tempfile.TemporaryDirectory() as unpacked:
+                    with tarfile.open(tarball) as tar:
+                        tar.extractall(unpacked, filter="data")
+                    shutil.copytree(Path(unpacked, "package"), target, symlinks=True)
+                for tool in ("npm", "npx"):
+                    (root / "usr/local/bin" / tool).symlink_to(f"../lib/node_modules/npm/bin/{tool}-cli.js")
+                with rootfs.chroot(root, log) as ch:
+                    ch.run(["npx", "--version"], "api-system: npx --version")
+
+            return rootfs.derive(
+                self.py(), "api-system", _digest(*API_PACKAGES, npm_version), build, readable=["/usr/local"]
+            )
+
+        return self._memo("api-system", make)
+
+    def api_app(self) -> rootfs.Stage:
+        backend = self.src.tree / "backend"
+        copied = ("pyproject.toml", ".python-version", "package", "server")
+        uv_version = self.versions["UV_VERSION"]
+        sync = [
+            "/tmp/uv-bin/uv", "sync", "--frozen", "--no-dev", "--group", "test", "--python", PYTHON,
+            *[arg for pkg in LEFT_OUT_PACKAGES for arg in ("--no-install-package", pkg)],
+        ]  # fmt: skip
+        compile_app = ["/app/.venv/bin/python", "-m", "compileall", "-qj0", "/app/package", "/app/server"]
+
+        def make() -> rootfs.Stage:
+            def build(root: Path, log: Path) -> None:
+                app = root / "app"
+                app.mkdir()
+                for name in copied:
+                    source_path = backend / name
+                    if source_path.is_dir():
+                        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".venv")
+                        shutil.copytree(source_path, app / name, symlinks=True, ignore=ignore)
+                    else:
+                        shutil.copy2(source_path, app / name)
+                lock, rewritten = pypi_lock((backend / "uv.lock").read_text(encoding="utf-8"))
+                (app / "uv.lock").write_text(lock, encoding="utf-8")
+                rootfs.say(
+                    f"api: uv.lock points at PyPI ({rewritten} mirror URLs rewritten, hashes unchanged)"
+                )
+                uv = uv_binary(uv_version)
+                with rootfs.chroot(root, log, _uv_binds(uv)) as ch, rootfs.progress("api: uv sync"):
+                    # .python-version says 3.12; the lock allows <3.14, and trixie's python3 is 3.13.
+                    env = _uv_env({"UV_PROJECT_ENVIRONMENT": "/app/.venv", "UV_DEFAULT_INDEX": PYPI_SIMPLE})
+                    ch.run(sync, "api: uv sync", cwd="/app", env=env)
+                    # uv compiles what it installs, not the editable package nor server/; the root
+                    # is read-only in the pods, so without this every start would compile them again.
+                    ch.run(compile_app, "api: compile /app/package and /app/server", cwd="/app")
+
+            inputs = _digest(files_digest(backend, ("uv.lock", *copied)), uv_version, *sync, *compile_app)
+            return rootfs.derive(self.api_system(), "api-app", inputs, build, readable=["/app"])
+
+        return self._memo("api-app", make)
+
+    def kit_wheels(self) -> list[Path]:
+        if self._work is None:
+            self._work = tempfile.TemporaryDirectory(prefix="yuxi-images-")
+            with rootfs.progress("kit: build the yuxi-k8s wheel"):
+                oci.kit_wheels(Path(self._work.name))
+        return sorted(Path(self._work.name, "wheels").glob("*.whl"))
+
+    def api_kit(self) -> rootfs.Stage:
+        constraints = (paths.repo_root() / "constraints.txt").read_text()
+
+        def make() -> rootfs.Stage:
+            wheels = self.kit_wheels()
+            uv = uv_binary(self.versions["UV_VERSION"])
+
+            def build(root: Path, log: Path) -> None:
+                python = ["--python", "/app/.venv/bin/python"]
+                with rootfs.chroot(root, log, _uv_binds(uv)) as ch, rootfs.progress("api: install yuxi-k8s"):
+                    freeze = ["/tmp/uv-bin/uv", "pip", "freeze", *python]
+                    before = parse_pins(ch.run(freeze, "api: uv pip freeze", env=_uv_env(), capture=True))
+                    # The app's packages stay exactly as its lock has them; only what the kit
+                    # needs and the app lacks comes in, at the kit's pins (constraints.txt).
+                    kit_pins = {n: v for n, v in parse_pins(constraints).items() if n not in before}
+                    pins = "".join(f"{n}=={v}\n" for n, v in sorted({**before, **kit_pins}.items()))
+                    (ch.path("/tmp/kit")).mkdir()
+                    (ch.path("/tmp/kit/constraints.txt")).write_text(pins)
+                    for wheel in wheels:
+                        shutil.copy(wheel, ch.path(f"/tmp/kit/{wheel.name}"))
+                    install = ["/tmp/uv-bin/uv", "pip", "install", *python, "--index-url", PYPI_SIMPLE]
+                    install += ["-c", "/tmp/kit/constraints.txt", *[f"/tmp/kit/{w.name}" for w in wheels]]
+                    ch.run(install, "api: uv pip install yuxi-k8s", env=_uv_env())
+                    after = parse_pins(ch.run(freeze, "api: uv pip freeze", env=_uv_env(), capture=True))
+                changed = sorted(f"{n} {v} -> {after.get(n)}" for n, v in before.items() if after.get(n) != v)
+                if changed:
+                    raise ImageError(
+                        f"installing yuxi-k8s would change the app's packages: {', '.join(changed)}"
+                    )
+                added = sorted(f"{n}=={v}" for n, v in after.items() if n not in before)
+                rootfs.say(f"api: yuxi-k8s adds {', '.join(added)} to the app's venv")
+
+            inputs = _digest(oci.wheel_content_digest(wheels), constraints)
+            return rootfs.derive(self.api_app(), "api-kit", inputs, build, readable=["/app"])
+
+        return self._memo("api-kit", make)
+
+    # -- sandbox provisioner
+    def provisioner(self) -> rootfs.Stage:
+        folder = self.src.tree / "docker" / "sandbox_provisioner"
+        constraints = IMAGE_FILES / "provisioner-constraints.txt"
+        uv_version = self.versions["UV_VERSION"]
+
+        def make() -> rootfs.Stage:
+            def build(root: Path, log: Path) -> None:
+                (root / "app").mkdir()
+                shutil.copy2(folder / "app.py", root / "app/app.py")
+                uv = uv_binary(uv_version)
+                with (
+                    rootfs.chroot(root, log, _uv_binds(uv)) as ch,
+                    rootfs.progress("sandbox-provisioner: venv"),
+                ):
+                    (ch.path("/tmp/p")).mkdir()
+                    shutil.copy(folder / "requirements.txt", ch.path("/tmp/p/requirements.txt"))
+                    shutil.copy(constraints, ch.path("/tmp/p/constraints.txt"))
+                    uv_cmd = "/tmp/uv-bin/uv"
+                    ch.run(
+                        [uv_cmd, "venv", "/app/.venv", "--python", PYTHON],
+                        "provisioner: uv venv",
+                        env=_uv_env(),
+                    )
+                    install = [uv_cmd, "pip", "install", "--python", "/app/.venv/bin/python"]
+                    install += ["--index-url", PYPI_SIMPLE, "-r", "/tmp/p/requirements.txt"]
+                    install += ["-c", "/tmp/p/constraints.txt"]
+                    ch.run(install, "provisioner: uv pip install", env=_uv_env())
+
+            inputs = _digest(
+                files_digest(folder, ("app.py", "requirements.txt")), constraints.read_text(), uv_version
+            )
+            return rootfs.derive(self.py(), "provisioner", inputs, build, readable=["/app"])
+
+        return self._memo("provisioner", make)
+
+    # -- web
+    def web_dist(self) -> Path:
+        """``pnpm install --frozen-lockfile`` and ``pnpm run build`` of web/ on the host (cached)."""
+        web = self.src.tree / "web"
+        pnpm_version = self.versions["PNPM_VERSION"]
+        major, minor = node_version()
+        if (major, minor) < (20, 19):
+            raise ImageError(
+                f"building the web app needs Node.js >= 20.19 on this machine (found {major}.{minor})"
+            )
+        key = _digest(tree_key(web), pnpm_version, f"node{major}", NPM_REGISTRY)[:20]
+        out = _images_cache("web-dist", key)
+        if (out / ".complete").exists():
+            return out / "dist"
+        pnpm = pnpm_binary(pnpm_version)
+        store = _downloads("pnpm-store")
+        with tempfile.TemporaryDirectory(prefix="yuxi-web-") as tmp:
+            work = Path(tmp, "web")
+            shutil.copytree(web, work, symlinks=True, ignore=shutil.ignore_patterns("node_modules", "dist"))
+            lock = work / "pnpm-lock.yaml"
+            text, rewritten = rewrite_mirrors(lock.read_text(encoding="utf-8"), NPM_MIRRORS)
+            lock.write_text(text, encoding="utf-8")
+            if rewritten:
+                rootfs.say(
+                    f"web: pnpm-lock.yaml points at {NPM_REGISTRY} ({rewritten} mirror URLs rewritten)"
+                )
+            (work / ".npmrc").write_text(f"registry={NPM_REGISTRY}\n")
+            env = {**os.environ, "CI": "1", "npm_config_registry": NPM_REGISTRY}
+            flags = ["--config.manage-package-manager-versions=false", f"--store-dir={store}"]
+            log = _images_cache("web-dist", f"{key}.log")
+            log.unlink(missing_ok=True)
+            with rootfs.progress("web: pnpm install --frozen-lockfile"):
+                install = [str(pnpm), "install", "--frozen-lockfile", f"--registry={NPM_REGISTRY}", *flags]
+                rootfs.run(install, "web: pnpm install", log=log, env=env, cwd=work)
+            with rootfs.progress("web: pnpm run build"):
+                rootfs.run([str(pnpm), "run", "build"], "web: pnpm run build", log=log, env=env, cwd=work)
+            if not (work / "dist" / "index.html").is_file():
+                raise ImageError(f"web: pnpm run build wrote no dist/index.html (log: {log})")
+            staged = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=out.parent))
+            shutil.move(str(work / "dist"), staged / "dist")
+            (staged / ".complete").write_text(key + "\n")
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(staged, out)
+        return out / "dist"
+
+    def web(self) -> rootfs.Stage:
+        def make() -> rootfs.Stage:
+            dist = self.web_dist()
+            system = self._system("web-system", self.core(), WEB_PACKAGES)
+            kit = paths.repo_root()
+
+            def build(root: Path, log: Path) -> None:
+                html = root / "usr/share/nginx/html"
+                for entry in html.iterdir() if html.exists() else ():
+                    if entry.is_dir():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+                shutil.copytree(dist, html, dirs_exist_ok=True)
+                # The manifests' config (uid 101, port 8080, /tmp for everything written),
+                # so the image serves the same way without the ConfigMap mounted.
+                shutil.copy(kit / KIT_ROOT_FILES[0], root / "etc/nginx/nginx.conf")
+                (root / "etc/nginx/yuxi").mkdir(exist_ok=True)
+                shutil.copy(kit / KIT_ROOT_FILES[1], root / "etc/nginx/yuxi/api-proxy-pass.conf")
+
+            inputs = _digest(tree_key(dist), files_digest(kit, KIT_ROOT_FILES))
+            return rootfs.derive(
+                system, "web", inputs, build, readable=["/usr/share/nginx/html", "/etc/nginx"]
+            )
+
+        return self._memo("web", make)
+
+    # -- postgres and redis
+    def deps_system(self) -> rootfs.Stage:
+        return self._memo("deps-system", lambda: self._system("deps-system", self.core(), DEPS_PACKAGES))
+
+    def deps(self) -> rootfs.Stage:
+        scripts = ("yuxi-postgres", "yuxi-redis")
+
+        def make() -> rootfs.Stage:
+            def build(root: Path, log: Path) -> None:
+                # postgresql-common's postinst made a "main" cluster; the entrypoint makes its own.
+                for made in (*root.glob("var/lib/postgresql/*/main"), *root.glob("etc/postgresql/*/main")):
+                    shutil.rmtree(made)
+                for script in scripts:
+                    target = root / "usr/local/bin" / script
+                    shutil.copy(SERVER_IMAGE_FILES / "bin" / script, target)
+                    target.chmod(0o755)
+                for folder in ("var/lib/postgresql/data", "data"):
+                    (root / folder).mkdir(parents=True, exist_ok=True)
+                    os.chown(root / folder, 999, 999)
+                    (root / folder).chmod(0o700)
+
+            inputs = _digest(*[oci.sha256_file(SERVER_IMAGE_FILES / "bin" / s) for s in scripts], "999")
+            return rootfs.derive(self.deps_system(), "deps", inputs, build)
+
+        return self._memo("deps", make)
+
+    # -- minio
+    def start_minio_build(self) -> None:
+        """``scripts/tools.sh minio`` in the background (a cached no-op once built)."""
+        if self._minio_build is None:
+            log = _images_cache("minio-build.log")
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("wb") as out:
+                script = str(paths.repo_root() / "scripts" / "tools.sh")
+                self._minio_build = subprocess.Popen([script, "minio"], stdout=out, stderr=subprocess.STDOUT)
+
+    def minio(self) -> rootfs.Stage:
+        def make() -> rootfs.Stage:
+            self.start_minio_build()
+            assert self._minio_build is not None
+            with rootfs.progress(f"minio: go build github.com/minio/minio@{self.versions['MINIO_VERSION']}"):
+                code = self._minio_build.wait()
+            if code != 0:
+                tail = _images_cache("minio-build.log").read_text(errors="replace").strip().splitlines()[-3:]
+                raise ImageError(f"scripts/tools.sh minio failed: {' | '.join(tail)}")
+            binary = pinned_tool("minio")
+            if binary is None:
+                raise ImageError("scripts/tools.sh minio built no bin/minio")
+            binary = binary.resolve()
+            core = self.core().upper
+
+            def build(root: Path, log: Path) -> None:
+                (root / "usr/bin").mkdir(parents=True)
+                shutil.copy2(binary, root / "usr/bin/minio")
+                (root / "etc/ssl/certs").mkdir(parents=True)
+                shutil.copy(core / "etc/ssl/certs/ca-certificates.crt", root / "etc/ssl/certs")
+                (root / "etc/passwd").write_text(MINIMAL_PASSWD)
+                (root / "etc/group").write_text(MINIMAL_GROUP)
+                _add_users(root)
+                for folder, mode in (("tmp", 0o1777), ("data", 0o700)):
+                    (root / folder).mkdir()
+                    (root / folder).chmod(mode)
+                os.chown(root / "data", 10001, 10001)
+
+            ca = oci.sha256_file(core / "etc/ssl/certs/ca-certificates.crt")
+            inputs = _digest(oci.sha256_file(binary), ca, MINIMAL_PASSWD, json.dumps(oci.EXTRA_USERS))
+            return rootfs.derive(None, "minio", inputs, build)
+
+        return self._memo("minio", make)
+
+    # -- per image
+    def stage(self, name: str) -> rootfs.Stage:
+        makers: dict[str, Callable[[], rootfs.Stage]] = {
+            "api": self.api_kit,
+            "web": self.web,
+            "sandbox-provisioner": self.provisioner,
+            "postgres": self.deps,
+            "redis": self.deps,
+            "minio": self.minio,
+        }
+        return makers[name]()
+
+    def config(self, name: str) -> ImageConfig:
+        """Tag and image config (entrypoint, cmd, env, user, workdir) of image *name*."""
+        version = self.src.version
+        env: tuple[str, ...]
+        cmd: tuple[str, ...]
+        if name == "api":  # no CMD: the manifests give the commands (uvicorn, arq, yuxi-k8s)
+            env = (VENV_PATH, "VIRTUAL_ENV=/app/.venv", *PYTHON_ENV)
+            return ImageConfig(version, env=env, user="10001:10001", workdir="/app")
+        if name == "sandbox-provisioner":
+            cmd = ("uvicorn", "app:app", "--host", "0.0.0.0", "--port", "8002")
+            return ImageConfig(
+                version, env=(VENV_PATH, *PYTHON_ENV), user="10001:10001", workdir="/app", cmd=cmd
+            )
+        if name == "web":
+            return ImageConfig(version, user="101:101", cmd=("nginx", "-e", "stderr", "-g", "daemon off;"))
+        if name == "postgres":
+            major = _dpkg_version(self.deps_system(), "postgresql").split("+")[0]  # 17+278 -> 17
+            env = (f"PATH=/usr/lib/postgresql/{major}/bin:{DEFAULT_PATH}", "LANG=C.UTF-8", f"PGDATA={PGDATA}")
+            tag = _dpkg_version(self.deps_system(), f"postgresql-{major}")
+            return ImageConfig(tag, env=env, user="999:999", entrypoint=("yuxi-postgres",))
+        if name == "redis":
+            tag = _dpkg_version(self.deps_system(), "redis-server")
+            return ImageConfig(
+                tag, env=("LANG=C.UTF-8",), user="999:999", workdir="/data", entrypoint=("yuxi-redis",)
+            )
+        if name == "minio":
+            cmd = ("server", "/data", "--address", ":9000", "--console-address", ":9001")
+            env = ("HOME=/tmp",)
+            return ImageConfig(
+                self.versions["MINIO_VERSION"], env=env, user="10001:10001", entrypoint=("minio",), cmd=cmd
+            )
+        raise ImageError(f"unknown image {name}")
+
+    def layers(self, stage: rootfs.Stage) -> list[oci.Layer]:
+        out = []
+        for step in stage.stages():
+            with (
+                rootfs.progress(f"{step.name}: layer") if not _layer_done(step) else contextlib.nullcontext()
+            ):
+                out.append(oci.rootfs_layer(step.upper) if step.name == "core" else rootfs.layer(step))
+        return out
+
+    def image(self, name: str, registry: str) -> BuiltImage:
+        stage = self.stage(name)
+        layers = self.layers(stage)
+        c = self.config(name)
+        repository = f"{check_registry(registry)}/{REPOSITORIES[name]}"
+        return oci.build_image(
+            repository,
+            layers,
+            tag=c.tag,
+            entrypoint=c.entrypoint,
+            cmd=c.cmd,
+            env=c.env,
+            user=c.user,
+            workdir=c.workdir,
+        )
+
+
+def _layer_done(stage: rootfs.Stage) -> bool:
+    if stage.name == "core":
+        return (stage.upper.parent / "layer.sha256").exists()
+    return (stage.folder / "layer.sha256").exists()
+
+
+def _prune(folder: Path, pattern: str, keep: set[Path], newest: int = 2) -> None:
+    """Remove *pattern* entries under *folder* except *keep* and the *newest* others (big archives, trees)."""
+    entries = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+    others = [p for p in entries if p not in keep]
+    for stale in others[max(0, newest - len(keep)) :]:
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _builder(src: Source) -> Iterator[_Builder]:
+    if os.geteuid() != 0:
+        raise ImageError(
+            "building the application images needs root (debootstrap, mount, chroot); run with sudo"
+        )
+    with _build_lock():
+        builder = _Builder(src)
+        try:
+            yield builder
+        finally:
+            builder.close()
+
+
+def build_all(
+    src: Source, only: Iterable[str] | None = None, *, registry: str = DEFAULT_REGISTRY
+) -> dict[str, BuiltImage]:
+    """Build (or reuse) the selected images of *src*; name -> BuiltImage, in :data:`IMAGES` order."""
+    names = select(only)
+    registry = check_registry(registry)
+    start = time.monotonic()
+    built: dict[str, BuiltImage] = {}
+    with _builder(src) as builder:
+        if "minio" in names:
+            builder.start_minio_build()  # compiles while the rest builds
+        for name in [n for n in names if n != "minio"] + [n for n in names if n == "minio"]:
+            with rootfs.progress(f"{name}: image"):
+                built[name] = builder.image(name, registry)
+    for image in built.values():  # archives are named <repository with _ for />-<tag>-<config>.oci.tar
+        prefix = image.name.rsplit(":", 1)[0].replace("/", "_")
+        _prune(image.archive.parent, f"{prefix}-*.oci.tar", {image.archive})
+    rootfs.say(f"{len(built)} image(s) ready in {time.monotonic() - start:.0f} s")
+    return {n: built[n] for n in IMAGES if n in built}
+
+
+def image_tree(src: Source, name: str) -> Path:
+    """Image *name*'s whole filesystem as a folder (cached per content), e.g. to chroot into.
+
+    It is a copy: writing in it changes neither the images nor the cache they come from.
+    No /etc/resolv.conf (nothing resolves outside), /dev holds the usual device nodes.
+    """
+    select([name])
+    with _builder(src) as builder:
+        stage = builder.stage(name)
+        dest = _images_cache("trees", f"{name}-{stage.key}")
+        if not (dest / ".complete").exists():
+            with rootfs.progress(f"{name}: copy the filesystem to {dest}"):
+                rootfs.materialize(stage, dest)
+        _prune(dest.parent, f"{name}-*", {dest})
+    return dest / "root"
+
+
+def api_tree(src: Source) -> Path:
+    """The api image's filesystem (trixie + /app with its venv and yuxi-k8s) as a folder."""
+    return image_tree(src, "api")
+
+
+__all__ = [
+    "DEFAULT_REGISTRY",
+    "IMAGES",
+    "MANIFEST_NAMES",
+    "REPOSITORIES",
+    "api_tree",
+    "build_all",
+    "check_registry",
+    "image_tree",
+    "kustomize_pins",
+    "pypi_lock",
+    "reference",
+    "rewrite_mirrors",
+    "select",
+]
