@@ -51,12 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print the pinned upstream CRD files (to kubectl apply before a server-side dry-run) and exit",
     )
     p.add_argument("--rules-doc", action="store_true", help="print docs/rules.md generated from the registry")
-    p.add_argument(
-        "--list-images",
-        action="store_true",
-        help="print every image the PATHs' renders pull (to mirror into your registry), a tab, where "
-        "it is used; no checks",
-    )
+
     p.set_defaults(handler=handle)
 
 
@@ -103,11 +98,6 @@ def _handle(args: argparse.Namespace) -> int:
             raise UserError(str(exc), exit_code=EXIT_USAGE) from exc
     if not paths:
         raise UserError("give at least one kustomization PATH (e.g. overlays/dev)", exit_code=EXIT_USAGE)
-    if args.list_images:
-        from yuxi_k8s.validate.pulled import list_images
-
-        _write(list_images(paths), args.output)
-        return 0
 
     from yuxi_k8s.validate import pipeline
     from yuxi_k8s.validate.engine import load_config

@@ -1,4 +1,5 @@
-"""Every image a render makes the cluster pull: for mirroring, and for the digest rules.
+"""Every image a render makes the cluster pull: for mirroring (`yuxi-k8s images list`) and for the
+digest rules (YK-IMG-004/005).
 
 Three sources: the containers of every pod template (init containers too), the images the
 application starts at run time (``SANDBOX_IMAGE``), and the PostgreSQL image of a CloudNativePG
@@ -56,20 +57,3 @@ def image_list(ctx: Context) -> list[tuple[str, list[str]]]:
     for p in pulled_images(ctx):
         users.setdefault(p.image, []).append(p.used_by())
     return sorted(users.items())
-
-
-def list_images(paths: list[str]) -> str:
-    """`yuxi-k8s validate --list-images PATH...`: each distinct image the renders pull, one a line,
-    a tab, then where it is used; ready for a mirroring loop (`cut -f1`)."""
-    from yuxi_k8s.validate.errors import RenderError
-    from yuxi_k8s.validate.model import Resource
-    from yuxi_k8s.validate.render import render_all
-
-    users: dict[str, list[str]] = {}
-    for rendered in render_all(paths):
-        if rendered.error:
-            raise RenderError(f"{rendered.path}: {rendered.error}")
-        ctx = Context(rendered.path, "", [Resource(o) for o in rendered.objects])
-        for image, where in image_list(ctx):
-            users.setdefault(image, []).extend(where)
-    return "".join(f"{image}\t{'; '.join(where)}\n" for image, where in sorted(users.items()))
