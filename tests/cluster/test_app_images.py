@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -28,6 +29,7 @@ import httpx
 import pytest
 from tests.support import require
 
+from yuxi_k8s import apt
 from yuxi_k8s.app import images, registry, rootfs, source
 from yuxi_k8s.cli import main
 from yuxi_k8s.cluster.images import DEFAULT_PATH, BuiltImage
@@ -330,31 +332,40 @@ def wait_for(what: str, check, timeout: float = 60) -> None:  # type: ignore[no-
 def test_web_serves_the_spa_as_101_with_the_manifests_config(
     trees: dict[str, Path], background: Servers
 ) -> None:
+    """The manifests' nginx.conf, its includes pointed at loopback, its ports moved to free ones."""
     tree = trees["web"]
     assert (tree / "usr/share/nginx/html/index.html").is_file()
-    port = free_port()
-    conf = (REPO_ROOT / "base/config/nginx/nginx.conf").read_text()
-    conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{port};")
-    conf = conf.replace("/etc/nginx/yuxi/api-proxy-pass.conf", "/tmp/web-test/proxy.conf")
-    # /dev/std* of a chroot are this test's pipes, which uid 101 may not reopen; a pod's are its own.
-    conf = conf.replace("/dev/stderr", "/tmp/web-test/error.log").replace(
-        "/dev/stdout", "/tmp/web-test/access.log"
-    )
-    assert f"127.0.0.1:{port}" in conf and "/tmp/web-test/proxy.conf" in conf and "/dev/std" not in conf
+    assert (tree / "etc/nginx/nginx.conf").read_text() == (
+        REPO_ROOT / "base/config/nginx/nginx.conf"
+    ).read_text()
     folder = tree / "tmp/web-test"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
     os.chown(folder, 101, 101)
+    conf = (REPO_ROOT / "base/config/nginx/nginx.conf").read_text()
+    ports = {}
+    for listen in sorted(set(re.findall(r"listen (\d+);", conf))):
+        ports[listen] = free_port()
+        conf = conf.replace(f"listen {listen};", f"listen 127.0.0.1:{ports[listen]};")
+    for include in sorted(set(re.findall(r"/etc/nginx/yuxi/([\w.-]+)", conf))):
+        conf = conf.replace(f"/etc/nginx/yuxi/{include}", f"/tmp/web-test/{include}")
+        (folder / include).write_text("proxy_pass http://127.0.0.1:9;\n")  # nothing listens: 502
+    # /dev/std* of a chroot are this test's pipes, which uid 101 may not reopen; a pod's are its own.
+    conf = conf.replace("/dev/stderr", "/tmp/web-test/error.log").replace(
+        "/dev/stdout", "/tmp/web-test/access.log"
+    )
+    assert "8080" in ports and "/etc/nginx/yuxi" not in conf and "/dev/std" not in conf
     (folder / "nginx.conf").write_text(conf)
-    (folder / "proxy.conf").write_text("proxy_pass http://127.0.0.1:9/api/;\n")
     nginx = ("nginx", "-e", "/tmp/web-test/error.log", "-c", "/tmp/web-test/nginx.conf")
     check = in_tree(tree, *nginx, "-t", user="101:101")
     assert check.returncode == 0, check.stderr + (folder / "error.log").read_text()
     background.start(tree, "101:101", *nginx, "-g", "daemon off;", env=BASE_ENV)
-    index = wait_http(f"http://127.0.0.1:{port}/")
+    web = f"http://127.0.0.1:{ports['8080']}"
+    index = wait_http(f"{web}/")
     assert index.status_code == 200 and '<div id="app">' in index.text
-    assert httpx.get(f"http://127.0.0.1:{port}/healthz").text == "ok\n"
-    assert httpx.get(f"http://127.0.0.1:{port}/agent/some/route").text == index.text, "SPA fallback"
+    assert httpx.get(f"{web}/healthz").text == "ok\n"
+    assert httpx.get(f"{web}/agent/some/route").text == index.text, "SPA fallback"
+    assert httpx.get(f"{web}/api/system/health").status_code == 502, "/api/ is proxied (to nothing here)"
 
 
 def test_the_provisioner_serves_health_without_docker_for_memory(
@@ -439,13 +450,10 @@ def test_minio_runs_from_its_scratch_image(trees: dict[str, Path], background: S
 @pytest.fixture
 def local_registry(tmp_path: Path) -> Iterator[str]:
     """Debian's docker-registry (distribution 2.x) on 127.0.0.1, installed with apt-get when missing."""
+    if shutil.which("docker-registry") is None:
+        with contextlib.suppress(apt.AptError):  # not root, or no apt-get: require() names it below
+            apt.install(["docker-registry"], recommends=False)
     binary = shutil.which("docker-registry")
-    if binary is None and os.geteuid() == 0:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "docker-registry"], env=env, capture_output=True, check=False
-        )
-        binary = shutil.which("docker-registry")
     require(binary is not None, "docker-registry (apt-get install docker-registry)")
     port = free_port()
     config = tmp_path / "config.yml"

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         f"stack ready in {time.monotonic() - t0:.0f}s: namespace {args.namespace}\n"
         f"manifests: {folder / 'rendered.yaml'}\n"
         f"try: {client} get /api/system/health\n"
-        f"     kubectl -n {args.namespace} port-forward svc/web 8080:8080   # the UI on http://127.0.0.1:8080\n"
+        f"     kubectl -n {args.namespace} port-forward svc/web 8080:80   # the UI on http://127.0.0.1:8080\n"
         f"remove: python -m tests.e2e.deploy --delete --namespace {args.namespace}"
     )
     return 0

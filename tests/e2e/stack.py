@@ -39,7 +39,7 @@ WORKLOADS_AFTER_SEED = {("Job", "migrate"), ("Deployment", "api"), ("Deployment"
 API = "app.kubernetes.io/name=yuxi-know,app.kubernetes.io/component=api"
 WEB = "app.kubernetes.io/name=yuxi-know,app.kubernetes.io/component=web"
 WORKER = "app.kubernetes.io/name=yuxi-know,app.kubernetes.io/component=worker"
-WEB_URL = "http://web:8080"  # nginx, as users reach the app
+WEB_URL = "http://web"  # nginx (the web Service, port 80), as users reach the app
 # The one provider key the api needs to start (the stand-in answers whatever key it gets).
 PROVIDER_ENV = {"OPENAI_API_KEY": "e2e-stand-in"}
 # Which image names of the manifests each image the run built replaces.

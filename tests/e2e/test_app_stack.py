@@ -50,8 +50,8 @@ SCENARIO_ORDER = (
     "test_network_policies_allow_the_apps_flows_and_refuse_the_rest",
     "test_switch_to_file_mode_and_back_serves_the_same_settings",
 )
-ADMIN = {"user_id": "e2e-admin", "password": "E2e-admin-pass-1"}
-WEB = "http://web:8080"
+ADMIN = {"user_id": "e2e_admin", "password": "E2e-admin-pass-1"}
+WEB = "http://web"  # the web Service (port 80 -> nginx on 8080)
 STANDIN = {
     "name": "Stand-in",
     "url": "http://model-standin:8000",
@@ -60,6 +60,7 @@ STANDIN = {
     "env": "NO_API_KEY",
     "models": ["standin-chat"],
 }
+REUSE_ENV = "YUXI_E2E_STACK"
 LOAD_RATE = 20  # requests per second through the Service
 LOAD_SECONDS = 50
 FIGURES: dict[str, Any] = {}
@@ -73,7 +74,8 @@ def _write_figures(run_dir: Path, name: str, data: Any) -> None:
 def stack(
     kube: Kube, app_images: dict[str, str], run_dir: Path, request: pytest.FixtureRequest
 ) -> Iterator[AppStack]:
-    namespace = f"yx-{RUN_ID}-app"
+    reuse = os.environ.get(REUSE_ENV, "")  # debugging: scenarios against a stack left by --keep-cluster
+    namespace = reuse or f"yx-{RUN_ID}-app"
     tree = prepare_tree(run_dir, namespace)
     folder = write_kustomization(
         run_dir, "stack", [tree / OVERLAY.relative_to(OVERLAY.parents[2])], app_images
@@ -82,32 +84,24 @@ def stack(
     for ns in (namespace, sandbox_namespace(namespace)):
         register_namespace(ns)
     t0 = time.monotonic()
-    st.deploy()
+    if not reuse:
+        st.deploy()
     st.wait_ready()
     FIGURES["deploy_to_ready_s"] = round(time.monotonic() - t0, 1)
     st.allow_e2e_clients()
     st.start_idle_pod("e2e-client")
     yield st
     _write_figures(run_dir, "timings.json", FIGURES)
-    if not request.config.getoption("--keep-cluster"):
+    if not request.config.getoption("--keep-cluster") and not reuse:
         for ns in (namespace, sandbox_namespace(namespace)):
             kube.run("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
             forget_namespace(ns)
 
 
 def _psql(stack: AppStack, sql: str) -> list[str]:
-    out = stack.kube.exec(
-        stack.namespace,
-        "postgres-0",
-        "psql",
-        "-U",
-        "yuxi",
-        "-d",
-        "yuxi_know",
-        "-Atc",
-        sql,
-        container="postgres",
-    )
+    # The kit's PostgreSQL image keeps its socket in /tmp (read-only root), trusted locally.
+    psql = ("psql", "-h", "/tmp", "-U", "yuxi", "-d", "yuxi_know", "-Atc", sql)
+    out = stack.kube.exec(stack.namespace, "postgres-0", *psql, container="postgres")
     return [line for line in out.stdout.splitlines() if line]
 
 
@@ -450,10 +444,10 @@ def test_network_policies_allow_the_apps_flows_and_refuse_the_rest(stack: AppSta
             stack,
             "e2e-stranger",
             "main",
-            ["api:5050", "web:8080", "postgres:5432", "redis:6379", "minio:9000"],
+            ["api:5050", "web:80", "postgres:5432", "redis:6379", "minio:9000"],
         ),
-        "api->web": _probe(stack, api, "api", ["web:8080"]),
-        "worker->web": _probe(stack, worker, "worker", ["web:8080"]),
+        "api->web": _probe(stack, api, "api", ["web:80"]),
+        "worker->web": _probe(stack, worker, "worker", ["web:80"]),
     }
     FIGURES["network_policy"] = results
     assert results["api->deps"] == ["open"] * 5, results

@@ -19,6 +19,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from yuxi_k8s.app import contract, images, registry, source
 from yuxi_k8s.app.commands import images_in
@@ -257,8 +258,10 @@ def test_kustomize_pins_name_every_manifest_image_by_digest(tmp_path: Path) -> N
     built = {"api": BuiltImage("r/yuxi-know-api:0.6.1", tmp_path, digest)}
     assert images.kustomize_pins(built, "reg.example/p") == [
         f"kustomize edit set image yuxi-know-api=reg.example/p/yuxi-know-api@{digest}",
-        f"kustomize edit set image yuxi-k8s=reg.example/p/yuxi-know-api@{digest}",
     ]
+    block = yaml.safe_load(images.kustomization_images(built, "reg.example/p"))
+    pin = {"name": "yuxi-know-api", "newName": "reg.example/p/yuxi-know-api", "digest": digest}
+    assert block == {"images": [pin]}
 
 
 def test_debian_versions_become_tags() -> None:

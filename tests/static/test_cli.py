@@ -15,6 +15,9 @@ from yuxi_k8s.cli import main
 
 CLEAN = Path(__file__).parent / "clean"
 
+# The digest tests/static/clean/app.yaml pins its image with (prod wants digests, YK-IMG-004).
+DIGEST = "sha256:4b0c8a1f3e5d7c9b2a4f6e8d0c2b4a6f8e0d2c4b6a8f0e2d4c6b8a0f2e4d6c8b"
+
 
 @pytest.fixture(autouse=True)
 def tools() -> None:
@@ -48,7 +51,9 @@ def test_violation_exits_1_naming_overlay_object_rule_and_fix(
     overlay: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     inject(
-        overlay, "image: ghcr.io/xerrors/yuxi-know-api:0.6.0", "image: ghcr.io/xerrors/yuxi-know-api:latest"
+        overlay,
+        f"image: ghcr.io/xerrors/yuxi-know-api:0.6.0@{DIGEST}",
+        "image: ghcr.io/xerrors/yuxi-know-api:latest",
     )
     assert main(["validate", str(overlay)]) == 1
     out = capsys.readouterr().out
@@ -194,7 +199,9 @@ def test_overlay_image_pin_that_does_nothing(tmp_path: Path, capsys: pytest.Capt
     shutil.copytree(CLEAN, tmp_path / "base")
     prod = tmp_path / "overlays" / "prod"
     prod.mkdir(parents=True)
-    kustomization = "resources: [../../base]\nimages:\n  - name: {name}\n    newTag: 0.7.0\n"
+    kustomization = (
+        "resources: [../../base]\nimages:\n  - name: {name}\n    newTag: 0.7.0\n    digest: " + DIGEST + "\n"
+    )
     (prod / "kustomization.yaml").write_text(kustomization.format(name="yuxi-know-api"))
     assert main(["validate", str(prod)]) == 1
     out = capsys.readouterr().out

@@ -24,7 +24,7 @@ ENVS = ("dev", "staging", "prod")
 MANIFEST_DIRS = ("base", "components", "overlays", "gitops")
 # Files that are not one Kubernetes object each.
 NOT_OBJECTS = ("kustomization.yaml",)
-NOT_OBJECT_SUFFIXES = (".patch.yaml", ".replacements.yaml")
+NOT_OBJECT_SUFFIXES = (".patch.yaml", ".replacements.yaml", ".kustomizeconfig.yaml")
 FORBIDDEN_FIELDS = ("bases", "patchesStrategicMerge", "patchesJson6902", "commonLabels", "vars")
 
 
@@ -81,9 +81,16 @@ def test_rollout_stages_partition_the_overlay(env: str) -> None:
     migrate = {ident(o) for o in kustomize(ROOT / "gitops/flux" / env / "migrate")}
     app_objects = kustomize(ROOT / "gitops/flux" / env / "app")
     app = {ident(o) for o in app_objects}
-    assert not migrate & app, "an object would be owned by both stages"
-    assert migrate | app == set(whole), "an object of the overlay is in no stage"
+    # prod has a first stage: the namespace, the database and the Backup taken before the migration.
+    database_dir = ROOT / "gitops/flux" / env / "database"
+    database = {ident(o) for o in kustomize(database_dir)} if env == "prod" else set()
+    assert database_dir.is_dir() == (env == "prod")
+    assert not migrate & app and not database & (migrate | app), "an object would be owned by two stages"
+    assert database | migrate | app == set(whole), "an object of the overlay is in no stage"
     assert ("Job", "migrate") in migrate
+    if env == "prod":
+        assert {("Cluster", "postgres"), ("ObjectStore", "postgres-backup")} <= database
+        assert any(kind == "Backup" and name.startswith("pre-migrate-") for kind, name in database)
     assert {("Deployment", "api"), ("Deployment", "web")} <= app
     # The app stage's references resolve to the (hash-suffixed) objects stage 1 applies.
     refs = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -65,9 +66,29 @@ def test_core_kind_with_wrong_version_is_never_skipped() -> None:
 
 
 def test_unknown_crd_group_is_an_error() -> None:
-    [result] = check({"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": "x"}})
+    [result] = check({"apiVersion": "traefik.io/v1alpha1", "kind": "IngressRoute", "metadata": {"name": "x"}})
     assert result.status == "error"
-    assert "Certificate" in result.messages[0]
+    assert "IngressRoute" in result.messages[0]
+
+
+def test_pinned_crds_of_the_production_pieces_are_strict() -> None:
+    """The Barman Cloud ObjectStore, cert-manager, Gateway API and VolumeSnapshot kinds are checked
+    strictly: a known kind passes, an unknown field fails."""
+    good = {
+        "apiVersion": "barmancloud.cnpg.io/v1",
+        "kind": "ObjectStore",
+        "metadata": {"name": "x"},
+        "spec": {"configuration": {"destinationPath": "s3://bucket/path"}},
+    }
+    bad = {**good, "spec": {"configuration": {"destinationPath": "s3://b/p", "typo": 1}}}
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "x"},
+        "spec": {"rules": [{"timeouts": {"request": "1h"}}]},
+    }
+    results = [check(obj)[0] for obj in (good, bad, route)]
+    assert [r.status for r in results] == ["valid", "invalid", "valid"], [r.messages for r in results]
 
 
 def test_every_core_kind_compiles() -> None:
@@ -177,3 +198,15 @@ def test_crd_files_are_available_for_server_side_dry_run() -> None:
     assert "postgresql.cnpg.io_clusters.yaml" in names and "application-crd.yaml" in names
     for path in paths:  # a text check: parsing 3 MB of CRDs would dominate the tier
         assert "kind: CustomResourceDefinition" in path.read_text(), path
+
+
+def test_the_manifests_in_deploy_md_pass_their_schemas() -> None:
+    """The recipes of docs/deploy.md (the saves/ VolumeSnapshot and the PVC restored from it) are
+    whole objects that pass the pinned schemas, strictly."""
+    text = (Path(__file__).resolve().parents[2] / "docs/deploy.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
+    objects = [d for b in blocks for d in yaml.safe_load_all(b) if isinstance(d, dict) and "apiVersion" in d]
+    kinds = {o["kind"] for o in objects}
+    assert {"VolumeSnapshot", "PersistentVolumeClaim"} <= kinds, kinds
+    results = check(*objects)
+    assert {r.status for r in results} == {"valid"}, [(r.kind, r.messages) for r in results]

@@ -13,7 +13,6 @@ from pathlib import Path
 from yuxi_k8s.cli import UserError
 
 OVERLAYS = ("overlays/dev", "overlays/staging", "overlays/prod")
-POD_KINDS = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
 
 
 def _load(archive: Path, target: str) -> None:
@@ -77,30 +76,19 @@ def _build(args: argparse.Namespace) -> int:
     print("\n# pin them in an overlay (run in its folder):")
     for line in images.kustomize_pins(built, prefix):
         print(line)
+    print("\n# or put this in its kustomization.yaml (replacing the entries of the same names):")
+    print(images.kustomization_images(built, prefix), end="")
     return 0
 
 
-def _pod_spec(obj: dict) -> dict:
-    spec = obj.get("spec") or {}
-    if obj.get("kind") == "CronJob":
-        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
-    if obj.get("kind") != "Pod":
-        spec = (spec.get("template") or {}).get("spec") or {}
-    return spec
-
-
 def images_in(objects: list[dict]) -> set[str]:
-    """Every container image the pod templates in *objects* name (and CloudNativePG clusters' imageName)."""
-    found: set[str] = set()
-    for obj in objects:
-        if obj.get("kind") == "Cluster" and str(obj.get("apiVersion", "")).startswith("postgresql.cnpg.io/"):
-            image = (obj.get("spec") or {}).get("imageName")
-            found.update([str(image)] if image else [])
-        if obj.get("kind") in POD_KINDS:
-            spec = _pod_spec(obj)
-            for key in ("initContainers", "containers", "ephemeralContainers"):
-                found.update(str(c["image"]) for c in spec.get(key) or [] if c.get("image"))
-    return found
+    """Every image the objects make the cluster pull: containers of every pod template, the images the
+    application starts (SANDBOX_IMAGE) and CloudNativePG clusters' imageName (yuxi_k8s.validate.pulled,
+    the list the digest rules YK-IMG-004/005 check)."""
+    from yuxi_k8s.validate.model import Context, Resource
+    from yuxi_k8s.validate.pulled import pulled_images
+
+    return {p.image for p in pulled_images(Context("", "", [Resource(o) for o in objects]))}
 
 
 def _list(args: argparse.Namespace) -> int:

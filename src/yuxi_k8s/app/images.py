@@ -56,6 +56,7 @@ from pathlib import Path
 from yuxi_k8s import paths
 from yuxi_k8s.app import rootfs
 from yuxi_k8s.app.source import Source, tree_key
+from yuxi_k8s.cache import build_once, is_built
 from yuxi_k8s.cluster import images as oci
 from yuxi_k8s.cluster.images import DEFAULT_PATH, BuiltImage, ImageError
 from yuxi_k8s.pinned_tools import pinned_tool
@@ -72,10 +73,10 @@ REPOSITORIES = {
     "redis": "yuxi-k8s-redis",
     "minio": "yuxi-k8s-minio",
 }
-# The image names the manifests use, which `kustomize edit set image` replaces. The
-# migrate Job's `yuxi-k8s` runs from the api image as well (the kit is installed in it).
+# The image names the manifests use, which `kustomize edit set image` replaces (the
+# migrate Job runs `yuxi-k8s` from the api image: the kit is installed in it).
 MANIFEST_NAMES = {
-    "api": ("yuxi-know-api", "yuxi-k8s"),
+    "api": ("yuxi-know-api",),
     "web": ("yuxi-know-web",),
     "sandbox-provisioner": ("yuxi-know-sandbox-provisioner",),
     "postgres": ("docker.io/library/postgres",),
@@ -111,7 +112,7 @@ NPM_MIRRORS = {
     "https://registry.npm.taobao.org/": NPM_REGISTRY,
 }
 
-KIT_ROOT_FILES = ("base/config/nginx/nginx.conf", "base/config/nginx/api-proxy-pass.conf")
+NGINX_CONFIG = "base/config/nginx"  # nginx.conf, and the files it includes from /etc/nginx/yuxi/
 IMAGE_FILES = Path(__file__).resolve().parent / "imagefiles"
 SERVER_IMAGE_FILES = Path(__file__).resolve().parents[1] / "server" / "imagefiles"
 PGDATA = "/var/lib/postgresql/data/pgdata"
@@ -173,6 +174,19 @@ def kustomize_pins(built: dict[str, BuiltImage], registry: str) -> list[str]:
         for manifest_name in MANIFEST_NAMES[name]:
             lines.append(f"kustomize edit set image {manifest_name}={repo}@{image.digest}")
     return lines
+
+
+def kustomization_images(built: dict[str, BuiltImage], registry: str) -> str:
+    """The same pins as an ``images:`` block for a kustomization.yaml (no kustomize binary needed)."""
+    lines = ["images:"]
+    for name, image in built.items():
+        for manifest_name in MANIFEST_NAMES[name]:
+            lines += [
+                f"  - name: {manifest_name}",
+                f"    newName: {check_registry(registry)}/{REPOSITORIES[name]}",
+                f"    digest: {image.digest}",
+            ]
+    return "\n".join(lines) + "\n"
 
 
 def deb_version(version: str) -> str:
@@ -254,20 +268,13 @@ def _build_lock() -> Iterator[None]:
 
 
 def _fetch_once(folder: Path, what: str, fetch: Callable[[Path], None]) -> Path:
-    """*folder*, filled by ``fetch(tmp)`` in a temporary sibling the first time (atomic)."""
-    if (folder / ".stamp").exists():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    """*folder*, filled by ``fetch(tmp)`` the first time (:func:`yuxi_k8s.cache.build_once`)."""
+
+    def with_progress(tmp: Path) -> None:
         with rootfs.progress(f"fetch {what}"):
             fetch(tmp)
-        (tmp / ".stamp").write_text(what + "\n")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+
+    return build_once(folder, with_progress)
 
 
 def uv_binary(version: str) -> Path:
@@ -399,6 +406,36 @@ def _uv_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def _uv_binds(uv: Path) -> dict[str, Path]:
     return {"/tmp/uv-cache": _downloads("uv"), "/tmp/uv-bin": uv.parent}
+
+
+def _pnpm_build(web: Path, pnpm: Path, out: Path, log: Path) -> None:
+    """The SPA of *web* into ``out/dist``, built in a copy (node_modules never lands in the source)."""
+    with tempfile.TemporaryDirectory(prefix="yuxi-web-") as tmp:
+        work = Path(tmp, "web")
+        shutil.copytree(web, work, symlinks=True, ignore=shutil.ignore_patterns("node_modules", "dist"))
+        lock = work / "pnpm-lock.yaml"
+        text, rewritten = rewrite_mirrors(lock.read_text(encoding="utf-8"), NPM_MIRRORS)
+        lock.write_text(text, encoding="utf-8")
+        if rewritten:
+            rootfs.say(f"web: pnpm-lock.yaml points at {NPM_REGISTRY} ({rewritten} mirror URLs rewritten)")
+        (work / ".npmrc").write_text(f"registry={NPM_REGISTRY}\n")
+        env = {**os.environ, "CI": "1", "npm_config_registry": NPM_REGISTRY}
+        flags = [f"--registry={NPM_REGISTRY}", "--config.manage-package-manager-versions=false"]
+        flags.append(f"--store-dir={_downloads('pnpm-store')}")
+        log.unlink(missing_ok=True)
+        with rootfs.progress("web: pnpm install --frozen-lockfile"):
+            rootfs.run(
+                [str(pnpm), "install", "--frozen-lockfile", *flags],
+                "web: pnpm install",
+                log=log,
+                env=env,
+                cwd=work,
+            )
+        with rootfs.progress("web: pnpm run build"):
+            rootfs.run([str(pnpm), "run", "build"], "web: pnpm run build", log=log, env=env, cwd=work)
+        if not (work / "dist" / "index.html").is_file():
+            raise ImageError(f"web: pnpm run build wrote no dist/index.html (log: {log})")
+        shutil.move(str(work / "dist"), out / "dist")
 
 
 @dataclass(frozen=True)
@@ -609,39 +646,11 @@ class _Builder:
                 f"building the web app needs Node.js >= 20.19 on this machine (found {major}.{minor})"
             )
         key = _digest(tree_key(web), pnpm_version, f"node{major}", NPM_REGISTRY)[:20]
-        out = _images_cache("web-dist", key)
-        if (out / ".complete").exists():
-            return out / "dist"
         pnpm = pnpm_binary(pnpm_version)
-        store = _downloads("pnpm-store")
-        with tempfile.TemporaryDirectory(prefix="yuxi-web-") as tmp:
-            work = Path(tmp, "web")
-            shutil.copytree(web, work, symlinks=True, ignore=shutil.ignore_patterns("node_modules", "dist"))
-            lock = work / "pnpm-lock.yaml"
-            text, rewritten = rewrite_mirrors(lock.read_text(encoding="utf-8"), NPM_MIRRORS)
-            lock.write_text(text, encoding="utf-8")
-            if rewritten:
-                rootfs.say(
-                    f"web: pnpm-lock.yaml points at {NPM_REGISTRY} ({rewritten} mirror URLs rewritten)"
-                )
-            (work / ".npmrc").write_text(f"registry={NPM_REGISTRY}\n")
-            env = {**os.environ, "CI": "1", "npm_config_registry": NPM_REGISTRY}
-            flags = ["--config.manage-package-manager-versions=false", f"--store-dir={store}"]
-            log = _images_cache("web-dist", f"{key}.log")
-            log.unlink(missing_ok=True)
-            with rootfs.progress("web: pnpm install --frozen-lockfile"):
-                install = [str(pnpm), "install", "--frozen-lockfile", f"--registry={NPM_REGISTRY}", *flags]
-                rootfs.run(install, "web: pnpm install", log=log, env=env, cwd=work)
-            with rootfs.progress("web: pnpm run build"):
-                rootfs.run([str(pnpm), "run", "build"], "web: pnpm run build", log=log, env=env, cwd=work)
-            if not (work / "dist" / "index.html").is_file():
-                raise ImageError(f"web: pnpm run build wrote no dist/index.html (log: {log})")
-            staged = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=out.parent))
-            shutil.move(str(work / "dist"), staged / "dist")
-            (staged / ".complete").write_text(key + "\n")
-            shutil.rmtree(out, ignore_errors=True)
-            os.replace(staged, out)
-        return out / "dist"
+        log = _images_cache("web-dist", f"{key}.log")
+        return (
+            build_once(_images_cache("web-dist", key), lambda out: _pnpm_build(web, pnpm, out, log)) / "dist"
+        )
 
     def web(self) -> rootfs.Stage:
         def make() -> rootfs.Stage:
@@ -657,13 +666,15 @@ class _Builder:
                     else:
                         entry.unlink()
                 shutil.copytree(dist, html, dirs_exist_ok=True)
-                # The manifests' config (uid 101, port 8080, /tmp for everything written),
-                # so the image serves the same way without the ConfigMap mounted.
-                shutil.copy(kit / KIT_ROOT_FILES[0], root / "etc/nginx/nginx.conf")
+                # The manifests' config (uid 101, port 8080, /tmp for everything written; the
+                # web-nginx ConfigMap mounts the same files), so the image serves the same way
+                # without it.
                 (root / "etc/nginx/yuxi").mkdir(exist_ok=True)
-                shutil.copy(kit / KIT_ROOT_FILES[1], root / "etc/nginx/yuxi/api-proxy-pass.conf")
+                for conf in sorted((kit / NGINX_CONFIG).glob("*.conf")):
+                    target = "nginx.conf" if conf.name == "nginx.conf" else f"yuxi/{conf.name}"
+                    shutil.copy(conf, root / "etc/nginx" / target)
 
-            inputs = _digest(tree_key(dist), files_digest(kit, KIT_ROOT_FILES))
+            inputs = _digest(tree_key(dist), tree_key(kit / NGINX_CONFIG))
             return rootfs.derive(
                 system, "web", inputs, build, readable=["/usr/share/nginx/html", "/etc/nginx"]
             )
@@ -873,7 +884,7 @@ def image_tree(src: Source, name: str) -> Path:
     with _builder(src) as builder:
         stage = builder.stage(name)
         dest = _images_cache("trees", f"{name}-{stage.key}")
-        if not (dest / ".complete").exists():
+        if not is_built(dest):
             with rootfs.progress(f"{name}: copy the filesystem to {dest}"):
                 rootfs.materialize(stage, dest)
         _prune(dest.parent, f"{name}-*", {dest})
@@ -894,6 +905,7 @@ __all__ = [
     "build_all",
     "check_registry",
     "image_tree",
+    "kustomization_images",
     "kustomize_pins",
     "pypi_lock",
     "reference",

@@ -1,7 +1,8 @@
 """Push an OCI image archive to a registry: a small client of the OCI distribution API (httpx).
 
     from yuxi_k8s.app import registry
-    digest = registry.push(archive, "registry.example.com/team/yuxi-know-api:0.6.1")
+    pushed = registry.push(archive, "registry.example.com/team/yuxi-know-api:0.6.1")
+    pushed.digest, pushed.uploaded  # the manifest digest (as in the archive), the blobs sent
 
 Each blob (config, layers) is checked with ``HEAD`` and, when missing, uploaded in one
 piece (``POST`` for an upload location, then ``PUT ...?digest=``); then the manifest is

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from yuxi_k8s import paths
+from yuxi_k8s.cache import build_once
 from yuxi_k8s.cluster.images import DEFAULT_PATH, ImageError, Layer, sha256_file
 
 OVERLAY_OPTIONS = "redirect_dir=off,metacopy=off,index=off"  # plain copy-up: uppers are layer-shaped
@@ -315,34 +316,36 @@ def derive(
 
     ``build(root, log)`` makes the changes in *root*: the mounted overlay of the parent
     chain, or for a stage without parent the (empty) upper itself. Afterwards every uid
-    may read what the stage wrote under the *readable* folders. A failed build leaves
-    nothing that counts as done.
+    may read what the stage wrote under the *readable* folders. It is built beside its
+    place and moved there when done (:func:`yuxi_k8s.cache.build_once`), so a failed or
+    killed build leaves nothing that counts.
     """
     key = stage_key(parent, name, inputs)
     folder = stages_dir() / f"{name}-{key}"
-    stage = Stage(name, key, folder / "upper", parent)
-    if (folder / ".complete").exists():
-        return stage
-    shutil.rmtree(folder, ignore_errors=True)
-    (folder / "upper").mkdir(parents=True)
-    log = folder.with_suffix(".log")
-    log.unlink(missing_ok=True)
-    if parent is None:
-        build(folder / "upper", log)
-    else:
-        (folder / "work").mkdir()
-        with overlay(parent.chain(), folder / "upper", folder / "work") as root:
-            build(root, log)
-        shutil.rmtree(folder / "work", ignore_errors=True)
-    for leftover in APT_LEFTOVERS:
-        target = folder / "upper" / leftover
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-    make_readable(folder / "upper", *readable)
-    (folder / ".complete").write_text(inputs + "\n")
-    return stage
+    log = stages_dir() / f"{name}-{key}.log"  # beside the folder: it outlives a failed build
+
+    def make(tmp: Path) -> None:
+        upper = tmp / "upper"
+        upper.mkdir()
+        log.unlink(missing_ok=True)
+        if parent is None:
+            build(upper, log)
+        else:
+            (tmp / "work").mkdir()
+            with overlay(parent.chain(), upper, tmp / "work") as root:
+                build(root, log)
+            shutil.rmtree(tmp / "work", ignore_errors=True)
+        for leftover in APT_LEFTOVERS:
+            target = upper / leftover
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+        make_readable(upper, *readable)
+        (tmp / "inputs").write_text(inputs + "\n")
+
+    build_once(folder, make)
+    return Stage(name, key, folder / "upper", parent)
 
 
 def _whiteouts(upper: Path) -> tuple[list[str], list[str]]:
@@ -395,21 +398,15 @@ def layer(stage: Stage) -> Layer:
 
 def materialize(stage: Stage, dest: Path) -> Path:
     """The whole filesystem of *stage*'s chain copied into ``dest/root`` (once per stage key)."""
-    root = dest / "root"
-    if (dest / ".complete").exists():
-        return root
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with overlay(stage.chain()) as merged:
-        run(["cp", "-a", f"{merged}/.", str(tmp / "root")], f"copy the {stage.name} tree")
-    shm = tmp / "root/dev/shm"
-    if shm.is_dir():  # container runtimes give every uid a writable /dev/shm (POSIX semaphores)
-        shm.chmod(0o1777)
-    (tmp / ".complete").write_text(stage.key + "\n")
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)
-    return root
+
+    def copy(tmp: Path) -> None:
+        with overlay(stage.chain()) as merged:
+            run(["cp", "-a", f"{merged}/.", str(tmp / "root")], f"copy the {stage.name} tree")
+        shm = tmp / "root/dev/shm"
+        if shm.is_dir():  # container runtimes give every uid a writable /dev/shm (POSIX semaphores)
+            shm.chmod(0o1777)
+
+    return build_once(dest, copy) / "root"
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ One setting: ``--source`` on the command, else ``$YUXI_K8S_APP_SOURCE``, else a 
 Whatever it names must be Yuxi-Know of the pinned version (``contract.identify``).
 Everything that goes wrong is one :class:`SourceError` line, and nothing half-made is
 left in the cache: tarballs unpack and clones land in a temporary folder that is
-renamed into place only once it passed the check.
+renamed into place only once it passed the check (:func:`yuxi_k8s.cache.build_once`).
 
 API::
 
@@ -24,22 +24,20 @@ API::
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 import tarfile
-import tempfile
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from yuxi_k8s import paths
 from yuxi_k8s.app import PINNED_VERSION
 from yuxi_k8s.app.contract import ContractError, identify, load
+from yuxi_k8s.cache import build_once
 from yuxi_k8s.cluster.images import sha256_file
 
 ENV = "YUXI_K8S_APP_SOURCE"
@@ -100,43 +98,25 @@ def _single_top(folder: Path) -> Path:
     return folder
 
 
-@contextlib.contextmanager
-def _staged(final: Path, origin: str) -> Iterator[Path]:
-    """A temporary sibling of *final* to fill; renamed to *final* if the block succeeds, else removed.
-
-    If another process published *final* meanwhile, theirs is kept.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    try:
-        yield tmp
-        (tmp / ".complete").write_text(f"{origin}\n")
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / ".complete").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def from_tarball(tarball: Path, version: str = PINNED_VERSION) -> Source:
     try:
         key = sha256_file(tarball)
     except OSError as exc:
         raise SourceError(f"{tarball}: cannot read ({exc.strerror or exc})") from None
     final = _cache() / f"tar-{key[:24]}"
-    if not (final / ".complete").exists():
-        with _staged(final, str(tarball)) as tmp:
-            try:
-                with tarfile.open(tarball) as tar:
-                    tar.extractall(tmp / "x", filter="data")
-            except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-                detail = " ".join(str(exc).split()) or type(exc).__name__
-                raise SourceError(f"{tarball}: not a readable tarball ({detail})") from None
-            tree = _single_top(tmp / "x")
-            _check(tree, version, str(tarball))
-            (tmp / "tree").write_text(str(tree.relative_to(tmp)))
+
+    def unpack(tmp: Path) -> None:
+        try:
+            with tarfile.open(tarball) as tar:
+                tar.extractall(tmp / "x", filter="data")
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            raise SourceError(f"{tarball}: not a readable tarball ({detail})") from None
+        tree = _single_top(tmp / "x")
+        _check(tree, version, str(tarball))
+        (tmp / "tree").write_text(str(tree.relative_to(tmp)))
+
+    build_once(final, unpack)
     tree = final / (final / "tree").read_text().strip()
     _check(tree, version, str(tarball))
     return Source(tree, version, key, str(tarball))
@@ -169,19 +149,19 @@ def from_git(url: str, version: str = PINNED_VERSION) -> Source:
     repo, _, ref = url.partition("#")
     ref = ref or str(contract.source["tag"])
     final = _cache() / f"git-{hashlib.sha256(f'{repo}#{ref}'.encode()).hexdigest()[:24]}"
-    if not (final / ".complete").exists():
-        with _staged(final, url) as tmp:
-            try:
-                _git("clone", "--quiet", "--depth", "1", "--branch", ref, repo, str(tmp / "tree"))
-            except SourceError as exc:
-                raise SourceError(f"cannot clone {ref} of {repo}: {exc}") from None
-            _check(tmp / "tree", version, url)
-            pinned = str(contract.source.get("commit", ""))
-            commit = _git("rev-parse", "HEAD", cwd=tmp / "tree")
-            if repo == contract.source["repository"] and ref == contract.source["tag"] and commit != pinned:
-                raise SourceError(
-                    f"{repo} tag {ref} is commit {commit[:12]}; the contract pins {pinned[:12]}"
-                )
+
+    def clone(tmp: Path) -> None:
+        try:
+            _git("clone", "--quiet", "--depth", "1", "--branch", ref, repo, str(tmp / "tree"))
+        except SourceError as exc:
+            raise SourceError(f"cannot clone {ref} of {repo}: {exc}") from None
+        _check(tmp / "tree", version, url)
+        pinned = str(contract.source.get("commit", ""))
+        commit = _git("rev-parse", "HEAD", cwd=tmp / "tree")
+        if repo == contract.source["repository"] and ref == contract.source["tag"] and commit != pinned:
+            raise SourceError(f"{repo} tag {ref} is commit {commit[:12]}; the contract pins {pinned[:12]}")
+
+    build_once(final, clone)
     tree = final / "tree"
     _check(tree, version, url)
     commit = _git("rev-parse", "HEAD", cwd=tree)

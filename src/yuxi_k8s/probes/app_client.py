@@ -3,8 +3,8 @@
 Runs in a pod of the namespace (standard library only), against the web Service
 (nginx) or one api pod (``http://<pod IP>:5050``, pinning the request to it)::
 
-    python -m yuxi_k8s.probes.app_client --base http://web:8080 initialize --user admin --password PW
-    python -m yuxi_k8s.probes.app_client --base http://web:8080 login --user admin --password PW
+    python -m yuxi_k8s.probes.app_client --base http://web initialize --user admin --password PW
+    python -m yuxi_k8s.probes.app_client --base http://web login --user admin --password PW
     python -m yuxi_k8s.probes.app_client --base URL --token T get /api/auth/me
     python -m yuxi_k8s.probes.app_client --base URL --token T post /api/system/config '{"key": "k", ...}'
     python -m yuxi_k8s.probes.app_client --base URL --token T upload-png /api/auth/upload-avatar
@@ -143,7 +143,9 @@ def tcp(target: str, timeout: float = 3.0) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default="http://web:8080", help="http://web:8080 or http://<pod IP>:5050")
+    parser.add_argument(
+        "--base", default="http://web", help="http://web (the web Service) or http://<pod IP>:5050"
+    )
     parser.add_argument("--token", help="bearer token")
     parser.add_argument("--timeout", type=float, default=120.0)
     sub = parser.add_subparsers(dest="step", required=True)

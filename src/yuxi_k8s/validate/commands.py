@@ -23,7 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "2 on a usage error, 3 when the check is incomplete (a rule crashed, a tool or schema is missing).",
     )
     p.add_argument("paths", nargs="*", metavar="PATH", help="kustomization directories (e.g. overlays/prod)")
-    p.add_argument("--format", choices=("text", "json", "junit"), default="text", help="report format")
+    p.add_argument(
+        "--format",
+        choices=("text", "json", "junit", "sarif"),
+        default="text",
+        help="report format (sarif: findings on the source file of each object, for code scanning)",
+    )
     p.add_argument("--output", metavar="FILE", help="write the report to FILE instead of stdout")
     p.add_argument("--env", choices=ENVS, help="environment rules to apply (default: inferred from the path)")
     p.add_argument("--config", metavar="FILE", help="policy settings merged over the defaults")
@@ -51,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print the pinned upstream CRD files (to kubectl apply before a server-side dry-run) and exit",
     )
     p.add_argument("--rules-doc", action="store_true", help="print docs/rules.md generated from the registry")
+
     p.set_defaults(handler=handle)
 
 
@@ -117,5 +123,10 @@ def _handle(args: argparse.Namespace) -> int:
         on_overlay=progress,
         strict=args.strict,
     )
-    _write(FORMATS[args.format](report), args.output)
+    if args.format == "sarif":
+        from yuxi_k8s.validate.sarif import to_sarif
+
+        _write(to_sarif(report), args.output)
+    else:
+        _write(FORMATS[args.format](report), args.output)
     return report.exit_code

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-POD_TEMPLATE_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
+POD_TEMPLATE_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController", "Job")
 LONG_RUNNING_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet")
 REPLICATED_KINDS = ("Deployment", "StatefulSet", "ReplicaSet")
 COMPONENT = "app.kubernetes.io/component"
@@ -170,13 +170,27 @@ class Workload:
         return as_mappings(self.pod_spec.get("volumes"))
 
 
+def _carries_pods(template: dict[str, Any]) -> bool:
+    spec = as_mapping(template.get("spec"))
+    return bool(as_mappings(spec.get("containers")) or as_mappings(spec.get("initContainers")))
+
+
 def pod_template(res: Resource) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(pod spec, pod metadata) of a workload object, or None."""
+    """(pod spec, pod metadata) of an object that makes pods, or None.
+
+    Every kind that carries a pod template goes through the pod rules: the workload kinds,
+    ReplicationController, a bare PodTemplate (``template`` at the top), CronJob, and any other
+    kind (a custom resource) whose ``spec.template`` or ``spec.jobTemplate`` holds containers,
+    so a kind the rules do not know is never waved through.
+    """
     if res.kind == "Pod":
         return res.spec, res.meta
-    if res.kind == "CronJob":
-        template = as_mapping(as_mapping(as_mapping(res.spec.get("jobTemplate")).get("spec")).get("template"))
-    elif res.kind in POD_TEMPLATE_KINDS:
+    job_template = as_mapping(as_mapping(as_mapping(res.spec.get("jobTemplate")).get("spec")).get("template"))
+    if res.kind == "PodTemplate":
+        template = as_mapping(res.obj.get("template"))
+    elif res.kind == "CronJob" or _carries_pods(job_template):
+        template = job_template
+    elif res.kind in POD_TEMPLATE_KINDS or _carries_pods(as_mapping(res.spec.get("template"))):
         template = as_mapping(res.spec.get("template"))
     else:
         return None

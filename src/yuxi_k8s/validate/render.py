@@ -11,6 +11,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -90,9 +91,25 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _without_timestamps(loader: Any) -> Any:
+    """*loader* reading YAML 1.1 timestamps as the strings they are: kustomize writes YAML 1.2, where
+    `2026-05-04 13:30:00+00` (a CloudNativePG recovery target) is a plain string, and a datetime
+    would neither compare with the manifest's text nor serialise to JSON for kubeconform."""
+    sub: Any = type(f"{loader.__name__}NoTimestamps", (loader,), {})
+    sub.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in loader.yaml_implicit_resolvers.items()
+    }
+    return sub
+
+
+_PlainLoader = _without_timestamps(_Loader)
+_PlainStrictLoader = _without_timestamps(_StrictLoader)
+
+
 def load_documents(text: str, strict: bool = False) -> list[dict]:
     """YAML documents that are mappings; *strict* also refuses duplicate keys (as kustomize does)."""
-    loader = _StrictLoader if strict else _Loader
+    loader = _PlainStrictLoader if strict else _PlainLoader
     return [doc for doc in yaml.load_all(text, Loader=loader) if isinstance(doc, dict)]
 
 

@@ -1,4 +1,4 @@
-"""The outcome of a validate run and its three renderings: text, json, junit."""
+"""The outcome of a validate run and its renderings: text, json, junit, sarif (sarif.py)."""
 
 from __future__ import annotations
 
@@ -272,4 +272,4 @@ def to_junit(report: Report) -> str:
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
-FORMATS = {"text": to_text, "json": to_json, "junit": to_junit}
+FORMATS = {"text": to_text, "json": to_json, "junit": to_junit}  # and sarif: yuxi_k8s.validate.sarif

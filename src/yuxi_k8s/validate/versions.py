@@ -46,6 +46,42 @@ CRD_SOURCES: tuple[CrdSource, ...] = (
             "config/crd/bases/postgresql.cnpg.io_backups.yaml",
         ),
     ),
+    # CloudNativePG's Barman Cloud plugin (backups to object stores, components/cloudnative-pg).
+    # v0.15.0 is the last release that supports CloudNativePG 1.26-1.29 (0.16 needs 1.30).
+    CrdSource(
+        "github.com/cloudnative-pg/plugin-barman-cloud",
+        "v0.15.0",
+        ("config/crd/bases/barmancloud.cnpg.io_objectstores.yaml",),
+    ),
+    # TLS certificates (components/cert-manager).
+    CrdSource(
+        "github.com/cert-manager/cert-manager",
+        "v1.21.2",
+        (
+            "deploy/crds/cert-manager.io_certificates.yaml",
+            "deploy/crds/cert-manager.io_issuers.yaml",
+            "deploy/crds/cert-manager.io_clusterissuers.yaml",
+        ),
+    ),
+    # Gateway API, standard channel (components/gateway). v1.7 declares go >= 1.27.
+    CrdSource(
+        "sigs.k8s.io/gateway-api",
+        "v1.6.3",
+        (
+            "config/crd/standard/gateway.networking.k8s.io_httproutes.yaml",
+            "config/crd/standard/gateway.networking.k8s.io_gateways.yaml",
+            "config/crd/standard/gateway.networking.k8s.io_referencegrants.yaml",
+        ),
+    ),
+    # CSI volume snapshots (the saves/ recipe of docs/deploy.md, "Backup and restore").
+    CrdSource(
+        "github.com/kubernetes-csi/external-snapshotter/client/v8",
+        "v8.7.0",
+        (
+            "config/crd/snapshot.storage.k8s.io_volumesnapshots.yaml",
+            "config/crd/snapshot.storage.k8s.io_volumesnapshotclasses.yaml",
+        ),
+    ),
     CrdSource(
         "github.com/prometheus-operator/prometheus-operator",
         "v0.85.0",

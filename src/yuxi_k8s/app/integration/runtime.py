@@ -13,13 +13,14 @@ import importlib
 import importlib.metadata
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from yuxi_k8s.app.integration import SUPPORTED_VERSIONS
 from yuxi_k8s.app.integration.settings_binding import REQUIRED_CONFIG_ATTRIBUTES, SettingsBinding
 from yuxi_k8s.app.integration.tasks import REQUIRED_TASKER_ATTRIBUTES, ReplicaLease
-from yuxi_k8s.state import DistributedConfig, Settings, open_config
+from yuxi_k8s.state import DistributedConfig, SchemaError, Settings, StateUnavailableError, open_config
 
 log = logging.getLogger("yuxi_k8s.app")
 
@@ -75,6 +76,28 @@ def _missing(obj: Any, names: tuple[str, ...]) -> list[str]:
     return [n for n in names if not hasattr(obj, n)]
 
 
+STORE_WAIT_ENV = "YUXI_K8S_STORE_WAIT_SECONDS"
+
+
+def _open_store(settings: Settings) -> DistributedConfig:
+    """Open the store, waiting (bounded) while the database is not up yet or the migrate Job has
+    not brought the kit's schema to head: on a first deploy the api starts beside both."""
+    raw = os.environ.get(STORE_WAIT_ENV) or "120"
+    try:
+        wait_s = float(raw)
+    except ValueError:
+        raise IntegrationError(f"{STORE_WAIT_ENV} must be a number of seconds, not {raw!r}") from None
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return open_config(settings)
+        except (SchemaError, StateUnavailableError) as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("waiting for the kit's store (%s)", exc)
+            time.sleep(2)
+
+
 def start(*, with_tasks: bool) -> Runtime:
     """Guard, open the store, bind the app's Config (and the Tasker for the api). Idempotent."""
     global ACTIVE
@@ -95,7 +118,7 @@ def start(*, with_tasks: bool) -> Runtime:
         missing += [f"Tasker.{n}" for n in _missing(task_service.tasker, REQUIRED_TASKER_ATTRIBUTES)]
     if missing:
         raise IntegrationError(f"Yuxi-Know {version} lacks what database mode patches: {', '.join(missing)}")
-    store = open_config(settings)  # StateError (one line) when the store is not ready
+    store = _open_store(settings)
     lease = None
     try:
         binding = SettingsBinding(store, app_config.config, replica=settings.instance_id)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from yuxi_k8s.app import contract as app_contract
 from yuxi_k8s.validate.model import Container, Context, Workload, map_matches
+from yuxi_k8s.validate.pulled import IMAGE_VARIABLES  # images the application starts at run time
 from yuxi_k8s.validate.rules import OUTSIDE_DEV, Finding, rule
 from yuxi_k8s.validate.rules.images import split_image
 from yuxi_k8s.validate.rules.references import available_keys
@@ -28,8 +29,6 @@ WRAPPERS = ("yuxi-k8s-app",)
 VAR_REF = re.compile(r"(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 # Variables every replica must agree on, where the contract of the version reads them.
 SHARED_ACROSS_REPLICAS = ("JWT_SECRET_KEY", "YUXI_ENV", "YUXI_INSTANCE_ID")
-# Variables that name an image the application starts at run time.
-IMAGE_VARIABLES = ("SANDBOX_IMAGE",)
 SANDBOX_PROVIDER, SANDBOX_URL = "SANDBOX_PROVIDER", "SANDBOX_PROVISIONER_URL"
 CHECKPOINTER = "LANGGRAPH_CHECKPOINTER_BACKEND"
 

@@ -1,4 +1,5 @@
-"""No credentials in ConfigMaps, env literals, URLs or plaintext Secrets outside dev."""
+"""No credentials in ConfigMaps, env literals, URLs or plaintext Secrets outside dev; pods restart when a
+rotated Secret changes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 
 from yuxi_k8s.validate.model import Context
 from yuxi_k8s.validate.rules import OUTSIDE_DEV, Finding, rule
+from yuxi_k8s.validate.rules.references import references
 from yuxi_k8s.validate.schemas import is_sops
 
 FAMILY = "credentials"
@@ -116,3 +118,49 @@ def plaintext_secrets(ctx: Context) -> Iterator[Finding]:
             continue
         if any(secret.obj.get("data") or {}) or any(secret.obj.get("stringData") or {}):
             yield secret, "Secret with plaintext values in the render"
+
+
+# Credential rotation. A Secret of the render made by a kustomize generator gets a new name (hash
+# suffix) when its content changes, so the pods that reference it roll on the next apply. A Secret
+# written by a controller (External Secrets from the secret store, CloudNativePG's `<cluster>-app`)
+# keeps its name, and the kubelet never re-reads environment variables: a rotated password reaches
+# running pods only when something restarts them, here Stakater Reloader (components/secret-rotation).
+# Reloader's annotations that restart a workload when a Secret it references changes.
+RELOAD_ALL = ("reloader.stakater.com/auto", "secret.reloader.stakater.com/auto")
+RELOAD_NAMED = "secret.reloader.stakater.com/reload"
+
+
+@rule(
+    "YK-CRED-005",
+    family=FAMILY,
+    title="Pods restart when a rotated Secret changes",
+    message="A Secret written by a controller (an ExternalSecret's target, CloudNativePG's generated "
+    "`<cluster>-app`) changes in place when the credential is rotated in the store, but the pods keep "
+    "the old value in their environment until they restart: the app then fails to log in once the old "
+    "password is revoked.",
+    fix='Annotate the workload `secret.reloader.stakater.com/auto: "true"` (components/secret-rotation does '
+    "so for every Deployment) and run Stakater Reloader; or list the Secrets in "
+    "`secret.reloader.stakater.com/reload`.",
+    envs=OUTSIDE_DEV,
+)
+def restarts_on_rotation(ctx: Context) -> Iterator[Finding]:
+    for w in ctx.workloads:
+        if not w.long_running:
+            continue
+        annotations = w.resource.annotations
+        if any(str(annotations.get(a, "")).lower() == "true" for a in RELOAD_ALL):
+            continue
+        named = {n.strip() for n in str(annotations.get(RELOAD_NAMED, "")).split(",") if n.strip()}
+        in_place = sorted(
+            {
+                ref.name
+                for ref in references(w)
+                if ref.kind == "Secret" and ctx.find("Secret", w.namespace, ref.name) is None
+            }
+            - named
+        )
+        if in_place:
+            yield (
+                w.resource,
+                f"reads Secret(s) {', '.join(in_place)}, changed in place on rotation, and never restarts",
+            )

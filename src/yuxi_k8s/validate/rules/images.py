@@ -1,13 +1,24 @@
-"""Images pinned: a real tag or a digest, never `latest`."""
+"""Images pinned: a real tag or a digest, never `latest`; in prod by digest."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from yuxi_k8s.validate.model import Context, Resource
+from yuxi_k8s.validate.pulled import pulled_images
 from yuxi_k8s.validate.rules import Finding, rule
 
 FAMILY = "images"
+
+
+def without_registry(repo: str) -> str:
+    """The repository path of *repo* without its registry host (which an overlay's IMAGE_REGISTRY
+    may replace after `images:`)."""
+    first, sep, rest = repo.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return rest
+    return repo
 
 
 def split_image(image: str) -> tuple[str, str | None, str | None]:
@@ -61,7 +72,7 @@ def missing_tag(ctx: Context) -> Iterator[Finding]:
 )
 def image_pins(ctx: Context) -> Iterator[Finding]:
     entries = (ctx.kustomization or {}).get("images") or []
-    images = [split_image(str(c.spec.get("image", ""))) for c in ctx.containers()]
+    images = [split_image(p.image) for p in pulled_images(ctx)]
     where = Resource(
         {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
@@ -74,9 +85,65 @@ def image_pins(ctx: Context) -> Iterator[Finding]:
             continue
         repo = entry.get("newName") or entry["name"]
         tag, digest = entry.get("newTag"), entry.get("digest")
+        # The registry host does not count: IMAGE_REGISTRY (overlays/<env>/registry.replacements.yaml)
+        # replaces it after `images:`; the path, tag and digest are what the entry pins.
         if not any(
-            r == repo and (tag is None or t == str(tag)) and (digest is None or d == digest)
+            without_registry(r) == without_registry(repo)
+            and (tag is None or t == str(tag))
+            and (digest is None or d == digest)
             for r, t, d in images
         ):
             want = f"{repo}{':' + str(tag) if tag else ''}{'@' + digest if digest else ''}"
             yield where, f"images entry {entry['name']} (-> {want}) changes no container of the render"
+
+
+# The kit's placeholder digest (sha256:000...): a digest in the right place that pins nothing real.
+PLACEHOLDER_DIGEST = re.compile(r"^sha256:0{64}$")
+
+
+def unpinned(ctx: Context) -> Iterator[Finding]:
+    """Images pulled without a digest, or with the placeholder one."""
+    for p in pulled_images(ctx):
+        _, _, digest = split_image(p.image)
+        if not digest:
+            yield p.resource, f"{p.where}: {p.image} has no digest"
+        elif PLACEHOLDER_DIGEST.match(digest):
+            yield p.resource, f"{p.where}: {p.image} has the placeholder digest"
+
+
+DIGEST_MESSAGE = (
+    "A tag can be moved or re-pushed: pods started on different days, or on nodes with different caches, "
+    "run different code, and a compromised registry can swap what a tag names. A digest names exactly one "
+    "image. Every image the deploy pulls counts: the containers, the images the app starts (SANDBOX_IMAGE) "
+    "and CloudNativePG's PostgreSQL image (spec.imageName)."
+)
+DIGEST_FIX = (
+    "Pin each image as `name:tag@sha256:...`: `kustomize edit set image NAME=REPO:TAG@sha256:DIGEST` in "
+    "the overlay (the lines `yuxi-k8s images build` prints), SANDBOX_IMAGE in app/site.ConfigMap.yaml; "
+    "`crane digest IMAGE` or `docker buildx imagetools inspect IMAGE` shows a mirrored image's digest."
+)
+
+
+@rule(
+    "YK-IMG-004",
+    family=FAMILY,
+    title="Images pinned by digest (prod)",
+    message=DIGEST_MESSAGE,
+    fix=DIGEST_FIX,
+    envs=("prod",),
+)
+def digests_prod(ctx: Context) -> Iterator[Finding]:
+    yield from unpinned(ctx)
+
+
+@rule(
+    "YK-IMG-005",
+    family=FAMILY,
+    title="Images pinned by digest (staging)",
+    message=DIGEST_MESSAGE + " In staging this is a warning: a tag there is how a new build is tried first.",
+    fix=DIGEST_FIX,
+    severity="warning",
+    envs=("staging",),
+)
+def digests_staging(ctx: Context) -> Iterator[Finding]:
+    yield from unpinned(ctx)
