@@ -8,6 +8,7 @@ kind cluster (context ``kind-<name>``); other clusters need a registry.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -56,9 +57,26 @@ class ExistingProvider(ClusterProvider):
 
             images.load_into_containerd(archive, address=str(layout.CONTAINERD_SOCKET), ctr=binary("ctr"))
         elif context.startswith("kind-"):
-            images.load_into_kind(archive, context.removeprefix("kind-"))
+            _load_into_kind(archive, context.removeprefix("kind-"))
         else:
             raise ProviderError(
                 f"cannot load {archive.name} into the cluster at {server}: "
                 "push it to a registry that cluster pulls from"
             )
+
+
+def _load_into_kind(archive: Path, cluster: str) -> None:
+    """``kind load image-archive`` on the engine that runs the cluster: the user's Docker, or the
+    kit's own dockerd (yuxi_k8s.cluster.kind.engine), whose socket is not the default one."""
+    from yuxi_k8s.cluster.kind.engine import DockerEngine
+    from yuxi_k8s.pinned_tools import pinned_tool
+
+    engine = DockerEngine()
+    engine.available()  # sets the environment to the kit's dockerd when that is the one running
+    kind = str(pinned_tool("kind") or "kind")
+    proc = subprocess.run(
+        [kind, "load", "image-archive", str(archive), "--name", cluster],
+        capture_output=True, text=True, env=engine.env(), check=False, timeout=1800,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise ProviderError(f"kind load {archive.name} into {cluster}: {proc.stderr.strip()[-400:]}")
