@@ -192,9 +192,9 @@ class KindProvider(ClusterProvider):
         t0 = time.monotonic()
         node = f"{CLUSTER_NAME}-control-plane"
         self.kubectl("label", "node", node, f"{OFFLINE_LABEL}={'local' if self.offline else 'official'}")
-        self.load_image(storage.provisioner_image().archive)
-        provisioner = storage.provisioner_image().name
-        self.kubectl("apply", "-f", "-", input=_yaml(storage.manifests(provisioner)))
+        provisioner = storage.provisioner_image()
+        self.load_image(provisioner.archive)
+        self.kubectl("apply", "-f", "-", input=_yaml(storage.manifests(provisioner.name)))
         if self.offline:
             # kind applied its local-path provisioner, whose image cannot be had here.
             self.kubectl("delete", "namespace", "local-path-storage", "--wait=false", check=False)
