@@ -193,6 +193,17 @@ def test_network_policy_gap_names_the_kernel_and_the_image(monkeypatch: pytest.M
     assert provider.network_policy_gap() is None
 
 
+@pytest.mark.static
+def test_the_forks_workflow_is_the_readmes_cluster_command_with_kind() -> None:
+    root = Path(__file__).resolve().parents[2]
+    workflow = yaml.safe_load((root / ".github/workflows/kind.yaml").read_text())
+    (job,) = workflow["jobs"].values()
+    runs = [step["run"] for step in job["steps"] if "run" in step]
+    assert runs == ["sudo --preserve-env=PATH,HOME env YUXI_K8S_CLUSTER_PROVIDER=kind make test-cluster"]
+    assert "`test-cluster`" in (root / "README.md").read_text()  # the README's tier command
+    assert "\ntest-cluster:" in (root / "Makefile").read_text()
+
+
 # --- on the session's cluster, when it is kind ---------------------------------------------------
 
 
