@@ -169,6 +169,7 @@ def test_host_snapshot_names_what_a_dockerd_changed() -> None:
         docker_chains={"iptables filter": ["DOCKER", "DOCKER-USER"]},
         links=["br-0123456789ab", "eth0", "lo", "yuxi-br0"],
         lib_modules=True,
+        docker_cgroups=["/sys/fs/cgroup/memory/docker"],
     )
     assert before.differences(after) == [
         "sysctl net.ipv4.ip_forward=1 (was 0)",
@@ -176,6 +177,7 @@ def test_host_snapshot_names_what_a_dockerd_changed() -> None:
         "iptables filter chains DOCKER, DOCKER-USER",
         "interfaces br-0123456789ab",  # the local cluster's bridge is not docker's to remove
         "/lib/modules (created by docker for kind's bind mount)",
+        "cgroups /sys/fs/cgroup/memory/docker",
     ]
     assert before.differences(before) == []
 
@@ -250,13 +252,15 @@ def test_kind_offline_cluster_dns_has_no_way_off_the_machine(kind_cluster: KubeC
 def test_kind_engine_leaves_the_hosts_forwarding_alone(kind_cluster: KubeCluster) -> None:
     """While the kit's own dockerd runs: ip_forward, the FORWARD policies and the chains are as before.
 
-    kind's network bridge and the /lib/modules mount point exist while the cluster runs; stopping the
-    engine removes them and fails naming anything left (DockerEngine.stop).
+    kind's network bridge, the /lib/modules mount point and docker's cgroups exist while the cluster
+    runs; stopping the engine removes them and fails naming anything left (DockerEngine.stop).
     """
     if not SNAPSHOT.exists():
         pytest.skip("the engine is the user's Docker, not one this kit started")
     before = HostNet(**json.loads(SNAPSHOT.read_text()))
     changed = [
-        d for d in before.differences(HostNet.read()) if not d.startswith(("interfaces br-", "/lib/modules"))
+        d
+        for d in before.differences(HostNet.read())
+        if not d.startswith(("interfaces br-", "/lib/modules", "cgroups "))
     ]
     assert changed == []

@@ -31,11 +31,9 @@ def main(argv: list[str] | None = None) -> int:
             if gap := provider.network_policy_gap():
                 print(f"NetworkPolicy not enforced: {gap}")
         elif args.command == "down":
-            engine = provider.engine
-            if engine.available():
-                if provider.exists():
-                    provider._run("delete", "cluster", "--name", CLUSTER_NAME)
-                engine.stop(force=True)  # a no-op unless the engine is the kit's own
+            if provider.engine.available() and provider.exists():
+                provider._run("delete", "cluster", "--name", CLUSTER_NAME)
+            provider.engine.stop_leftover()  # the kit's own dockerd only, also after a killed run
             print("kind cluster and the kit's dockerd are down")
         elif args.command == "status":
             engine = provider.engine

@@ -79,6 +79,7 @@ class HostNet:
     docker_chains: dict[str, list[str]] = field(default_factory=dict)  # "<tool> <table>" -> chains
     links: list[str] = field(default_factory=list)
     lib_modules: bool = True
+    docker_cgroups: list[str] = field(default_factory=list)  # /sys/fs/cgroup/<hierarchy>/docker folders
 
     @classmethod
     def read(cls) -> HostNet:
@@ -100,6 +101,7 @@ class HostNet:
                             state.forward_policy[tool] = ln.split()[1]
         state.links = sorted(os.listdir("/sys/class/net"))
         state.lib_modules = Path("/lib/modules").exists()
+        state.docker_cgroups = _docker_cgroups()
         return state
 
     def differences(self, now: HostNet) -> list[str]:
@@ -120,6 +122,9 @@ class HostNet:
             diffs.append(f"interfaces {', '.join(new_links)}")
         if now.lib_modules and not self.lib_modules:
             diffs.append("/lib/modules (created by docker for kind's bind mount)")
+        new_cgroups = [c for c in now.docker_cgroups if c not in self.docker_cgroups]
+        if new_cgroups:
+            diffs.append(f"cgroups {', '.join(new_cgroups)}")
         return diffs
 
     def restore(self) -> list[str]:
@@ -142,7 +147,22 @@ class HostNet:
         if now.lib_modules and not self.lib_modules:
             with contextlib.suppress(OSError):  # only ever an empty mount point docker made
                 Path("/lib/modules").rmdir()
+        for cgroup in now.docker_cgroups:
+            if cgroup not in self.docker_cgroups:  # empty once the containers are gone
+                tree = [d for d in Path(cgroup).rglob("*") if d.is_dir()] + [Path(cgroup)]
+                for folder in sorted(tree, key=lambda d: len(d.parts), reverse=True):
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
         return self.differences(HostNet.read())
+
+
+def _docker_cgroups() -> list[str]:
+    """The ``docker`` cgroup folders dockerd makes (cgroupfs driver), one per hierarchy."""
+    base = Path("/sys/fs/cgroup")
+    found = [base / "docker"] if (base / "docker").is_dir() else []
+    if base.is_dir():
+        found += [p / "docker" for p in base.iterdir() if p.is_dir() and (p / "docker").is_dir()]
+    return sorted(str(p) for p in found)
 
 
 def _drop_chains(tool: str, table: str, chains: set[str]) -> None:
@@ -260,7 +280,7 @@ class DockerEngine:
                 "no Docker engine answers `docker info`: start Docker (or Podman's docker socket); "
                 "this kit starts one by itself only as root on Linux"
             )
-        self._stop_leftover()
+        self.stop_leftover()
         dockerd = self._install()
         RUNTIME.mkdir(parents=True, exist_ok=True)
         SNAPSHOT.write_text(json.dumps(asdict(HostNet.read())))
@@ -314,8 +334,9 @@ class DockerEngine:
             raise EngineError("apt-get installed docker.io but there is no dockerd on PATH")
         return found
 
-    def _stop_leftover(self) -> None:
-        """A killed run's dockerd (pid file alive but no answer): stop it and restore the host."""
+    def stop_leftover(self) -> None:
+        """Stop the kit's own dockerd in whatever state a run left it (running, or killed with its
+        containers still alive) and restore the host; a no-op when it left no trace."""
         if _read_pid() is not None or SNAPSHOT.exists():
             self.own = True
             self.stop(force=True)
@@ -341,6 +362,7 @@ class DockerEngine:
             self._proc.wait(timeout=10)  # reap it
             self._proc = None
         self._kill_children()
+        self._kill_containers()
         self._unmount()
         problems: list[str] = []
         if SNAPSHOT.exists():
@@ -364,6 +386,25 @@ class DockerEngine:
             if marker in cmdline and int(entry.name) != os.getpid():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(entry.name), signal.SIGKILL)
+
+    def _kill_containers(self) -> None:
+        """After a killed dockerd its containers (kind's node: systemd, kubelet, pods) live on in the
+        ``docker`` cgroups it made; end them (the restore then removes those cgroups). Only ever
+        reached for the kit's own engine, which runs only where no other Docker engine answers."""
+        roots = [Path(p) for p in _docker_cgroups()]
+        for _ in range(3):
+            pids = {
+                int(pid)
+                for root in roots
+                for procs in root.rglob("cgroup.procs")
+                for pid in procs.read_text().split()
+            }
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.5)
 
     def _unmount(self) -> None:
         roots = (str(RUNTIME), str(data_root()))

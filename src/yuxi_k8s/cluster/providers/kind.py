@@ -131,12 +131,19 @@ class KindProvider(ClusterProvider):
         except EngineError as exc:
             raise ProviderError(str(exc)) from exc
         try:
-            if self.exists():  # an earlier session's (--keep-cluster): used, never deleted here
+            if self.exists():  # an earlier session's (--keep-cluster): used, never deleted here ...
                 self._run(
                     "export", "kubeconfig", "--name", CLUSTER_NAME, "--kubeconfig", str(self.kubeconfig)
                 )
-                self.offline = self._node_label() == "local"
-                return
+                if not self.engine.started:
+                    self.offline = self._node_label() == "local"
+                    return
+                # ... unless this session had to start the kit's own dockerd: then the cluster is a
+                # killed run's, left in the engine's data root (only the kit uses that engine).
+                print(
+                    f"==> kind: removing {CLUSTER_NAME}, left by a killed run; creating it anew", flush=True
+                )
+                self._run("delete", "cluster", "--name", CLUSTER_NAME)
             image, offline = self._node_image(kind)
             self.offline = offline is not None
             config = ClusterConfig(
