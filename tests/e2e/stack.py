@@ -33,6 +33,7 @@ from yuxi_k8s.validate.render import kustomize_build
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAY = ROOT / "tests" / "e2e" / "overlay"
 SEED = ROOT / "tests" / "fixtures" / "saves-0.6.1"
+STANDIN_KUSTOMIZATION = "tests/e2e/overlay/standin/kustomization.yaml"
 CREDENTIAL_FILES = ("postgres.env", "secrets.env", "provider-keys.env")
 TREE_PARTS = ("base", "components", "overlays", "tests/e2e/overlay", "scripts/dev-secrets.sh")
 WORKLOADS_AFTER_SEED = {("Job", "migrate"), ("Deployment", "api"), ("Deployment", "worker")}
@@ -76,6 +77,7 @@ def prepare_tree(run_dir: Path, namespace: str) -> Path:
         else:
             shutil.copy2(src, dst)
     rename_namespaces(tree, "dev", namespace)
+    _replace_once(tree / STANDIN_KUSTOMIZATION, "namespace: yuxi-dev\n", f"namespace: {namespace}\n")
     # Fresh random passwords for this run; only the stand-in's provider key from here.
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_ACCESS_TOKEN"))}
     subprocess.run(

@@ -190,10 +190,14 @@ def test_an_uploaded_file_lands_in_minio_and_its_url_works_at_the_web_host(stack
     assert url.startswith("http://web:9000/public/avatar/"), url  # HOST_IP=web, never localhost
     fetched = stack.client("fetch", url)
     assert fetched["status"] == 200 and fetched["sha256"] == uploaded["sha256"], (fetched, uploaded)
-    objects = stack.kube.exec(
-        stack.namespace, "minio-0", "ls", "-R", "/data/public/avatar", container="minio"
+    # In MinIO itself (from an api pod: MinIO takes connections from the app's pods only).
+    direct = url.replace("http://web:9000/", "http://minio:9000/", 1)
+    api = sorted(stack.api_pods())[0]
+    fetch = ("python3", "-m", "yuxi_k8s.probes.app_client", "fetch", direct)
+    stored = json.loads(
+        stack.kube.exec(stack.namespace, api, *fetch, container="api").stdout.splitlines()[-1]
     )
-    assert url.rsplit("/", 1)[-1] in objects.stdout, objects.stdout
+    assert stored["status"] == 200 and stored["sha256"] == uploaded["sha256"], stored
 
 
 # --- 5. a streamed chat through nginx, and an agent run through Redis and the worker ---------

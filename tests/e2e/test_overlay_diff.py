@@ -104,3 +104,18 @@ def test_the_e2e_overlay_changes_dev_only_as_listed(tmp_path: Path) -> None:
     assert api["spec"]["replicas"] == 2
     images = {c["image"] for d in e2e for c in _containers(d)}
     assert not any(i.startswith("docker.io/") for i in images), images  # nothing is pulled
+
+
+def test_every_object_of_the_e2e_render_is_in_the_runs_namespaces(tmp_path: Path) -> None:
+    """Nothing lands in `default` (or anywhere the run does not own and delete)."""
+    tree = prepare_tree(tmp_path, "yx-ns-app")
+    built = {dep: f"localhost/yuxi-k8s/{repo}:test" for dep, repo in DEPENDENCY_IMAGES.items()}
+    folder = write_kustomization(tmp_path, "e2e", [tree / OVERLAY.relative_to(OVERLAY.parents[2])], built)
+    cluster_scoped = {"Namespace"}
+    wrong = [
+        (d["kind"], d["metadata"]["name"], d["metadata"].get("namespace"))
+        for d in render(folder)
+        if d["kind"] not in cluster_scoped
+        and d["metadata"].get("namespace") not in ("yx-ns-app", "yx-ns-app-sbx")
+    ]
+    assert not wrong, wrong
