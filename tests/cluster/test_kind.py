@@ -220,6 +220,7 @@ def _offline(cluster: KubeCluster) -> bool:
     return getattr(cluster._provider, "offline", None) is True
 
 
+@pytest.mark.kind
 def test_kind_default_storage_class_is_the_kits_provisioner(kind_cluster: KubeCluster) -> None:
     classes = json.loads(kind_cluster.kubectl("get", "storageclass", "-o", "json").stdout)["items"]
     defaults = [
@@ -232,6 +233,7 @@ def test_kind_default_storage_class_is_the_kits_provisioner(kind_cluster: KubeCl
     assert ours["provisioner"] == layout.PROVISIONER_NAME
 
 
+@pytest.mark.kind
 def test_kind_node_runs_the_node_image_kubernetes(kind_cluster: KubeCluster) -> None:
     version = kind_cluster.kubectl(
         "get", "nodes", "-o", "jsonpath={.items[0].status.nodeInfo.kubeletVersion}"
@@ -240,6 +242,7 @@ def test_kind_node_runs_the_node_image_kubernetes(kind_cluster: KubeCluster) -> 
     assert version.stdout.strip() and version.stdout.strip() in expected
 
 
+@pytest.mark.kind
 def test_kind_offline_cluster_dns_has_no_way_off_the_machine(kind_cluster: KubeCluster) -> None:
     if not _offline(kind_cluster):
         pytest.skip("kind's official node image: CoreDNS forwards as kind configures it")
@@ -249,6 +252,7 @@ def test_kind_offline_cluster_dns_has_no_way_off_the_machine(kind_cluster: KubeC
     assert "kubernetes cluster.local" in corefile and "forward" not in corefile
 
 
+@pytest.mark.kind
 def test_kind_engine_leaves_the_hosts_forwarding_alone(kind_cluster: KubeCluster) -> None:
     """While the kit's own dockerd runs: ip_forward, the FORWARD policies and the chains are as before.
 

@@ -19,6 +19,9 @@ HTTP_PORT = 8080
 # Serves its own hostname over HTTP: a reply names the pod that answered.
 SERVE = f"mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec httpd -f -p {HTTP_PORT} -h /tmp/www"
 
+# The kind pass of make test repeats these too (scripts/test.sh).
+pytestmark = pytest.mark.core
+
 
 def _container(image: str, name: str, command: str, **extra: Any) -> dict[str, Any]:
     """A container that passes Pod Security `restricted`."""

@@ -118,6 +118,7 @@ def _token(stack: AppStack) -> str:
 
 
 # --- 1. migrate Job, api rollout, the app's tables beside the kit's schema -------------------
+@pytest.mark.core
 def test_migrate_job_then_the_api_and_the_apps_tables_beside_the_kits_schema(stack: AppStack) -> None:
     kube, ns = stack.kube, stack.namespace
     job = kube.json("get", "job", "migrate", ns=ns)
@@ -149,6 +150,7 @@ def test_migrate_job_then_the_api_and_the_apps_tables_beside_the_kits_schema(sta
 
 
 # --- 2. first admin through nginx, login, one replica's token on the other --------------------
+@pytest.mark.core
 def test_first_admin_through_nginx_and_a_token_from_one_replica_works_on_the_other(stack: AppStack) -> None:
     assert stack.client("get", "/api/auth/check-first-run")["body"] == {"first_run": True}
     created = stack.client("initialize", "--user", ADMIN["user_id"], "--password", ADMIN["password"])
@@ -164,6 +166,7 @@ def test_first_admin_through_nginx_and_a_token_from_one_replica_works_on_the_oth
 
 
 # --- 3. a setting through one replica's API, read through the other's ------------------------
+@pytest.mark.core
 def test_a_setting_changed_on_one_replica_is_served_by_the_other_within_one_second(
     stack: AppStack, run_dir: Path
 ) -> None:
@@ -203,9 +206,19 @@ def test_an_uploaded_file_lands_in_minio_and_its_url_works_at_the_web_host(stack
 # --- 5. a streamed chat through nginx, and an agent run through Redis and the worker ---------
 def test_a_chat_streams_through_nginx_and_a_queued_run_is_consumed_by_the_worker(stack: AppStack) -> None:
     token = _token(stack)
-    provider = {"provider_id": "standin", "provider_data": STANDIN}
-    added = stack.client("post", "/api/system/custom-providers", json.dumps(provider), token=token)
+    pods = stack.api_pods()
+    a, b = sorted(pods)
+    # The stand-in provider came in with the seeded custom_providers.toml (the migrate Job's import);
+    # one more is added through replica a's API and must be listed by replica b at once.
+    listed = stack.client("get", "/api/system/custom-providers", base=f"http://{pods[b]}:5050", token=token)
+    assert "standin" in json.dumps(listed["body"]), listed
+    extra = {"provider_id": "standin_api", "provider_data": {**STANDIN, "name": "Stand-in (API)"}}
+    added = stack.client(
+        "post", "/api/system/custom-providers", json.dumps(extra), base=f"http://{pods[a]}:5050", token=token
+    )
     assert added["status"] == 200, added
+    listed = stack.client("get", "/api/system/custom-providers", base=f"http://{pods[b]}:5050", token=token)
+    assert "standin_api" in json.dumps(listed["body"]), listed
     configs = stack.client("get", "/api/chat/agent/ChatbotAgent/configs", token=token)
     config_id = configs["body"]["configs"][0]["id"]
     context = {"config_json": {"context": {"model": "standin/standin-chat", "tools": []}}}
@@ -284,6 +297,7 @@ def _full(stack: AppStack, extra: Callable[[list[dict[str, Any]]], bool] | None 
     return len(pods) == want and all(is_ready(p) for p in pods) and (extra is None or extra(pods))
 
 
+@pytest.mark.core
 def test_failover_when_an_api_pod_is_deleted(stack: AppStack, run_dir: Path) -> None:
     stack.kube.wait_deployment(stack.namespace, "api", 300)
     victim = sorted(stack.api_pods())[0]
@@ -432,6 +446,7 @@ def _probe(stack: AppStack, pod: str, container: str, targets: list[str]) -> lis
     return [found[t] for t in targets]
 
 
+@pytest.mark.usefixtures("network_policy")
 def test_network_policies_allow_the_apps_flows_and_refuse_the_rest(stack: AppStack) -> None:
     api, worker, web = _pod_of(stack, "api"), _pod_of(stack, "worker"), _pod_of(stack, "web")
     stack.start_idle_pod("e2e-stranger", role="stranger")
