@@ -212,13 +212,14 @@ def test_a_chat_streams_through_nginx_and_a_queued_run_is_consumed_by_the_worker
     # one more is added through replica a's API and must be listed by replica b at once.
     listed = stack.client("get", "/api/system/custom-providers", base=f"http://{pods[b]}:5050", token=token)
     assert "standin" in json.dumps(listed["body"]), listed
-    extra = {"provider_id": "standin_api", "provider_data": {**STANDIN, "name": "Stand-in (API)"}}
+    provider_id = f"standin_{RUN_ID}"  # one per run: a stack kept for debugging may be reused
+    extra = {"provider_id": provider_id, "provider_data": {**STANDIN, "name": "Stand-in (API)"}}
     added = stack.client(
         "post", "/api/system/custom-providers", json.dumps(extra), base=f"http://{pods[a]}:5050", token=token
     )
     assert added["status"] == 200, added
     listed = stack.client("get", "/api/system/custom-providers", base=f"http://{pods[b]}:5050", token=token)
-    assert "standin_api" in json.dumps(listed["body"]), listed
+    assert provider_id in json.dumps(listed["body"]), listed
     configs = stack.client("get", "/api/chat/agent/ChatbotAgent/configs", token=token)
     config_id = configs["body"]["configs"][0]["id"]
     context = {"config_json": {"context": {"model": "standin/standin-chat", "tools": []}}}
