@@ -395,3 +395,17 @@ def test_build_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path:
         expected = ("unknown image nope", "HOST[:PORT]/PREFIX", "no such file or folder")
         for args, words in zip(cases, expected, strict=True):
             assert words in run_cli(capsys, "build", *args)[2]
+
+
+def test_an_archive_names_its_image_and_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_into_containerd skips an import when containerd already holds this name at this digest."""
+    from yuxi_k8s.cluster import images as oci
+
+    monkeypatch.setattr(oci, "IMAGES_DIR", tmp_path / "images")
+    monkeypatch.setattr(oci, "LAYERS_DIR", tmp_path / "layers")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "hello").write_text("hi\n")
+    built = oci.build_from_directory(root, "localhost/yuxi-k8s/test", tag="t1")
+    assert oci.archive_reference(built.archive) == ("localhost/yuxi-k8s/test:t1", built.digest)
+    assert oci.archive_reference(tmp_path / "missing.tar") is None

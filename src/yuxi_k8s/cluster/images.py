@@ -390,12 +390,34 @@ def _ctr_binary() -> str:
     return str(pinned_tool("ctr") or "ctr")
 
 
+def archive_reference(archive: Path) -> tuple[str, str] | None:
+    """(image name, manifest digest) an archive of :func:`build_image` holds, from its index.json."""
+    try:
+        with tarfile.open(archive) as tar:
+            member = tar.extractfile("index.json")
+            index = json.loads(member.read()) if member else {}
+    except (OSError, KeyError, tarfile.TarError, ValueError):
+        return None
+    manifests = index.get("manifests") or []
+    if len(manifests) != 1:
+        return None
+    name = (manifests[0].get("annotations") or {}).get("io.containerd.image.name")
+    return (name, manifests[0]["digest"]) if name else None
+
+
 def load_into_containerd(archive: Path, *, address: str = CONTAINERD_SOCKET, ctr: str | None = None) -> None:
-    """Import *archive* into containerd's ``k8s.io`` namespace (where the kubelet looks)."""
-    _run(
-        [ctr or _ctr_binary(), "--address", address, "-n", "k8s.io", "images", "import", str(archive)],
-        f"import {archive.name} into containerd at {address}",
-    )
+    """Import *archive* into containerd's ``k8s.io`` namespace (where the kubelet looks), unless the
+    same name already points at the same manifest there (a multi-GB import takes a minute)."""
+    ctr = ctr or _ctr_binary()
+    base = [ctr, "--address", address, "-n", "k8s.io"]
+    ref = archive_reference(archive)
+    if ref is not None:
+        listed = subprocess.run(
+            [*base, "images", "ls", f"name=={ref[0]}"], capture_output=True, text=True, check=False
+        )
+        if listed.returncode == 0 and ref[1] in listed.stdout:
+            return
+    _run([*base, "images", "import", str(archive)], f"import {archive.name} into containerd at {address}")
 
 
 def load_into_kind(archive: Path, cluster: str, *, kind: str = "kind") -> None:
