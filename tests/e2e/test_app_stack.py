@@ -282,6 +282,7 @@ def _record_failover(
         "served_by": summary["served_by"],
         "rate_per_s": LOAD_RATE,
         "load_duration_s": summary["duration_s"],
+        "warmup_failures": summary.get("warmup_failures", 0),  # before the first success: not counted
     }
     failover = FIGURES.setdefault("failover", {})
     failover[scenario] = figure

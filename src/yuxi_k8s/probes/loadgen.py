@@ -20,6 +20,7 @@ from collections import Counter
 from urllib.parse import urlsplit
 
 SERVED_BY = "X-Yuxi-K8s-Replica"
+WARMUP_S = 30.0
 
 
 def one_request(
@@ -58,8 +59,21 @@ def run(
     served_by: Counter[str] = Counter()
     failures: list[float] = []
     ok = 0
-    started = False
+    # Warm-up, not counted: a brand-new pod's first connections can be refused until the
+    # cluster's NetworkPolicy agent has programmed its address. Counting starts with the first
+    # success, which the "started" line announces (tests disrupt only after it).
+    warmup_failures = 0
+    warmup_deadline = time.monotonic() + WARMUP_S
+    while True:
+        success, kind, pod = one_request(host, port, path, timeout, headers or {}, served_by_header)
+        if success:
+            break
+        warmup_failures += 1
+        if time.monotonic() > warmup_deadline:
+            raise SystemExit(f"loadgen: no request to {url} succeeded within {WARMUP_S:g} s (last: {kind})")
+        time.sleep(0.2)
     t0 = time.monotonic()
+    print(json.dumps({"event": "started", "warmup_failures": warmup_failures}), flush=True)
     deadline = t0 + duration
     next_at = t0
     sent = 0
@@ -74,9 +88,6 @@ def run(
             served_by[pod] += 1
         if success:
             ok += 1
-            if not started:
-                started = True
-                print(json.dumps({"event": "started", "t": round(time.monotonic() - t0, 3)}), flush=True)
         else:
             errors[kind] += 1
             failures.append(round(time.monotonic() - t0, 3))
@@ -92,6 +103,7 @@ def run(
         "last_failure_s": failures[-1] if failures else None,
         "served_by": dict(served_by),
         "duration_s": round(time.monotonic() - t0, 3),
+        "warmup_failures": warmup_failures,
     }
 
 
