@@ -253,6 +253,9 @@ def _start_load(stack: AppStack, name: str) -> None:
         "--header", f"Authorization: Bearer {_token(stack)}",
     ]  # fmt: skip
     pod = client_pod(name, stack.client_image, command)
+    stack.kube.run(
+        "delete", "pod", name, "--ignore-not-found", "--wait=true", ns=stack.namespace
+    )  # a reused stack
     stack.kube.apply([pod], ns=stack.namespace)
 
     def started() -> bool:
