@@ -415,6 +415,9 @@ def test_a_rolling_restart_keeps_a_task_running_on_the_other_replica(stack: AppS
         return _full(stack, lambda p: not before & {x["metadata"]["name"] for x in p})
 
     poll("the rolling restart to replace both api pods", replaced, 420, interval=1)
+    # The owner may still be draining (terminating pods leave the Deployment's count at once):
+    # the task ends while its pod finishes it, up to YUXI_K8S_TASK_DRAIN_SECONDS.
+    poll("the task to end", lambda: status() in ("success", "failed", "cancelled"), 180, interval=2)
     final = status()
     FIGURES["task_across_rollout"] = {
         "statuses": seen,
