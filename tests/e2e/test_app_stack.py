@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -70,12 +71,24 @@ def _write_figures(run_dir: Path, name: str, data: Any) -> None:
     (run_dir / name).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def _adopt_tree(run_dir: Path, namespace: str) -> None:
+    """A reused stack keeps the tree (and so the passwords) of the run that deployed it:
+    fresh credentials would roll PostgreSQL onto a data directory set up with the old ones."""
+    origin = run_dir.parent / namespace.removeprefix("yx-").removesuffix("-app") / "tree"
+    if not (origin / ".ready").exists():
+        raise AssertionError(f"{REUSE_ENV}={namespace}: no tree of the run that deployed it at {origin}")
+    if not (run_dir / "tree").exists():
+        shutil.copytree(origin, run_dir / "tree", symlinks=True)
+
+
 @pytest.fixture(scope="module")
 def stack(
     kube: Kube, app_images: dict[str, str], run_dir: Path, request: pytest.FixtureRequest
 ) -> Iterator[AppStack]:
     reuse = os.environ.get(REUSE_ENV, "")  # debugging: scenarios against a stack left by --keep-cluster
     namespace = reuse or f"yx-{RUN_ID}-app"
+    if reuse:
+        _adopt_tree(run_dir, namespace)
     tree = prepare_tree(run_dir, namespace)
     folder = write_kustomization(
         run_dir, "stack", [tree / OVERLAY.relative_to(OVERLAY.parents[2])], app_images
