@@ -93,7 +93,8 @@ def chroot_runner(tree: Path) -> AppRunner:
         raise LocalRunError(f"running the application's image tree needs {', '.join(missing)} (util-linux)")
     if os.geteuid() != 0:
         raise LocalRunError("running the application's image tree needs root (unshare, mount, chroot)")
-    if not (tree / APP_PYTHON.lstrip("/")).exists():
+    # lexists: the venv's python is a symlink to an absolute path inside the tree.
+    if not os.path.lexists(tree / APP_PYTHON.lstrip("/")):
         raise LocalRunError(f"{tree} is not an api image tree ({APP_PYTHON} missing)")
     (tree / KIT_MOUNT.lstrip("/")).mkdir(parents=True, exist_ok=True)
     script = (
