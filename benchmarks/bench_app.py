@@ -246,10 +246,13 @@ def main() -> int:
                 a, b = pair.start("a"), pair.start("b")
                 auth = token(a)
                 results["kit_propagation"] = propagation(a, b, auth, CHANGES, 5.0)
+                saved_keys = ["sandbox_exec_timeout_seconds", "sandbox_max_output_bytes"]
+                before = store_versions(db, saved_keys)  # figure 1 changed one of them already
                 results["kit_saves"] = concurrent_saves(a, b, auth, SAVES)
-                results["kit_saves"]["store_versions"] = store_versions(
-                    db, ["sandbox_exec_timeout_seconds", "sandbox_max_output_bytes"]
-                )
+                after = store_versions(db, saved_keys)
+                results["kit_saves"]["store_versions"] = {
+                    key: after.get(key, 0) - before.get(key, 0) for key in saved_keys
+                }
             finally:
                 pair.close()
         # 1 + 2, the application alone (file mode, one shared saves/)
@@ -280,7 +283,7 @@ def main() -> int:
     ks, als = results["kit_saves"], results["alone_saves"]
     print(f"\n2. {ks['saves']} saves at once, two replicas, two settings")
     print(f"   kit:   {ks['lost_final_values']} settings lost on a replica, errors {ks['errors']}, "
-          f"store versions {ks['store_versions']} (one per save), {ks['seconds']} s")  # fmt: skip
+          f"new store versions {ks['store_versions']} (one per save), {ks['seconds']} s")  # fmt: skip
     lost = als["lost_final_values"]
     print(f"   alone: {lost} of 4 replica views lost a setting; base.toml holds {als['file']}")
     kr, ar = results["kit_rolling_restart"], results["alone_rolling_restart"]
