@@ -227,6 +227,20 @@ class AppStack:
 
         poll(f"job {self.namespace}/{name} to complete", complete, timeout, interval=2)
 
+    def job_log(self, name: str) -> str:
+        """The logs of the pod that completed Job *name*.
+
+        Not `kubectl logs job/NAME`: that picks any pod of the Job, and a Job retried while
+        the database was still starting (its back-off is meant for that) has a failed one too.
+        """
+        job = self.kube.json("get", "job", name, ns=self.namespace)
+        uid = job["metadata"]["uid"]
+        pods = self.kube.pods(self.namespace, f"batch.kubernetes.io/controller-uid={uid}")
+        done = [p["metadata"]["name"] for p in pods if p.get("status", {}).get("phase") == "Succeeded"]
+        phases = {p["metadata"]["name"]: p.get("status", {}).get("phase") for p in pods}
+        assert len(done) == 1, f"job {self.namespace}/{name}: want one succeeded pod, found {phases}"
+        return str(self.kube.run("logs", done[0], "--all-containers", ns=self.namespace).stdout)
+
     # --- clients inside the namespace --------------------------------------------------
     def allow_e2e_clients(self) -> None:
         """Policies for the run's own client pods (the stack's policies stay as rendered).

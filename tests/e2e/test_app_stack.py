@@ -136,7 +136,7 @@ def test_migrate_job_then_the_api_and_the_apps_tables_beside_the_kits_schema(sta
     kube, ns = stack.kube, stack.namespace
     job = kube.json("get", "job", "migrate", ns=ns)
     assert job["status"].get("succeeded") == 1
-    log = kube.run("logs", "job/migrate", "--all-containers", ns=ns).stdout
+    log = stack.job_log("migrate")
     assert "schema yuxi_k8s upgraded empty -> " in log, log[-2000:]
     assert "migrated /app/saves" in log, log[-2000:]  # the seeded v0.6.1 files went into the store
     pods = stack.api_pods()
@@ -537,7 +537,7 @@ def test_switch_to_file_mode_and_back_serves_the_same_settings(stack: AppStack, 
     before = _settings(stack)
     assert "standin" in before["model_names"], "scenario 5 added the stand-in provider"
     file_mode = _roll_to(stack, "file-mode", None, ["components/file-mode"])
-    log = stack.kube.run("logs", "job/migrate", "--all-containers", ns=stack.namespace).stdout
+    log = stack.job_log("migrate")
     assert "exported" in log, log[-2000:]
     modes = {}
     for name, ip in stack.api_pods().items():
@@ -548,6 +548,6 @@ def test_switch_to_file_mode_and_back_serves_the_same_settings(stack: AppStack, 
     in_file_mode = _settings(file_mode)
     assert in_file_mode == before
     back = _roll_to(stack, "database-mode-again", None, [])
-    log = stack.kube.run("logs", "job/migrate", "--all-containers", ns=stack.namespace).stdout
+    log = stack.job_log("migrate")
     assert "unchanged since the last sync" in log, log[-2000:]
     assert _settings(back) == before

@@ -122,8 +122,19 @@ def create_database(base_url: str, template: str | None = None, prefix: str = "y
 
 def drop_database(url: str) -> None:
     name = urlsplit(url).path.lstrip("/")
-    with connect(with_database(url, "postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def dropped() -> bool:
+        with connect(with_database(url, "postgres"), autocommit=True) as conn:
+            try:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except psycopg.errors.InsufficientPrivilege:
+                # A backend still starting up (or exiting) has no role yet, and a role without
+                # pg_signal_backend may not terminate it (seen once in CI, after a test whose
+                # store closed its pool): the next try finds it gone or fully connected.
+                return False
+        return True
+
+    wait_until(dropped, 10, f"database {name} to be dropped", interval=0.1)
 
 
 @contextlib.contextmanager
