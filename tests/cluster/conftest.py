@@ -24,7 +24,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.fixture(scope="session")
 def busybox(kube_cluster: KubeCluster) -> str:
     """The locally built busybox image (sh, wget, nc, httpd), loaded into the cluster."""
-    from yuxi_k8s.cluster.localimages import busybox_image
+    from yuxi_k8s.cluster.system_images import busybox_image
 
     image = busybox_image()
     kube_cluster.load_image(image.archive)

@@ -32,7 +32,7 @@ from tests.support import require
 from yuxi_k8s import apt
 from yuxi_k8s.app import images, registry, rootfs, source
 from yuxi_k8s.cli import main
-from yuxi_k8s.cluster.images import DEFAULT_PATH, BuiltImage
+from yuxi_k8s.cluster.oci import DEFAULT_PATH, BuiltImage
 from yuxi_k8s.paths import REPO_ROOT
 
 BASE_ENV = {"PATH": DEFAULT_PATH, "HOME": "/tmp", "LANG": "C.UTF-8"}

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from yuxi_k8s.cluster import images
+from yuxi_k8s.cluster import oci
 
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(images, "IMAGES_DIR", tmp_path / "images")
-    monkeypatch.setattr(images, "LAYERS_DIR", tmp_path / "layers")
+    monkeypatch.setattr(oci, "IMAGES_DIR", tmp_path / "images")
+    monkeypatch.setattr(oci, "LAYERS_DIR", tmp_path / "layers")
     return tmp_path
 
 
@@ -27,23 +27,17 @@ def _stage(root: Path, text: str) -> Path:
 
 
 def test_same_inputs_give_the_same_image_and_reuse_the_archive(cache: Path, tmp_path: Path) -> None:
-    first = images.build_from_directory(
-        _stage(tmp_path / "a", "v1"), "localhost/test/tool", cmd=["/bin/tool"]
-    )
+    first = oci.build_from_directory(_stage(tmp_path / "a", "v1"), "localhost/test/tool", cmd=["/bin/tool"])
     mtime = first.archive.stat().st_mtime_ns
-    again = images.build_from_directory(
-        _stage(tmp_path / "b", "v1"), "localhost/test/tool", cmd=["/bin/tool"]
-    )
+    again = oci.build_from_directory(_stage(tmp_path / "b", "v1"), "localhost/test/tool", cmd=["/bin/tool"])
     assert again == first
     assert first.archive.stat().st_mtime_ns == mtime, "a cached archive was rebuilt"
-    changed = images.build_from_directory(
-        _stage(tmp_path / "c", "v2"), "localhost/test/tool", cmd=["/bin/tool"]
-    )
+    changed = oci.build_from_directory(_stage(tmp_path / "c", "v2"), "localhost/test/tool", cmd=["/bin/tool"])
     assert changed.name != first.name
 
 
 def test_archive_is_an_oci_layout_with_a_docker_manifest(cache: Path, tmp_path: Path) -> None:
-    image = images.build_from_directory(
+    image = oci.build_from_directory(
         _stage(tmp_path / "a", "v1"), "localhost/test/tool", tag="1.0", entrypoint=["/bin/tool"], user="1000"
     )
     assert image.name == "localhost/test/tool:1.0"

@@ -24,8 +24,8 @@ import yaml
 from yuxi_k8s.app import contract, images, registry, source
 from yuxi_k8s.app.commands import images_in
 from yuxi_k8s.cli import main
-from yuxi_k8s.cluster import images as oci
-from yuxi_k8s.cluster.images import BuiltImage, ImageError
+from yuxi_k8s.cluster import oci
+from yuxi_k8s.cluster.oci import BuiltImage, ImageError
 
 MARKERS = contract.load().source["markers"]
 
@@ -399,7 +399,7 @@ def test_build_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path:
 
 def test_an_archive_names_its_image_and_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """load_into_containerd skips an import when containerd already holds this name at this digest."""
-    from yuxi_k8s.cluster import images as oci
+    from yuxi_k8s.cluster import oci
 
     monkeypatch.setattr(oci, "IMAGES_DIR", tmp_path / "images")
     monkeypatch.setattr(oci, "LAYERS_DIR", tmp_path / "layers")

@@ -17,7 +17,7 @@ OVERLAYS = ("overlays/dev", "overlays/staging", "overlays/prod")
 
 def _load(archive: Path, target: str) -> None:
     """Put *archive* where *target* (containerd, kind:NAME, docker, podman) runs containers."""
-    from yuxi_k8s.cluster import images as oci
+    from yuxi_k8s.cluster import oci
 
     if target == "containerd":
         oci.load_into_containerd(archive)
@@ -38,7 +38,7 @@ def _load(archive: Path, target: str) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     from yuxi_k8s.app import images, registry, source
-    from yuxi_k8s.cluster.images import ImageError
+    from yuxi_k8s.cluster.oci import ImageError
 
     if platform.system() != "Linux" or os.geteuid() != 0:
         raise UserError(

@@ -57,8 +57,8 @@ from yuxi_k8s import paths
 from yuxi_k8s.app import rootfs
 from yuxi_k8s.app.source import Source, tree_key
 from yuxi_k8s.cache import build_once, is_built
-from yuxi_k8s.cluster import images as oci
-from yuxi_k8s.cluster.images import DEFAULT_PATH, BuiltImage, ImageError
+from yuxi_k8s.cluster import oci
+from yuxi_k8s.cluster.oci import DEFAULT_PATH, BuiltImage, ImageError
 from yuxi_k8s.pinned_tools import pinned_tool
 
 SUITE = "trixie"  # python3 is 3.13 there; the app's uv.lock allows >=3.12,<3.14

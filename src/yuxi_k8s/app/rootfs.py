@@ -37,7 +37,7 @@ from pathlib import Path
 
 from yuxi_k8s import paths
 from yuxi_k8s.cache import build_once
-from yuxi_k8s.cluster.images import DEFAULT_PATH, ImageError, Layer, sha256_file
+from yuxi_k8s.cluster.oci import DEFAULT_PATH, ImageError, Layer, sha256_file
 
 OVERLAY_OPTIONS = "redirect_dir=off,metacopy=off,index=off"  # plain copy-up: uppers are layer-shaped
 OPAQUE_XATTR = "trusted.overlay.opaque"

@@ -38,7 +38,7 @@ from yuxi_k8s import paths
 from yuxi_k8s.app import PINNED_VERSION
 from yuxi_k8s.app.contract import ContractError, identify, load
 from yuxi_k8s.cache import build_once
-from yuxi_k8s.cluster.images import sha256_file
+from yuxi_k8s.cluster.oci import sha256_file
 
 ENV = "YUXI_K8S_APP_SOURCE"
 TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".tar.bz2")

@@ -1,6 +1,6 @@
 """kind's base image, built here from Debian packages and kind's own files (no registry, no Dockerfile).
 
-What kind's ``images/base/Dockerfile`` does, done with :mod:`yuxi_k8s.cluster.images`:
+What kind's ``images/base/Dockerfile`` does, done with :mod:`yuxi_k8s.cluster.oci`:
 
 1. a Debian root filesystem from ``debootstrap`` (:data:`PACKAGES`: kind's list, without the
    NFS/iSCSI clients only Kubernetes' own storage e2e tests use, plus Debian's ``runc`` and CNI
@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from yuxi_k8s import paths
-from yuxi_k8s.cluster import images, localimages
+from yuxi_k8s.cluster import oci, system_images
 from yuxi_k8s.cluster.kind import REPOSITORY, config, pinned
 from yuxi_k8s.pinned_tools import pinned_tool
 
@@ -127,20 +127,24 @@ def _tool(name: str) -> Path:
     return found.resolve()
 
 
-def preloaded_images() -> dict[str, images.BuiltImage]:
+def preloaded_images() -> dict[str, oci.BuiltImage]:
     """The images the base image's containerd carries: sandbox, etcd, CoreDNS."""
-    return {"pause": localimages.pause_image(), "etcd": etcd_image(), "coredns": localimages.coredns_image()}
+    return {
+        "pause": system_images.pause_image(),
+        "etcd": etcd_image(),
+        "coredns": system_images.coredns_image(),
+    }
 
 
-def etcd_image() -> images.BuiltImage:
+def etcd_image() -> oci.BuiltImage:
     """etcd from the pinned build at /usr/local/bin/etcd (kubeadm's static pod runs `etcd`)."""
     version = pinned("ETCD_VERSION") or "unknown"
     with tempfile.TemporaryDirectory(prefix="yuxi-etcd-") as tmp:
         root = Path(tmp)
         (root / "usr/local/bin").mkdir(parents=True)
         shutil.copy2(_tool("etcd"), root / "usr/local/bin/etcd")
-        layer = images.directory_layer(root)
-    return images.build_image(f"{REPOSITORY}/etcd", [layer], tag=f"{version}-{layer.digest[:12]}")
+        layer = oci.directory_layer(root)
+    return oci.build_image(f"{REPOSITORY}/etcd", [layer], tag=f"{version}-{layer.digest[:12]}")
 
 
 def _digest(*parts: str | bytes) -> str:
@@ -161,7 +165,7 @@ def _log(message: str) -> None:
     print(f"==> kind base image: {message}", flush=True)
 
 
-def build() -> images.BuiltImage:
+def build() -> oci.BuiltImage:
     """The base image archive (cached); builds what is missing."""
     kind_files = kind_source() / "images" / "base" / "files"
     preload = preloaded_images()
@@ -175,9 +179,9 @@ def build() -> images.BuiltImage:
     if index.exists():
         record = json.loads(index.read_text())
         if Path(record["archive"]).exists():
-            return images.BuiltImage(record["name"], Path(record["archive"]))
+            return oci.BuiltImage(record["name"], Path(record["archive"]))
     t0 = time.monotonic()
-    rootfs = images.debootstrap_rootfs(SUITE, PACKAGES)
+    rootfs = oci.debootstrap_rootfs(SUITE, PACKAGES)
     _log(f"debootstrap {SUITE} ready ({time.monotonic() - t0:.0f} s)")
     work = paths.cache_dir("kind", f"base-{key}")
     shutil.rmtree(work, ignore_errors=True)
@@ -188,8 +192,8 @@ def build() -> images.BuiltImage:
     _install_runtime(tree, containerd)
     _preload(tree, containerd, preload)
     _log(f"tree ready ({time.monotonic() - t0:.0f} s)")
-    layer = images.rootfs_layer(tree)
-    built = images.build_image(
+    layer = oci.rootfs_layer(tree)
+    built = oci.build_image(
         f"{REPOSITORY}/kind-base",
         [layer],
         tag=key,
@@ -266,7 +270,7 @@ def _install_runtime(tree: Path, containerd: dict[str, Path]) -> None:
     (tree / "etc/containerd/cri-base.json").write_text(json.dumps(spec, indent=2) + "\n")
 
 
-def _preload(tree: Path, containerd: dict[str, Path], preload: dict[str, images.BuiltImage]) -> None:
+def _preload(tree: Path, containerd: dict[str, Path], preload: dict[str, oci.BuiltImage]) -> None:
     """Import the images into the tree's containerd store with a throwaway containerd on the host."""
     pause = preload["pause"].name
     cfg_path = tree / "etc/containerd/config.toml"

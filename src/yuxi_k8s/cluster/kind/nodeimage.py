@@ -4,7 +4,7 @@ kind's ``--type file`` takes a Kubernetes server tarball (``kubernetes/version``
 ``kubernetes/server/bin/{kubeadm,kubelet,kubectl}`` and the image archives
 ``kube-{apiserver,controller-manager,scheduler,proxy}.tar``). The release build makes that
 tarball; here :func:`server_tarball` makes it from the binaries ``scripts/tools.sh kubernetes``
-builds (v1.37.2), with the four images built by :mod:`yuxi_k8s.cluster.images`:
+builds (v1.37.2), with the four images built by :mod:`yuxi_k8s.cluster.oci`:
 
 - ``localhost/yuxi-k8s/kube-{apiserver,controller-manager,scheduler}:v1.37.2``: FROM scratch, the
   static binary at ``/usr/local/bin``;
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from yuxi_k8s import paths
-from yuxi_k8s.cluster import images
+from yuxi_k8s.cluster import oci
 from yuxi_k8s.cluster.kind import REPOSITORY, baseimage, pinned
 from yuxi_k8s.cluster.kind.config import OfflineImages
 from yuxi_k8s.cluster.kind.engine import DockerEngine
@@ -68,21 +68,21 @@ def _log(message: str) -> None:
     print(f"==> kind node image: {message}", flush=True)
 
 
-def tools_rootfs_layer() -> images.Layer:
+def tools_rootfs_layer() -> oci.Layer:
     """Debian with iptables, conntrack and python3-kubernetes, as one (cached) layer."""
-    return images.rootfs_layer(images.debootstrap_rootfs(TOOLS_SUITE, TOOLS_PACKAGES))
+    return oci.rootfs_layer(oci.debootstrap_rootfs(TOOLS_SUITE, TOOLS_PACKAGES))
 
 
-def kube_image(name: str, version: str) -> images.BuiltImage:
+def kube_image(name: str, version: str) -> oci.BuiltImage:
     """One of the four control-plane/proxy images, the binary at /usr/local/bin/<name>."""
     with tempfile.TemporaryDirectory(prefix=f"yuxi-{name}-") as tmp:
         root = Path(tmp)
         (root / "usr/local/bin").mkdir(parents=True)
         shutil.copy2(_tool(name), root / "usr/local/bin" / name)
-        layers = [images.directory_layer(root)]
+        layers = [oci.directory_layer(root)]
     if name == "kube-proxy":
         layers.insert(0, tools_rootfs_layer())
-    return images.build_image(f"{REPOSITORY}/{name}", layers, tag=version)
+    return oci.build_image(f"{REPOSITORY}/{name}", layers, tag=version)
 
 
 def server_tarball(version: str, out: Path) -> Path:
@@ -104,12 +104,12 @@ def server_tarball(version: str, out: Path) -> Path:
     return out
 
 
-def _inputs_key(version: str, base: images.BuiltImage) -> str:
+def _inputs_key(version: str, base: oci.BuiltImage) -> str:
     digest = hashlib.sha256()
     for part in (version, base.name, pinned("KIND_VERSION"), *TOOLS_PACKAGES):
         digest.update(part.encode() + b"\0")
     for name in (*BINARIES, *IMAGES):
-        digest.update(images.sha256_file(_tool(name)).encode())
+        digest.update(oci.sha256_file(_tool(name)).encode())
     return digest.hexdigest()[:12]
 
 

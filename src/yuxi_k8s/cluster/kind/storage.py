@@ -9,7 +9,7 @@ that directory, so RWO, RWX and ROX all hold (the same argument as the local clu
 
 The class is ``yuxi-local`` (the local cluster's name: one name for one thing) and becomes the
 default; kind's ``standard`` stays, no longer default. Its image is Debian's ``python3`` and
-``python3-kubernetes`` plus the provisioner module, built with :mod:`yuxi_k8s.cluster.images`.
+``python3-kubernetes`` plus the provisioner module, built with :mod:`yuxi_k8s.cluster.oci`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from yuxi_k8s.cluster import images
+from yuxi_k8s.cluster import oci
 from yuxi_k8s.cluster.kind import REPOSITORY
 from yuxi_k8s.cluster.kind.nodeimage import tools_rootfs_layer
 from yuxi_k8s.cluster.local import addons, layout
@@ -30,15 +30,15 @@ VOLUMES = "/var/lib/yuxi-k8s/volumes"  # on the kind node
 LABELS = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "yuxi-k8s"}
 
 
-def provisioner_image() -> images.BuiltImage:
+def provisioner_image() -> oci.BuiltImage:
     """Debian python3 + python3-kubernetes and the provisioner module (cached)."""
     source = Path(__file__).resolve().parents[1] / "provisioner.py"
     with tempfile.TemporaryDirectory(prefix="yuxi-provisioner-") as tmp:
         root = Path(tmp)
         (root / "app").mkdir()
         shutil.copy2(source, root / "app" / "provisioner.py")
-        app = images.directory_layer(root)
-    return images.build_image(
+        app = oci.directory_layer(root)
+    return oci.build_image(
         f"{REPOSITORY}/{NAME}",
         [tools_rootfs_layer(), app],
         entrypoint=["python3", "/app/provisioner.py"],

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from yuxi_k8s import apt
-from yuxi_k8s.cluster import images, localimages
+from yuxi_k8s.cluster import oci, system_images
 from yuxi_k8s.cluster.kube import Kubectl, KubectlError, poll
 from yuxi_k8s.cluster.local import addons, host, layout, pki, processes
 from yuxi_k8s.paths import bin_dir
@@ -371,7 +371,7 @@ class LocalCluster:
         with step("cleaned state of any earlier run"):
             self._clean()
         with step("built or reused local images (pause, CoreDNS, busybox)"):
-            built = localimages.all_images()
+            built = system_images.all_images()
         with step("host set-up: sysctls, bridge, cgroups, certificates"):
             for d in (
                 layout.STATE,
@@ -405,7 +405,7 @@ class LocalCluster:
             self._start_apiserver(bins, certs)
             with step("  images imported into containerd"):
                 for image in built.values():
-                    images.load_into_containerd(image.archive, ctr=bins["ctr"])
+                    oci.load_into_containerd(image.archive, ctr=bins["ctr"])
             admin = pki.KeyPair(layout.PKI / "admin-client.crt", layout.PKI / "admin-client.key")
             wait_for(
                 "kube-apiserver /readyz",

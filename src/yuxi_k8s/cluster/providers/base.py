@@ -46,7 +46,7 @@ class ClusterProvider(ABC):
 
     @abstractmethod
     def load_image(self, archive: Path) -> None:
-        """Make an image archive (from yuxi_k8s.cluster.images) available to the cluster's nodes."""
+        """Make an image archive (from yuxi_k8s.cluster.oci) available to the cluster's nodes."""
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120

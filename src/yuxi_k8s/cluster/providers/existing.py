@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from yuxi_k8s.cluster import images
+from yuxi_k8s.cluster import oci
 from yuxi_k8s.cluster.kube import Kubectl
 from yuxi_k8s.cluster.local import layout
 from yuxi_k8s.cluster.providers.base import ClusterProvider, ProviderError
@@ -55,7 +55,7 @@ class ExistingProvider(ClusterProvider):
         if server == layout.API_SERVER and layout.CONTAINERD_SOCKET.exists():
             from yuxi_k8s.cluster.local.cluster import binary
 
-            images.load_into_containerd(archive, address=str(layout.CONTAINERD_SOCKET), ctr=binary("ctr"))
+            oci.load_into_containerd(archive, address=str(layout.CONTAINERD_SOCKET), ctr=binary("ctr"))
         elif context.startswith("kind-"):
             _load_into_kind(archive, context.removeprefix("kind-"))
         else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from yuxi_k8s.cluster import images
+from yuxi_k8s.cluster import oci
 from yuxi_k8s.cluster.local import layout
 from yuxi_k8s.cluster.local.cluster import ClusterError, LocalCluster
 from yuxi_k8s.cluster.providers.base import ClusterProvider, ProviderError
@@ -38,7 +38,7 @@ class LocalProvider(ClusterProvider):
         self.cluster.down()
 
     def load_image(self, archive: Path) -> None:
-        images.load_into_containerd(archive, address=str(layout.CONTAINERD_SOCKET), ctr=_ctr())
+        oci.load_into_containerd(archive, address=str(layout.CONTAINERD_SOCKET), ctr=_ctr())
 
 
 def _ctr() -> str:

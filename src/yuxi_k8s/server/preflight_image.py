@@ -11,10 +11,10 @@ for the test's client pods. Two layers:
    works as a non-root user (cached by the wheel and file hashes).
 
 The layers and the archive come from the cluster helper's generic builder
-(:mod:`yuxi_k8s.cluster.images`): an OCI image-layout tar that
+(:mod:`yuxi_k8s.cluster.oci`): an OCI image-layout tar that
 ``ctr -n k8s.io images import`` and ``kind load image-archive`` both accept.
 
-Run ``python -m yuxi_k8s.server.image`` to build it and print the archive path
+Run ``python -m yuxi_k8s.server.preflight_image`` to build it and print the archive path
 and image name.
 """
 
@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from yuxi_k8s.cluster import images
+from yuxi_k8s.cluster import oci
 from yuxi_k8s.paths import REPO_ROOT
 
 SUITE = "bookworm"
@@ -53,7 +53,7 @@ def _log(message: str) -> None:
 
 def build_rootfs() -> Path:
     """The Debian root filesystem (debootstrap, cached by suite + package list by the cluster helper)."""
-    return images.debootstrap_rootfs(SUITE, PACKAGES)
+    return oci.debootstrap_rootfs(SUITE, PACKAGES)
 
 
 def _app_tree(rootfs: Path, wheels: list[Path], stage: Path) -> None:
@@ -104,7 +104,7 @@ def _app_tree(rootfs: Path, wheels: list[Path], stage: Path) -> None:
     html = stage / "usr/share/nginx/html"
     html.mkdir(parents=True)
     shutil.copy(IMAGE_FILES / "index.html", html / "index.html")
-    passwd, group = images.passwd_with_extra_users(rootfs)
+    passwd, group = oci.passwd_with_extra_users(rootfs)
     (etc / "passwd").write_text(passwd)
     (etc / "group").write_text(group)
 
@@ -113,7 +113,7 @@ def _app_inputs_digest(wheels: list[Path], base_digest: str) -> str:
     digest = hashlib.sha256()
     digest.update(base_digest.encode())
     digest.update((REPO_ROOT / "constraints.txt").read_bytes())
-    digest.update(images.wheel_content_digest(wheels).encode())  # by content, not the zips' timestamps
+    digest.update(oci.wheel_content_digest(wheels).encode())  # by content, not the zips' timestamps
     for path in sorted(p for p in IMAGE_FILES.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         digest.update(str(path.relative_to(IMAGE_FILES)).encode())
         digest.update(path.read_bytes())
@@ -121,32 +121,32 @@ def _app_inputs_digest(wheels: list[Path], base_digest: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def build_runtime_image() -> images.BuiltImage:
+def build_runtime_image() -> oci.BuiltImage:
     """Build (or reuse) the runtime image archive; cached by the hash of every input."""
     rootfs = build_rootfs()
-    base_layer = images.rootfs_layer(rootfs)
+    base_layer = oci.rootfs_layer(rootfs)
     with tempfile.TemporaryDirectory(prefix="yuxi-image-") as tmpdir:
         work = Path(tmpdir)
-        wheels = images.kit_wheels(work)
+        wheels = oci.kit_wheels(work)
         key = _app_inputs_digest(wheels, base_layer.digest)
-        record = images.IMAGES_DIR / f"runtime-{key}.json"
+        record = oci.IMAGES_DIR / f"runtime-{key}.json"
         if record.exists():
             cached = json.loads(record.read_text())
             if Path(cached["archive"]).exists():
-                return images.BuiltImage(cached["name"], Path(cached["archive"]), cached.get("digest"))
+                return oci.BuiltImage(cached["name"], Path(cached["archive"]), cached.get("digest"))
         _log(f"building the runtime image (inputs {key})")
         stage = work / "stage"
         _app_tree(rootfs, wheels, stage)
-        built = images.build_image(
+        built = oci.build_image(
             IMAGE_REPOSITORY,
-            [base_layer, images.directory_layer(stage)],
+            [base_layer, oci.directory_layer(stage)],
             tag=key,
             cmd=["yuxi-k8s", "serve", "--host", "0.0.0.0", "--port", "5050"],
             env=["PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1", "LANG=C.UTF-8"],
             user="10001:10001",
         )
     # Keep one runtime archive (they are ~600 MB): drop those of older inputs.
-    for old in images.IMAGES_DIR.glob("runtime-*.json"):
+    for old in oci.IMAGES_DIR.glob("runtime-*.json"):
         if old != record:
             stale = Path(json.loads(old.read_text()).get("archive", ""))
             if stale != built.archive and stale.name.startswith(IMAGE_REPOSITORY.replace("/", "_")):

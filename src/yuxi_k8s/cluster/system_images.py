@@ -6,7 +6,7 @@
   links: ``sh``, ``wget``, ``nc``, ``nslookup``, ``httpd`` for the smoke tests.
 
 Each is FROM scratch, named ``localhost/yuxi-k8s/<name>:<hash of inputs>`` and
-cached by :mod:`yuxi_k8s.cluster.images`.
+cached by :mod:`yuxi_k8s.cluster.oci`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from yuxi_k8s.cluster import images
+from yuxi_k8s.cluster import oci
 from yuxi_k8s.pinned_tools import pinned_tool
 
 REPOSITORY = "localhost/yuxi-k8s"
@@ -56,11 +56,11 @@ BUSYBOX_APPLETS = (
 def _tool(name: str) -> Path:
     found = pinned_tool(name)
     if found is None:
-        raise images.ImageError(f"{name} is not built; run `scripts/tools.sh {name}` (or `make tools`)")
+        raise oci.ImageError(f"{name} is not built; run `scripts/tools.sh {name}` (or `make tools`)")
     return found.resolve()
 
 
-def pause_image() -> images.BuiltImage:
+def pause_image() -> oci.BuiltImage:
     """The sandbox image: the pause program compiled statically with gcc."""
     with tempfile.TemporaryDirectory(prefix="yuxi-pause-") as tmp:
         work = Path(tmp)
@@ -69,7 +69,7 @@ def pause_image() -> images.BuiltImage:
         root.mkdir()
         gcc = shutil.which("gcc")
         if gcc is None:
-            raise images.ImageError("compiling pause needs gcc (apt-get install gcc libc6-dev)")
+            raise oci.ImageError("compiling pause needs gcc (apt-get install gcc libc6-dev)")
         proc = subprocess.run(
             [gcc, "-Os", "-static", "-s", "-o", str(root / "pause"), str(work / "pause.c")],
             capture_output=True,
@@ -77,18 +77,18 @@ def pause_image() -> images.BuiltImage:
             check=False,
         )
         if proc.returncode != 0:
-            raise images.ImageError(f"compiling pause failed: {proc.stderr.strip()[-300:]}")
+            raise oci.ImageError(f"compiling pause failed: {proc.stderr.strip()[-300:]}")
         # gcc output is reproducible for the same source and compiler; the tag follows the layer.
-        return images.build_from_directory(
+        return oci.build_from_directory(
             root, f"{REPOSITORY}/pause", entrypoint=["/pause"], user="65535:65535"
         )
 
 
-def busybox_image() -> images.BuiltImage:
+def busybox_image() -> oci.BuiltImage:
     """Debian's static busybox with the applets the tests use, running as a non-root user."""
     busybox = Path("/bin/busybox")
     if not busybox.exists():
-        raise images.ImageError("busybox-static is not installed (apt-get install busybox-static)")
+        raise oci.ImageError("busybox-static is not installed (apt-get install busybox-static)")
     with tempfile.TemporaryDirectory(prefix="yuxi-busybox-") as tmp:
         root = Path(tmp)
         (root / "bin").mkdir()
@@ -100,16 +100,16 @@ def busybox_image() -> images.BuiltImage:
         (root / "etc" / "group").write_text("root:x:0:\nuser:x:65532:\n")
         (root / "tmp").mkdir(mode=0o1777)
         (root / "tmp").chmod(0o1777)
-        return images.build_from_directory(root, f"{REPOSITORY}/busybox", cmd=["/bin/sh"], user="65532:65532")
+        return oci.build_from_directory(root, f"{REPOSITORY}/busybox", cmd=["/bin/sh"], user="65532:65532")
 
 
-def coredns_image() -> images.BuiltImage:
+def coredns_image() -> oci.BuiltImage:
     """CoreDNS from the pinned build, nothing else in the image."""
     with tempfile.TemporaryDirectory(prefix="yuxi-coredns-") as tmp:
         root = Path(tmp)
         shutil.copy2(_tool("coredns"), root / "coredns")
-        return images.build_from_directory(root, f"{REPOSITORY}/coredns", entrypoint=["/coredns"])
+        return oci.build_from_directory(root, f"{REPOSITORY}/coredns", entrypoint=["/coredns"])
 
 
-def all_images() -> dict[str, images.BuiltImage]:
+def all_images() -> dict[str, oci.BuiltImage]:
     return {"pause": pause_image(), "coredns": coredns_image(), "busybox": busybox_image()}

@@ -8,20 +8,20 @@ inputs give the same digests and the cache key is the hash of the inputs.
 
 API::
 
-    from yuxi_k8s.cluster import images
+    from yuxi_k8s.cluster import oci
 
     # A FROM-scratch image from a directory (owned by root in the image):
-    img = images.build_from_directory(Path("stage"), "localhost/yuxi-k8s/busybox",
+    img = oci.build_from_directory(Path("stage"), "localhost/yuxi-k8s/busybox",
                                       entrypoint=["/bin/sh"], user="65532:65532")
     # A Debian root filesystem (cached per suite + package list), plus extra layers:
-    rootfs = images.debootstrap_rootfs("bookworm", ["python3", "ca-certificates"])
-    img = images.build_image("localhost/yuxi-k8s/py", [images.rootfs_layer(rootfs),
-                             images.directory_layer(Path("app"))], cmd=["python3"])
+    rootfs = oci.debootstrap_rootfs("bookworm", ["python3", "ca-certificates"])
+    img = oci.build_image("localhost/yuxi-k8s/py", [oci.rootfs_layer(rootfs),
+                             oci.directory_layer(Path("app"))], cmd=["python3"])
     img.name      # "localhost/yuxi-k8s/py:<16 hex of the inputs>" unless a tag was given
     img.archive   # Path of the cached archive under ~/.cache/yuxi-k8s/images/
 
-    images.load_into_containerd(img.archive)          # the local cluster's containerd
-    images.load_into_kind(img.archive, "yuxi-k8s")    # a kind cluster
+    oci.load_into_containerd(img.archive)          # the local cluster's containerd
+    oci.load_into_kind(img.archive, "yuxi-k8s")    # a kind cluster
 
 Everything lands under ``$YUXI_K8S_CACHE`` (default ``~/.cache/yuxi-k8s``),
 outside the clone, so a fresh clone on the same machine reuses it.
