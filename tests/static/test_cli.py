@@ -273,10 +273,15 @@ def test_module_entry_point_handles_ctrl_c_like_the_cli(tmp_path: Path) -> None:
             writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
             break
         except OSError as exc:
-            assert exc.errno == errno.ENXIO and time.monotonic() < deadline and proc.poll() is None
+            assert exc.errno == errno.ENXIO, exc
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                out, err = proc.communicate()
+                why = f"the validator never opened the FIFO (exit {proc.returncode}): {out}{err}"
+                raise AssertionError(why) from None
             time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
-    os.write(writer, (CLEAN / "app.yaml").read_bytes())
+    os.write(writer, (CLEAN / "app.yaml").read_bytes())  # release the read the interrupt waits behind
     os.close(writer)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
