@@ -145,3 +145,26 @@ def test_start_up_refuses_an_unready_store_and_another_version_with_one_line(
         "yuxi-k8s-app: Yuxi-Know 0.6.2 is not supported by this kit's database mode (supported: 0.6.1); "
         "deploy a supported image or use CONFIG_MODE=file"
     ), last
+
+
+def test_file_mode_starts_only_once_the_files_hold_the_stores_changes(
+    app_runner: AppRunner, kit_db: str, tmp_path: Path
+) -> None:
+    """A switch back to file mode applied all at once starts pods beside the migrate Job's export:
+    none may read saves/ before the export (it would serve, and save, the old settings)."""
+    from yuxi_k8s.transfer import service
+
+    saves = tmp_path / "saves"
+    (saves / "config").mkdir(parents=True)
+    with _store(kit_db) as store:
+        store.set("default_model", "standin/m")
+    env = app_env(kit_db, saves, CONFIG_MODE="file", YUXI_K8S_STORE_WAIT_SECONDS="0")
+    # Not the api: in file mode any other command runs unchanged once the check passes.
+    out = app_runner.run(["yuxi-k8s-app", "true"], env, timeout=180)
+    assert out.returncode == 78, out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("yuxi-k8s-app: file mode: the kit's store is at change "), last
+    assert "never exported" in last and "yuxi-k8s export-config --saves-dir" in last, last
+    service.export(saves, kit_db)
+    out = app_runner.run(["yuxi-k8s-app", "true"], env, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]

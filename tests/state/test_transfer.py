@@ -165,3 +165,30 @@ def test_a_malformed_file_stops_the_import_before_anything_is_written(db_url: st
     assert bad.returncode == 1
     assert f"{saves / CUSTOM}: invalid TOML: " in helpers.one_line_error(bad) and "(at line 1," in bad.stderr
     assert helpers.kit_rows(db_url) == rows
+
+
+def test_what_a_replica_starting_in_file_mode_would_miss(db_url: str, empty_db_url: str, saves: Path) -> None:
+    """The check yuxi-k8s-app makes before file mode: store changes after the last import/export."""
+    assert service.unsynced_changes(empty_db_url) is None  # no kit schema: file mode from the start
+    assert service.unsynced_changes(db_url) is None  # the schema, nothing stored
+    assert cli("migrate-config", url=db_url, saves=saves).returncode == 0
+    assert service.unsynced_changes(db_url) is None  # the files hold what was imported
+    with open_config(Settings(mode="database", database_url=db_url)) as cfg:
+        cfg.set("default_model", "edited/in-database-mode")
+    missing = service.unsynced_changes(db_url)
+    assert missing is not None and missing.last_sync is not None and missing.last_sync.direction == "import"
+    assert "files were last in sync at change" in missing.describe()
+    assert cli("export-config", url=db_url, saves=saves).returncode == 0
+    assert service.unsynced_changes(db_url) is None  # exported: a file-mode replica misses nothing
+    with open_config(Settings(mode="database", database_url=db_url)) as cfg:
+        cfg.delete("default_model")  # a deletion is a change too
+    missing = service.unsynced_changes(db_url)
+    assert missing is not None and missing.last_sync is not None and missing.last_sync.direction == "export"
+
+
+def test_a_store_never_exported_is_named_as_such(db_url: str) -> None:
+    with open_config(Settings(mode="database", database_url=db_url)) as cfg:
+        cfg.set("default_model", "set/in-database-mode")
+    missing = service.unsynced_changes(db_url)
+    assert missing is not None and missing.last_sync is None
+    assert missing.describe().endswith("was never exported to the files")

@@ -125,6 +125,38 @@ def read_sync(conn: psycopg.Connection[Any], digest: str | None = None) -> SyncP
     return None if row is None else SyncPoint(row[0], int(row[1]), row[2], row[3])
 
 
+@dataclass(frozen=True)
+class Unsynced:
+    """The store holds changes made after the settings files were last in sync with it."""
+
+    rev: int
+    last_sync: SyncPoint | None
+
+    def describe(self) -> str:
+        if self.last_sync is None:
+            return f"the kit's store is at change {self.rev} and was never exported to the files"
+        last = self.last_sync
+        return (
+            f"the kit's store is at change {self.rev}, the files were last in sync at change "
+            f"{last.rev} ({last.direction} at {last.synced_at:%Y-%m-%d %H:%M:%S %Z})"
+        )
+
+
+def unsynced_changes(url: str) -> Unsynced | None:
+    """What a replica starting in file mode would miss: changes to the store after the last import
+    or export; None when the files hold everything (or the kit's schema is not there at all)."""
+    with connect(url) as conn:
+        try:
+            if migrations.read_revision(conn) is None:
+                return None  # file mode from the start: no store to lose
+            rev, last = current_rev(conn), read_sync(conn)
+        except psycopg.Error as exc:
+            raise TransferError(f"database {describe_database_url(url)}: {error_line(exc)}") from None
+    if rev > (last.rev if last is not None else 0):
+        return Unsynced(rev, last)
+    return None
+
+
 def record_sync(conn: psycopg.Connection[Any], digest: str, rev: int, direction: str) -> None:
     conn.execute(
         f"INSERT INTO {SYNC_POINTS} (digest, rev, direction) VALUES (%s, %s, %s) "

@@ -6,9 +6,10 @@
 With ``CONFIG_MODE=database`` the application's settings are bound to the kit's
 store (and, for the api, tasks get owners) before the command runs in this
 process; uvicorn serves the app behind ``GET /api/system/ready``. With
-``CONFIG_MODE=file`` (or unset) nothing is patched: uvicorn serves the app
-behind the same readiness route (always ready: file mode has no store to lose)
-and any other command is executed unchanged. Either way an unsupported
+``CONFIG_MODE=file`` (or unset) nothing is patched: once the settings files hold
+every change of the kit's store (a switch back from database mode exports it
+first), uvicorn serves the app behind the same readiness route (always ready:
+file mode has no store to lose) and any other command is executed unchanged. Either way an unsupported
 application version stops here with one line (exit 78).
 """
 
@@ -19,7 +20,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from yuxi_k8s.state import StateError
+from yuxi_k8s.state import Settings, StateError
 
 EX_CONFIG = 78  # sysexits: configuration error
 ASGI_TARGET = "yuxi_k8s.app.integration.asgi:app"
@@ -73,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if program not in ("uvicorn", "arq"):
                 return _fail(f"database mode runs `uvicorn {APP_TARGET}` or `arq ...`, not `{program}`")
             active = runtime.start(with_tasks=program == "uvicorn")
+        else:
+            runtime.wait_for_exported_settings(Settings.from_env())
     except (runtime.IntegrationError, StateError, ValueError) as exc:
         return _fail(str(exc))
     if not database:

@@ -79,15 +79,18 @@ def _missing(obj: Any, names: tuple[str, ...]) -> list[str]:
 STORE_WAIT_ENV = "YUXI_K8S_STORE_WAIT_SECONDS"
 
 
+def _store_wait_s() -> float:
+    raw = os.environ.get(STORE_WAIT_ENV) or "120"
+    try:
+        return float(raw)
+    except ValueError:
+        raise IntegrationError(f"{STORE_WAIT_ENV} must be a number of seconds, not {raw!r}") from None
+
+
 def _open_store(settings: Settings) -> DistributedConfig:
     """Open the store, waiting (bounded) while the database is not up yet or the migrate Job has
     not brought the kit's schema to head: on a first deploy the api starts beside both."""
-    raw = os.environ.get(STORE_WAIT_ENV) or "120"
-    try:
-        wait_s = float(raw)
-    except ValueError:
-        raise IntegrationError(f"{STORE_WAIT_ENV} must be a number of seconds, not {raw!r}") from None
-    deadline = time.monotonic() + wait_s
+    deadline = time.monotonic() + _store_wait_s()
     while True:
         try:
             return open_config(settings)
@@ -96,6 +99,37 @@ def _open_store(settings: Settings) -> DistributedConfig:
                 raise
             log.warning("waiting for the kit's store (%s)", exc)
             time.sleep(2)
+
+
+def wait_for_exported_settings(settings: Settings) -> None:
+    """File mode after database mode: start the app only once its files hold every change of the
+    kit's store. Applied all at once, a switch to file mode starts new pods beside the migrate Job
+    that exports the store; a pod that read saves/ before the export would serve (and save) the old
+    settings. Waits as long as the store wait (bounded, logged), then stops with one line."""
+    if not settings.database_url:
+        return
+    from yuxi_k8s.transfer.service import TransferError, unsynced_changes
+
+    deadline = time.monotonic() + _store_wait_s()
+    while True:
+        try:
+            missing = unsynced_changes(settings.database_url)
+        except TransferError as exc:  # the database or the kit's schema not up yet
+            reason = str(exc)
+            if time.monotonic() >= deadline:
+                raise IntegrationError(f"file mode: is saves/ current? {reason}") from None
+        else:
+            if missing is None:
+                return
+            reason = missing.describe()
+            if time.monotonic() >= deadline:
+                raise IntegrationError(
+                    f"file mode: {reason}; export it first (`yuxi-k8s export-config --saves-dir "
+                    f"{settings.save_dir}`, what the migrate Job of components/file-mode does) or let "
+                    f"the files win (`yuxi-k8s migrate-config --force`)"
+                )
+        log.warning("file mode: waiting for the migrate Job to export the kit's store to saves/ (%s)", reason)
+        time.sleep(2)
 
 
 def start(*, with_tasks: bool) -> Runtime:
