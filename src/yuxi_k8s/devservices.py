@@ -154,7 +154,8 @@ class DevServices:
         with self._locked():
             root = self._pg_root()
             say("restarting PostgreSQL (fast)")
-            self._pg_ctl(root, "-l", str(root / "server.log"), "-m", "fast", "-w", "-t", "60", "restart")
+            log_file, port = str(root / "server.log"), f"-p {self.pg_port}"
+            self._pg_ctl(root, "-l", log_file, "-o", port, "-m", "fast", "-w", "-t", "60", "restart")
 
     def stop_redis(self) -> None:
         with self._locked():
@@ -348,7 +349,9 @@ class DevServices:
         root = self._pg_root()
         self._pg_init(root)
         self._clear_stale_postmaster_pid(root)
-        start = ("-l", str(root / "server.log"), "-w", "-t", "60", "start")
+        # The port on the command line, not only in postgresql.conf: a data directory made on another
+        # port (YUXI_PG_PORT changed since) still starts where this run looks for it.
+        start = ("-l", str(root / "server.log"), "-o", f"-p {self.pg_port}", "-w", "-t", "60", "start")
         if not self._pg_ready():
             say(f"starting PostgreSQL on {HOST}:{self.pg_port}")
             self._pg_ctl(root, *start)
