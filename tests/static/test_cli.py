@@ -266,6 +266,9 @@ def test_module_entry_point_handles_ctrl_c_like_the_cli(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as in a terminal: a run started in the background (`cmd &`, nohup) hands its
+        # children SIGINT ignored, and Python then never turns it into KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 30
     while True:  # a writer can open the FIFO only once the validator opened it to read
