@@ -26,9 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +35,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from yuxi_k8s import migrations  # noqa: E402
-from yuxi_k8s.app.localrun import AppRunner, Server, app_env, chroot_runner, host_runner  # noqa: E402
-from yuxi_k8s.state.db_backend import make_engine  # noqa: E402
-from yuxi_k8s.state.settings import libpq_url  # noqa: E402
+from yuxi_k8s.app.localrun import AppRunner, Server, app_env, chroot_runner, host_runner, kit_database  # noqa: E402
 
 ADMIN = {"user_id": "bench_admin", "password": "Bench-admin-pass-1"}
 CHANGES = int(os.environ.get("BENCH_CHANGES", "200"))
@@ -55,23 +49,6 @@ def runner() -> AppRunner:
     from yuxi_k8s.app import images, source
 
     return chroot_runner(images.api_tree(source.resolve()))
-
-
-@contextmanager
-def database(base_url: str) -> Iterator[str]:
-    name = f"yuxi_bench_{uuid.uuid4().hex[:8]}"
-    head = base_url.rpartition("/")[0]
-    with psycopg.connect(libpq_url(base_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{head}/{name}"
-    engine = make_engine(url)
-    migrations.upgrade(engine)
-    engine.dispose()
-    try:
-        yield url.replace("postgresql+psycopg://", "postgresql+asyncpg://", 1)
-    finally:
-        with psycopg.connect(libpq_url(base_url), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Pair:
@@ -240,7 +217,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-app-") as tmp:
         work = Path(tmp)
         # 1 + 2 with the kit
-        with database(base_url) as db:
+        with kit_database(base_url, prefix="yuxi_bench") as db:
             pair = Pair(app, db, work / "kit", kit=True)
             try:
                 a, b = pair.start("a"), pair.start("b")
@@ -256,7 +233,7 @@ def main() -> int:
             finally:
                 pair.close()
         # 1 + 2, the application alone (file mode, one shared saves/)
-        with database(base_url) as db:
+        with kit_database(base_url, prefix="yuxi_bench") as db:
             pair = Pair(app, db, work / "alone", kit=False)
             try:
                 a, b = pair.start("a"), pair.start("b")
@@ -269,9 +246,9 @@ def main() -> int:
             finally:
                 pair.close()
         # 3
-        with database(base_url) as db:
+        with kit_database(base_url, prefix="yuxi_bench") as db:
             results["kit_rolling_restart"] = rolling_restart(app, db, work / "roll-kit", kit_after=True)
-        with database(base_url) as db:
+        with kit_database(base_url, prefix="yuxi_bench") as db:
             results["alone_rolling_restart"] = rolling_restart(app, db, work / "roll-alone", kit_after=False)
 
     kp, ap = results["kit_propagation"], results["alone_propagation"]

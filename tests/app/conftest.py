@@ -8,20 +8,14 @@ database of this test with the kit's schema at head, as the migrate Job leaves i
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 from tests.app.replicas import Replica
 from tests.services_fixtures import LoopbackServices
 from tests.support import require
-from yuxi_k8s import migrations
-from yuxi_k8s.app.localrun import AppRunner, LocalRunError, chroot_runner, host_runner
-from yuxi_k8s.state.db_backend import make_engine
-from yuxi_k8s.state.settings import libpq_url
+from yuxi_k8s.app.localrun import AppRunner, LocalRunError, chroot_runner, host_runner, kit_database
 
 
 @pytest.fixture(scope="session")
@@ -44,26 +38,11 @@ def pg_base_url(loopback_services: LoopbackServices) -> str:
     return loopback_services.database_url
 
 
-def _admin(url: str) -> psycopg.Connection:
-    return psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=5)
-
-
 @pytest.fixture
 def kit_db(pg_base_url: str) -> Iterator[str]:
     """A fresh database with the kit's schema at head; its URL in the app's asyncpg form."""
-    name = f"yuxi_app_{uuid.uuid4().hex[:10]}"
-    head = pg_base_url.rpartition("/")[0]
-    with _admin(pg_base_url) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{head}/{name}"
-    engine = make_engine(url)
-    migrations.upgrade(engine)
-    engine.dispose()
-    try:
-        yield url.replace("postgresql+psycopg://", "postgresql+asyncpg://", 1)
-    finally:
-        with _admin(pg_base_url) as conn, contextlib.suppress(psycopg.Error):
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with kit_database(pg_base_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -18,11 +18,13 @@ folder) run the same commands directly; CI always uses the image tree.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +120,33 @@ def host_runner() -> AppRunner | None:
         raise LocalRunError(f"{PYTHON_ENV} is set: {APP_DIR_ENV} must name the app's backend folder")
     prefix = ("/usr/bin/env", "-C", app_dir)
     return AppRunner(prefix, python, app_dir, str(paths.repo_root() / "src"))
+
+
+@contextlib.contextmanager
+def kit_database(base_url: str, prefix: str = "yuxi_app") -> Iterator[str]:
+    """A fresh database beside *base_url*'s with the kit's schema at head, dropped afterwards;
+    its URL in the application's asyncpg form (what ``POSTGRES_URL`` holds in the pods)."""
+    import psycopg
+
+    from yuxi_k8s import migrations
+    from yuxi_k8s.state.db_backend import make_engine
+    from yuxi_k8s.state.settings import libpq_url
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(libpq_url(base_url), autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"{base_url.rpartition('/')[0]}/{name}"
+    engine = make_engine(url)
+    migrations.upgrade(engine)
+    engine.dispose()
+    try:
+        yield url.replace("postgresql+psycopg://", "postgresql+asyncpg://", 1)
+    finally:
+        with (
+            psycopg.connect(libpq_url(base_url), autocommit=True, connect_timeout=5) as conn,
+            contextlib.suppress(psycopg.Error),
+        ):
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def app_env(db_url: str, save_dir: Path, **extra: str) -> dict[str, str]:
