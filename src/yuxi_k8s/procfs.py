@@ -1,4 +1,5 @@
-"""What ``/proc`` says about processes (Linux): one answer to "is it still running?".
+"""What ``/proc`` says about processes (Linux): one answer to "is it still running?", and one way
+to stop a child process (:func:`stop_child`).
 
 A pid file outlives its process, and pids get reused, so "the process exists" is not enough:
 :func:`alive` also refuses zombies (PID 1 in a container may never reap them) and, given a
@@ -9,7 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
 from pathlib import Path
+from typing import Any
 
 _STAT = re.compile(r"^\d+ \((?P<comm>.*)\) (?P<state>\S)", re.DOTALL)
 
@@ -86,3 +90,15 @@ def listening_pids(port: int) -> set[int]:
             except OSError:
                 continue
     return found
+
+
+def stop_child(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
+    """SIGTERM a child still running, wait up to *timeout* seconds, then SIGKILL; reaped either way."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -29,7 +29,7 @@ import httpx
 import pytest
 from tests.support import require
 
-from yuxi_k8s import apt
+from yuxi_k8s import apt, procfs
 from yuxi_k8s.app import images, registry, rootfs, source
 from yuxi_k8s.cli import main
 from yuxi_k8s.cluster.oci import DEFAULT_PATH, BuiltImage
@@ -120,13 +120,7 @@ def background() -> Iterator[Servers]:
     procs = Servers()
     yield procs
     for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        procfs.stop_child(proc)
 
 
 def wait_http(url: str, timeout: float = 60) -> httpx.Response:

@@ -40,6 +40,21 @@ def test_exited_and_zombie_processes_are_not_alive() -> None:
         zombie.wait()
 
 
+def test_stop_child_terms_then_kills() -> None:
+    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    procfs.stop_child(polite)
+    assert polite.returncode == -15  # SIGTERM was enough
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+         "print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert stubborn.stdout is not None and stubborn.stdout.readline() == "ready\n"
+    procfs.stop_child(stubborn, timeout=0.5)
+    assert stubborn.returncode == -9  # ignored SIGTERM: killed after the timeout
+    procfs.stop_child(stubborn)  # already ended: nothing to do
+
+
 def test_argv0_cwd_and_listening_pids(tmp_path: Path) -> None:
     code = "import time; print('ready', flush=True); time.sleep(60)"
     child = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE, text=True)

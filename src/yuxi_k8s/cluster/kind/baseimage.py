@@ -30,13 +30,12 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from yuxi_k8s import paths
+from yuxi_k8s import paths, procfs
 from yuxi_k8s.cluster import oci, system_images
 from yuxi_k8s.cluster.kind import REPOSITORY, config, pinned
 from yuxi_k8s.pinned_tools import pinned_tool
@@ -317,10 +316,5 @@ def _preload(tree: Path, containerd: dict[str, Path], preload: dict[str, oci.Bui
                 if out.returncode != 0:
                     raise BaseImageError(f"preloading {image.name}: {out.stderr.strip()[-300:]}")
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            procfs.stop_child(proc)
             log.close()
