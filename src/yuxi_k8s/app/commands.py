@@ -22,7 +22,9 @@ def _load(archive: Path, target: str) -> None:
     if target == "containerd":
         oci.load_into_containerd(archive)
     elif target.startswith("kind:") and target[5:]:
-        oci.load_into_kind(archive, target[5:])
+        from yuxi_k8s.cluster.kind.engine import running_env
+
+        oci.load_into_kind(archive, target[5:], env=running_env())
     elif target in ("docker", "podman"):
         if shutil.which(target) is None:
             raise oci.ImageError(f"--load {target}: no {target} on PATH")

@@ -39,7 +39,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -420,14 +420,18 @@ def load_into_containerd(archive: Path, *, address: str = CONTAINERD_SOCKET, ctr
     _run([*base, "images", "import", str(archive)], f"import {archive.name} into containerd at {address}")
 
 
-def load_into_kind(archive: Path, cluster: str, *, kind: str = "kind") -> None:
-    """Load *archive* onto every node of the kind cluster *cluster*."""
-    _run([kind, "load", "image-archive", str(archive), "--name", cluster], f"kind load {archive.name}")
+def load_into_kind(
+    archive: Path, cluster: str, *, kind: str = "kind", env: Mapping[str, str] | None = None
+) -> None:
+    """Load *archive* onto every node of the kind cluster *cluster*; *env* names the engine that
+    runs it (``DOCKER_HOST``), e.g. :meth:`yuxi_k8s.cluster.kind.engine.DockerEngine.env`."""
+    _run([kind, "load", "image-archive", str(archive), "--name", cluster], f"kind load {archive.name}", env)
 
 
-def _run(cmd: Sequence[str], what: str) -> None:
+def _run(cmd: Sequence[str], what: str, env: Mapping[str, str] | None = None) -> None:
     with tempfile.TemporaryFile() as out:
-        proc = subprocess.run(list(cmd), stdout=out, stderr=subprocess.STDOUT, check=False)
+        environment = None if env is None else dict(env)
+        proc = subprocess.run(list(cmd), stdout=out, stderr=subprocess.STDOUT, check=False, env=environment)
         if proc.returncode != 0:
             out.seek(0)
             tail = out.read().decode(errors="replace").strip().splitlines()[-5:]

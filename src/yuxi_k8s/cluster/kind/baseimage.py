@@ -164,10 +164,11 @@ def _log(message: str) -> None:
     print(f"==> kind base image: {message}", flush=True)
 
 
-def build() -> oci.BuiltImage:
-    """The base image archive (cached); builds what is missing."""
+def build(preload: dict[str, oci.BuiltImage] | None = None) -> oci.BuiltImage:
+    """The base image archive (cached); builds what is missing. *preload*: the images its
+    containerd carries, when the caller already has them (:func:`preloaded_images`)."""
     kind_files = kind_source() / "images" / "base" / "files"
-    preload = preloaded_images()
+    preload = preload if preload is not None else preloaded_images()
     containerd = {n: _tool(n) for n in CONTAINERD_BINARIES}
     key = _digest(
         SUITE, *PACKAGES, _files_digest(kind_files), CTR_WRAPPER, json.dumps(cni_config()),

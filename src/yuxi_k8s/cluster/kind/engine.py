@@ -33,7 +33,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from yuxi_k8s import apt, paths
+from yuxi_k8s import apt, paths, procfs
 from yuxi_k8s.cluster.kind import vmshims
 
 RUNTIME = Path("/run/yuxi-k8s-docker")
@@ -216,13 +216,12 @@ def _docker_info(env: dict[str, str], timeout: float = 20) -> bool:
         return False
 
 
-def _pid_alive(pid: int) -> bool:
-    """The process exists and is not a zombie (a dockerd this process started stays one until reaped)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+def running_env() -> dict[str, str]:
+    """The environment that reaches the engine running now: the user's Docker as configured, or the
+    kit's own dockerd (its socket is not the default one). For ``kind`` and ``docker`` commands."""
+    engine = DockerEngine()
+    engine.available()  # notes when the running engine is the kit's
+    return engine.env()
 
 
 def _read_pid() -> int | None:
@@ -264,17 +263,17 @@ class DockerEngine:
 
     def _ours_running(self) -> bool:
         pid = _read_pid()
-        if pid is None or not _pid_alive(pid) or not SOCKET.exists():
+        if pid is None or not procfs.alive(pid) or not SOCKET.exists():
             return False
         self.own = True
         return _docker_info(self.env(), timeout=10)
 
     def start(self) -> None:
         """Make an engine answer; start ours only when there is no other."""
-        if _docker_info(dict(os.environ), timeout=10):
-            return  # the user's engine: used as it is, never stopped here
-        if self._ours_running():
-            return  # an earlier run's (kept with --keep-cluster): reused, not ours to stop
+        if self.available():
+            # the user's engine (used as it is, never stopped here), or an earlier run's kept
+            # with --keep-cluster (reused, not ours to stop)
+            return
         if platform.system() != "Linux" or os.geteuid() != 0:
             raise EngineError(
                 "no Docker engine answers `docker info`: start Docker (or Podman's docker socket); "
@@ -351,12 +350,12 @@ class DockerEngine:
                 if net not in ("bridge", "host", "none"):
                     self.docker("network", "rm", net, check=False)
         pid = _read_pid()
-        if pid is not None and _pid_alive(pid):
+        if pid is not None and procfs.alive(pid):
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + 30
-            while _pid_alive(pid) and time.monotonic() < deadline:
+            while procfs.alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            if _pid_alive(pid):
+            if procfs.alive(pid):
                 os.kill(pid, signal.SIGKILL)
         if self._proc is not None:
             self._proc.wait(timeout=10)  # reap it

@@ -132,8 +132,8 @@ def ensure(engine: DockerEngine, kind: str) -> NodeImage:
     if not version:
         raise NodeImageError("KUBERNETES_VERSION is missing from tools/versions.env")
     t0 = time.monotonic()
-    base = baseimage.build()
     preload = baseimage.preloaded_images()
+    base = baseimage.build(preload)
     offline = OfflineImages(
         etcd_tag=preload["etcd"].name.rsplit(":", 1)[1],
         coredns_tag=preload["coredns"].name.rsplit(":", 1)[1],

@@ -22,7 +22,6 @@ distribution has, so it lives with the cluster config (``yuxi_k8s.cluster.kind.c
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -163,14 +162,3 @@ def daemon_config(shim_dir: Path, status: str | None = None) -> dict[str, object
     runc = shutil.which("runc") or "/usr/sbin/runc"
     shim = write_runtime_shim(shim_dir / "runc-dropcaps", runc, drop)
     return {"runtimes": {RUNTIME_NAME: {"path": str(shim)}}, "default-runtime": RUNTIME_NAME}
-
-
-def describe(status: str | None = None) -> str:
-    """One line for logs: which shims this host gets."""
-    drop = missing_capabilities(status)
-    if not drop:
-        return "no VM shims needed (full capability bounding set)"
-    return (
-        f"VM shims on: runtime {RUNTIME_NAME} drops {', '.join(drop)}; "
-        f"restrict_oom_score_adj={json.dumps(restrict_oom_score_adj(status))}"
-    )

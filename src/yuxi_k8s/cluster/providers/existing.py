@@ -8,7 +8,6 @@ kind cluster (context ``kind-<name>``); other clusters need a registry.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import yaml
@@ -66,17 +65,11 @@ class ExistingProvider(ClusterProvider):
 
 
 def _load_into_kind(archive: Path, cluster: str) -> None:
-    """``kind load image-archive`` on the engine that runs the cluster: the user's Docker, or the
-    kit's own dockerd (yuxi_k8s.cluster.kind.engine), whose socket is not the default one."""
-    from yuxi_k8s.cluster.kind.engine import DockerEngine
+    """``kind load image-archive`` on the engine that runs the cluster (the user's or the kit's)."""
+    from yuxi_k8s.cluster.kind.engine import running_env
     from yuxi_k8s.pinned_tools import pinned_tool
 
-    engine = DockerEngine()
-    engine.available()  # sets the environment to the kit's dockerd when that is the one running
-    kind = str(pinned_tool("kind") or "kind")
-    proc = subprocess.run(
-        [kind, "load", "image-archive", str(archive), "--name", cluster],
-        capture_output=True, text=True, env=engine.env(), check=False, timeout=1800,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        raise ProviderError(f"kind load {archive.name} into {cluster}: {proc.stderr.strip()[-400:]}")
+    try:
+        oci.load_into_kind(archive, cluster, kind=str(pinned_tool("kind") or "kind"), env=running_env())
+    except oci.ImageError as exc:
+        raise ProviderError(f"{exc} (into {cluster})") from None

@@ -35,7 +35,7 @@ from yuxi_k8s import paths
 from yuxi_k8s.cluster.kind import pinned, storage
 from yuxi_k8s.cluster.kind.config import ClusterConfig, OfflineImages
 from yuxi_k8s.cluster.kind.engine import DockerEngine, EngineError, ensure_packages
-from yuxi_k8s.cluster.kube import poll
+from yuxi_k8s.cluster.kube import Kubectl, poll
 from yuxi_k8s.cluster.local.addons import COREFILE
 from yuxi_k8s.cluster.providers.base import ClusterProvider, ProviderError
 from yuxi_k8s.pinned_tools import pinned_tool
@@ -99,12 +99,9 @@ class KindProvider(ClusterProvider):
         if not engine.available():
             return False
         try:
-            for args in (("image", "inspect", NODE_IMAGE), ("pull", NODE_IMAGE)):
-                if engine.docker(*args, check=False, timeout=300).returncode == 0:
-                    return True
+            return _has_or_pulls(engine, NODE_IMAGE, timeout=300)
         except subprocess.TimeoutExpired:
             return False
-        return False
 
     def _run(self, *args: str, timeout: float = 600) -> str:
         proc = subprocess.run(
@@ -182,9 +179,8 @@ class KindProvider(ClusterProvider):
         if os.environ.get("YUXI_K8S_KIND_IMAGE"):
             return NODE_IMAGE, None
         if NODE_IMAGE and not LOCAL_NODE:
-            for args in (("image", "inspect", NODE_IMAGE), ("pull", NODE_IMAGE)):
-                if self.engine.docker(*args, check=False, timeout=600).returncode == 0:
-                    return NODE_IMAGE, None
+            if _has_or_pulls(self.engine, NODE_IMAGE, timeout=600):
+                return NODE_IMAGE, None
             print(f"==> kind: {NODE_IMAGE} cannot be pulled; building a node image here", flush=True)
         from yuxi_k8s.cluster.kind import nodeimage
 
@@ -201,7 +197,7 @@ class KindProvider(ClusterProvider):
         self.kubectl("label", "node", node, f"{OFFLINE_LABEL}={'local' if self.offline else 'official'}")
         provisioner = storage.provisioner_image()
         self.load_image(provisioner.archive)
-        self.kubectl("apply", "-f", "-", input=_yaml(storage.manifests(provisioner.name)))
+        Kubectl(self.kubeconfig).apply(storage.manifests(provisioner.name))
         if self.offline:
             # kind applied its local-path provisioner, whose image cannot be had here.
             self.kubectl("delete", "namespace", "local-path-storage", "--wait=false", check=False)
@@ -272,7 +268,9 @@ class KindProvider(ClusterProvider):
         return None
 
 
-def _yaml(objects: list[dict[str, object]]) -> str:
-    import yaml
-
-    return yaml.safe_dump_all(objects, sort_keys=False)
+def _has_or_pulls(engine: DockerEngine, image: str, timeout: float) -> bool:
+    """*image* is in *engine*, or *engine* pulls it."""
+    return any(
+        engine.docker(*args, check=False, timeout=timeout).returncode == 0
+        for args in (("image", "inspect", image), ("pull", image))
+    )
