@@ -9,13 +9,24 @@ database of this test with the kit's schema at head, as the migrate Job leaves i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.app.http import StartServer
 from tests.app.replicas import Replica
 from tests.services_fixtures import LoopbackServices
 from tests.support import require
-from yuxi_k8s.app.localrun import AppRunner, LocalRunError, chroot_runner, host_runner, kit_database
+from yuxi_k8s.app.localdeps import MinioEndpoint
+from yuxi_k8s.app.localrun import (
+    AppRunner,
+    LocalRunError,
+    Server,
+    app_env,
+    chroot_runner,
+    host_runner,
+    kit_database,
+)
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +63,35 @@ def replicas(app_runner: AppRunner, kit_db: str, tmp_path: object) -> Iterator[l
     yield started
     for replica in started:
         replica.stop()
+
+
+@pytest.fixture
+def servers(app_runner: AppRunner, kit_db: str, tmp_path: Path) -> Iterator[StartServer]:
+    """Start replicas of the real API (uvicorn) on loopback sharing this test's database and
+    saves/: ``start(name, kit=True, **env)``; all are stopped (SIGTERM) afterwards."""
+    started: list[Server] = []
+
+    def start(name: str, *, kit: bool = True, **env: str) -> Server:
+        saves = tmp_path / "saves"
+        saves.mkdir(exist_ok=True)
+        server = Server(app_runner, app_env(kit_db, saves, **env), tmp_path / f"{name}.log", kit=kit)
+        started.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in started:
+        server.terminate()
+
+
+@pytest.fixture(scope="session")
+def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioEndpoint]:
+    """MinIO on loopback (the pinned binary the kit's MinIO image carries), for the app's objects."""
+    from yuxi_k8s.app.localdeps import minio_server
+
+    folder = tmp_path_factory.mktemp("minio")
+    try:
+        with minio_server(folder / "data", folder / "minio.log") as endpoint:
+            yield endpoint
+    except LocalRunError as exc:
+        require(False, str(exc))

@@ -225,7 +225,7 @@ def _try_set(cfg: DistributedConfig, key: str, value: str) -> bool:
 def test_open_fails_closed(empty_db_url: str, tmp_path: Path) -> None:
     # No schema yet: one line that says what to run.
     with pytest.raises(
-        SchemaError, match=r"is at nothing, this version needs 0005: run `yuxi-k8s db upgrade`"
+        SchemaError, match=r"is at nothing, this version needs 0006: run `yuxi-k8s db upgrade`"
     ):
         open_config(Settings(mode="database", database_url=empty_db_url))
     # Nobody listening: StateUnavailableError naming host:port/db, within the connect timeout.

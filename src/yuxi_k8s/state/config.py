@@ -163,6 +163,11 @@ class DistributedConfig(abc.ABC):
         """How long the oldest change not yet delivered to every subscriber has waited."""
         return self._dispatcher.lag_s
 
+    def catch_up(self) -> bool:
+        """Make what this object holds include every change committed before the call; True if
+        it had to reload. A store that reads its source on every call has nothing to catch up."""
+        return False
+
     # --- config keys --------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         found = self.get_versioned(key)

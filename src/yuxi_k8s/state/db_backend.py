@@ -135,6 +135,7 @@ class DatabaseConfig(DistributedConfig):
         self._last_alive: float | None = None  # monotonic time of the last proof the feed is alive
         self._listener_error: str | None = "not loaded yet"
         self._listener: threading.Thread | None = None
+        self._seen_seq = 0  # the change counter when the cache was last reloaded by catch_up()
         self._check_schema()
         if start_listener:
             self._listener = threading.Thread(
@@ -348,6 +349,23 @@ class DatabaseConfig(DistributedConfig):
     def healthy(self) -> bool:
         alive = self._last_alive
         return alive is not None and time.monotonic() - alive <= 2.5 * self.settings.heartbeat_s
+
+    def catch_up(self) -> bool:
+        """Read your writes across replicas: make the cache hold every change committed before
+        this call started, without waiting for the change feed (one round trip when nothing is
+        new; a reload when the database's change counter moved past what this cache has seen).
+        Returns whether the cache was reloaded."""
+        with self._tx() as conn:
+            last = int(conn.execute(text(f"SELECT last_value FROM {CHANGE_SEQUENCE}")).scalar_one())
+        if last <= self._seen_seq:
+            return False
+        try:
+            with psycopg.connect(libpq_url(self.url), autocommit=True, **KEEPALIVES) as conn:  # type: ignore[arg-type]
+                self._reload(conn)
+        except psycopg.Error as exc:
+            raise unavailable(self.url, exc) from None
+        self._seen_seq = max(self._seen_seq, last)
+        return True
 
     def wait_fresh(self, timeout: float = 10.0) -> bool:
         """Wait until the change feed is connected, proven alive and the cache loaded."""

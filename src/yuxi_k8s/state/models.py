@@ -115,6 +115,21 @@ class TaskOwner(Base):
     claimed_at: Mapped[datetime] = _now()
 
 
+class KnowledgeFileClaim(Base):
+    """Which replica is parsing or indexing a file of the application's ``knowledge_files`` (by its
+    id, no foreign key): another replica leaves the file's intermediate status alone while the
+    claimant's lease lives."""
+
+    __tablename__ = "kb_processing"
+    file_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    replica_id: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    claimed_at: Mapped[datetime] = _now()
+
+
+# Advanced after every write to the application's knowledge-base tables (yuxi_k8s.app.integration.knowledge).
+KB_CHANGE_SEQUENCE = f"{SCHEMA}.kb_change_seq"
+
+
 def table_names() -> list[str]:
     """Every table the kit creates (without the schema), for the name guard."""
     return sorted(t.name for t in metadata.sorted_tables)

@@ -9,4 +9,20 @@ Only the versions in :data:`SUPPORTED_VERSIONS` are patched; any other is
 refused at start-up, before anything is changed.
 """
 
+import os
+
+from yuxi_k8s.state.errors import StateError
+
 SUPPORTED_VERSIONS = ("0.6.1",)
+
+
+def env_seconds(env: str, default: float) -> float:
+    """A positive number of seconds from the environment variable *env* (one line if it is not)."""
+    raw = os.environ.get(env) or str(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise StateError(f"{env} must be a number of seconds, not {raw!r}") from None
+    if value <= 0:
+        raise StateError(f"{env} must be positive")
+    return value

@@ -13,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from yuxi_k8s.app.integration import runtime
+from yuxi_k8s.state import StateError
+
+log = logging.getLogger("yuxi_k8s.app")
 
 READY_PATH = "/api/system/ready"
 TEST_HOOKS_ENV = "YUXI_K8S_TEST_HOOKS"
@@ -50,6 +54,8 @@ class WithReadiness:
             )
             await send({"type": "http.response.body", "body": body if scope["method"] == "GET" else b""})
             return
+        if scope["type"] == "http" and runtime.ACTIVE is not None:
+            await catch_up(runtime.ACTIVE)
         await self.inner(scope, receive, send)
 
     @staticmethod
@@ -65,6 +71,16 @@ class WithReadiness:
             await send(message)
 
         return forward
+
+
+async def catch_up(active: runtime.Runtime) -> None:
+    """Read your writes across replicas: a request that starts after another replica acknowledged
+    a settings save sees it (one query when nothing changed). Unreachable store: the request goes
+    on with what this replica holds, and readiness reports the store."""
+    try:
+        await asyncio.to_thread(active.catch_up)
+    except StateError as exc:
+        log.warning("could not catch up with the settings store: %s", exc)
 
 
 def build() -> WithReadiness:

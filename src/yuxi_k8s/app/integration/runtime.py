@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from yuxi_k8s.app.integration import SUPPORTED_VERSIONS
+from yuxi_k8s.app.integration import SUPPORTED_VERSIONS, knowledge
 from yuxi_k8s.app.integration.settings_binding import REQUIRED_CONFIG_ATTRIBUTES, SettingsBinding
 from yuxi_k8s.app.integration.tasks import REQUIRED_TASKER_ATTRIBUTES, ReplicaLease
 from yuxi_k8s.state import DistributedConfig, SchemaError, Settings, StateUnavailableError, open_config
@@ -35,6 +35,12 @@ class Runtime:
     store: DistributedConfig
     binding: SettingsBinding
     lease: ReplicaLease | None
+    knowledge: knowledge.KnowledgeBinding | None = None
+
+    def catch_up(self) -> None:
+        """Before a request: settings another replica acknowledged are applied here first."""
+        if self.store.catch_up():
+            self.binding.apply()
 
     def close(self) -> None:
         """Idempotent: the ASGI lifespan and the entry point may both call it."""
@@ -44,6 +50,8 @@ class Runtime:
         ACTIVE = None
         log.info("database mode off: releasing the replica lease and the store")
         self.binding.stop()
+        if self.knowledge is not None:
+            self.knowledge.stop()
         if self.lease is not None:
             self.lease.stop()
         self.store.close()
@@ -132,6 +140,56 @@ def wait_for_exported_settings(settings: Settings) -> None:
         time.sleep(2)
 
 
+def _knowledge_modules() -> dict[str, Any]:
+    """The application's knowledge-base modules (importing them is what the app itself does)."""
+    names = {
+        "base": "yuxi.knowledge.base",
+        "manager": "yuxi.knowledge.manager",
+        "package": "yuxi.knowledge",
+        "utils": "yuxi.knowledge.utils",
+        "KnowledgeBaseRepository": "yuxi.repositories.knowledge_base_repository",
+        "KnowledgeFileRepository": "yuxi.repositories.knowledge_file_repository",
+        "EvaluationRepository": "yuxi.repositories.evaluation_repository",
+    }
+    return {key: importlib.import_module(name) for key, name in names.items()}
+
+
+def _missing_knowledge(modules: dict[str, Any]) -> list[str]:
+    missing = [
+        f"KnowledgeBase.{n}"
+        for n in _missing(modules["base"].KnowledgeBase, knowledge.REQUIRED_KB_ATTRIBUTES)
+    ]
+    manager_cls = modules["manager"].KnowledgeBaseManager
+    missing += [
+        f"KnowledgeBaseManager.{n}"
+        for n in _missing(manager_cls, knowledge.REQUIRED_MANAGER_ATTRIBUTES)
+        if n != "kb_instances"  # an instance attribute: checked on the app's one manager below
+    ]
+    if not hasattr(modules["package"], "knowledge_base"):
+        missing.append("yuxi.knowledge.knowledge_base")
+    if not hasattr(modules["utils"], "sanitize_processing_params"):
+        missing.append("yuxi.knowledge.utils.sanitize_processing_params")
+    for cls_name, attributes in knowledge.REQUIRED_REPOSITORY_ATTRIBUTES.items():
+        cls = getattr(modules[cls_name], cls_name, None)
+        missing += [f"{cls_name}.{n}" for n in (attributes if cls is None else _missing(cls, attributes))]
+    return missing
+
+
+def _bind_knowledge(modules: dict[str, Any], coherence: knowledge.Coherence) -> knowledge.KnowledgeBinding:
+    binding = knowledge.KnowledgeBinding(
+        coherence,
+        kb_cls=modules["base"].KnowledgeBase,
+        manager_cls=modules["manager"].KnowledgeBaseManager,
+        manager=modules["package"].knowledge_base,
+        repositories={
+            name: getattr(modules[name], name) for name in knowledge.REQUIRED_REPOSITORY_ATTRIBUTES
+        },
+        sanitize_params=modules["utils"].sanitize_processing_params,
+    )
+    binding.install()
+    return binding
+
+
 def start(*, with_tasks: bool) -> Runtime:
     """Guard, open the store, bind the app's Config (and the Tasker for the api). Idempotent."""
     global ACTIVE
@@ -147,9 +205,11 @@ def start(*, with_tasks: bool) -> Runtime:
     except ValueError as exc:  # e.g. "No model provider available": the app refuses to start
         raise IntegrationError(f"the application refused to start: {exc}") from None
     task_service = importlib.import_module("yuxi.services.task_service") if with_tasks else None
+    kb_modules = _knowledge_modules()
     missing = _missing(app_config.Config, REQUIRED_CONFIG_ATTRIBUTES)
     if task_service is not None:
         missing += [f"Tasker.{n}" for n in _missing(task_service.tasker, REQUIRED_TASKER_ATTRIBUTES)]
+    missing += _missing_knowledge(kb_modules)
     if missing:
         raise IntegrationError(f"Yuxi-Know {version} lacks what database mode patches: {', '.join(missing)}")
     store = _open_store(settings)
@@ -164,10 +224,12 @@ def start(*, with_tasks: bool) -> Runtime:
             lease = ReplicaLease(store.engine)  # type: ignore[attr-defined]
             lease.start()
             tasks.install(task_service.Tasker, task_service.Task, lease)
+        replica_id = lease.replica_id if lease is not None else f"{os.uname().nodename}-{os.getpid()}"
+        kb_binding = _bind_knowledge(kb_modules, knowledge.Coherence(store.engine, replica_id))  # type: ignore[attr-defined]
     except Exception:
         store.close()
         raise
-    ACTIVE = Runtime(settings, store, binding, lease)
+    ACTIVE = Runtime(settings, store, binding, lease, kb_binding)
     log.info("database mode on: Yuxi-Know %s settings bound to the kit's store", version)
     return ACTIVE
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import threading
 import time
@@ -35,7 +34,8 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from yuxi_k8s.state.errors import StateError, error_line
+from yuxi_k8s.app.integration import env_seconds
+from yuxi_k8s.state.errors import error_line
 from yuxi_k8s.state.models import SCHEMA
 
 log = logging.getLogger("yuxi_k8s.app.tasks")
@@ -54,23 +54,12 @@ REQUIRED_TASKER_ATTRIBUTES = (
 )
 
 
-def _seconds(env: str, default: float) -> float:
-    raw = os.environ.get(env) or str(default)
-    try:
-        value = float(raw)
-    except ValueError:
-        raise StateError(f"{env} must be a number of seconds, not {raw!r}") from None
-    if value <= 0:
-        raise StateError(f"{env} must be positive")
-    return value
-
-
 class ReplicaLease:
     """This process's row in ``yuxi_k8s.replicas``, renewed by a thread while it lives."""
 
     def __init__(self, engine: Engine, *, lease_s: float | None = None) -> None:
         self.engine = engine
-        self.lease_s = lease_s if lease_s is not None else _seconds(LEASE_ENV, 30.0)
+        self.lease_s = lease_s if lease_s is not None else env_seconds(LEASE_ENV, 30.0)
         self.hostname = socket.gethostname()
         self.replica_id = f"{self.hostname}-{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
@@ -158,7 +147,7 @@ class _RepoWithout:
 
 def install(tasker_cls: Any, task_cls: Any, lease: ReplicaLease, *, drain_s: float | None = None) -> None:
     """Patch the app's Tasker class (its one instance serves the api)."""
-    drain = drain_s if drain_s is not None else _seconds(DRAIN_ENV, 60.0)
+    drain = drain_s if drain_s is not None else env_seconds(DRAIN_ENV, 60.0)
     original_load: Callable[..., Any] = tasker_cls._load_state
     original_persist: Callable[..., Any] = tasker_cls._persist_task
     original_shutdown: Callable[..., Any] = tasker_cls.shutdown
