@@ -23,6 +23,23 @@
 - ``GET /stats``: how many of each were served (a test proves the app called it).
 
 It ignores every other parameter.
+
+Pointing Yuxi-Know v0.6.1 at it (facts of that version):
+
+- chat, and LightRAG's LLM: a custom provider whose ``base_url`` is this server's ``/v1``;
+  a LightRAG knowledge base uses its ``llm_info`` (``{"provider": ..., "model_name": ...}``
+  at creation), else the ``default_model`` setting;
+- embeddings and rerank: the app's catalogue is fixed in its code (no setting or variable
+  changes a model's URL). Its ``vllm/...`` entries call ``http://localhost:8000/v1/...``
+  (``vllm/Qwen/Qwen3-Embedding-0.6B``, 1024; ``vllm/BAAI/bge-reranker-v2-m3``), so this
+  server as a sidecar of the api and worker pods (``--host 127.0.0.1 --port 8000``) serves
+  them. With ``RUNNING_IN_DOCKER=true`` the Milvus path and the reranker turn ``localhost``
+  into ``host.docker.internal`` but LightRAG's embedding path does not: map that name to
+  127.0.0.1 (``hostAliases``). The ``ollama/...`` entries cannot serve LightRAG (its
+  ``ollama_embed`` needs the ``ollama`` package, which the app's lock lacks);
+- LightRAG counts tokens with tiktoken, which downloads its encodings on first use: set
+  ``TIKTOKEN_CACHE_DIR`` to llama-index-core's copy in the app's venv
+  (``.../site-packages/llama_index/core/_static/tiktoken_cache``: cl100k_base, o200k_base).
 """
 
 from __future__ import annotations
