@@ -108,7 +108,8 @@ def kit_env() -> dict[str, KitVariable]:
 
 
 def supported_versions() -> list[str]:
-    return sorted(p.stem for p in CONTRACTS.glob("*.yaml"))
+    # Beside each contract lies its per-process state table (<version>-process-state.yaml).
+    return sorted(p.stem for p in CONTRACTS.glob("*.yaml") if not p.stem.endswith("-process-state"))
 
 
 def _mapping(doc: dict[str, Any], key: str, where: str) -> dict[str, Any]:
