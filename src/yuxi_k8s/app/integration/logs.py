@@ -12,10 +12,10 @@ Two things, both in the process of ``yuxi-k8s-app``:
   wherever they appear, the passwords of the URLs in the environment
   (``POSTGRES_URL``, ``REDIS_URL``, ...) and the values of variables named
   ``*PASSWORD``. loguru's variable dumps in tracebacks (``diagnose``) are off.
-- **One log file per process, off the shared volume** (:func:`replace_file_sink`).
+- **One log file per process, off the shared volume** (:func:`own_sinks`).
   The app writes ``saves/logs/yuxi-<date>.log`` with size rotation; on the
   ``saves`` volume every replica would append to and rotate the same file.
-  Here the app's loguru sinks are replaced by one on stdout (what
+  Here the loguru sinks the app adds at its first import become one on stdout (what
   ``kubectl logs`` and a cluster's log collector read) and a file of this
   process alone, ``$YUXI_K8S_LOG_DIR/yuxi-<host>-<pid>.log`` (default under
   ``/tmp``, the pod's emptyDir; 10 MB, rotated, two old files kept).
@@ -32,7 +32,8 @@ import re
 import socket
 import sys
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -129,25 +130,49 @@ def missing_attributes(logging_config: Any) -> list[str]:
     return [f"logging_config.{n}" for n in REQUIRED_LOGGING_ATTRIBUTES if not hasattr(logging_config, n)]
 
 
-def replace_file_sink(logging_config: Any, mask: CredentialMask, log_file: Path | None = None) -> Path:
-    """Swap the app's loguru sinks (shared file on saves/, stderr) for stdout and this process's file."""
+@contextmanager
+def own_sinks(mask: CredentialMask, log_file: Path | None = None) -> Iterator[Path]:
+    """Around the application's first import: the loguru sinks it adds become the kit's.
+
+    The app adds its sinks while ``yuxi`` is imported (every ``yuxi.*`` import runs it, and
+    it builds and logs the Config), so they cannot be replaced before it first logs;
+    they are made right instead. A file sink (the app's ``saves/logs/...``) becomes this
+    process's file, the console sink plain stdout; both mask credentials. loguru's
+    ``add`` is overridden on its one logger object for the import only.
+    """
+    from loguru import logger as loguru_logger
+
     target = log_file or process_log_file()
     target.parent.mkdir(parents=True, exist_ok=True)
-    loguru_logger = logging_config.logger
     keep = _masking_filter(mask)
-    loguru_logger.remove()  # the app's file on the shared volume and its coloured stderr sink
-    loguru_logger.add(
-        sys.stdout, level="DEBUG", format=STDOUT_FORMAT, colorize=False, diagnose=False, filter=keep
-    )
-    loguru_logger.add(
-        str(target),
-        level="DEBUG",
-        format=FILE_FORMAT,
-        encoding="utf-8",
-        rotation=ROTATION,
-        retention=KEPT_FILES,
-        diagnose=False,
-        filter=keep,
-    )
-    logging_config.LOG_FILE = str(target)  # what GET /api/system/logs reads
-    return target
+    real_add = loguru_logger.add
+
+    def add(sink: Any, *args: Any, **kwargs: Any) -> int:
+        level = kwargs.get("level", "DEBUG")
+        if isinstance(sink, (str, os.PathLike)):  # the app's file on the shared volume
+            return real_add(
+                str(target),
+                level=level,
+                format=FILE_FORMAT,
+                encoding="utf-8",
+                rotation=ROTATION,
+                retention=KEPT_FILES,
+                diagnose=False,
+                filter=keep,
+            )
+        if sink is sys.stderr or sink is sys.stdout:  # the app's coloured console
+            return real_add(
+                sys.stdout, level=level, format=STDOUT_FORMAT, colorize=False, diagnose=False, filter=keep
+            )
+        return real_add(sink, *args, **kwargs)
+
+    loguru_logger.add = add  # type: ignore[method-assign]
+    try:
+        yield target
+    finally:
+        del loguru_logger.add  # the class's method again
+
+
+def show_process_log(logging_config: Any, log_file: Path) -> None:
+    """``GET /api/system/logs`` reads the module's LOG_FILE at each call: this process's file."""
+    logging_config.LOG_FILE = str(log_file)

@@ -145,23 +145,22 @@ def start(*, with_tasks: bool) -> Runtime:
     except ValueError as exc:
         raise IntegrationError(str(exc)) from None
     mask = logs.mask_credentials()  # from here on no log line carries a credential
-    log_config = importlib.import_module("yuxi.utils.logging_config")
-    if missing := logs.missing_attributes(log_config):
-        raise IntegrationError(f"Yuxi-Know {version} lacks what database mode patches: {', '.join(missing)}")
-    logs.replace_file_sink(log_config, mask)  # before the app logs: nothing into saves/logs
     try:
-        app_config = importlib.import_module("yuxi.config.app")  # builds the app's Config
+        with logs.own_sinks(mask) as log_file:  # the app's log sinks: stdout and this process's file
+            app_config = importlib.import_module("yuxi.config.app")  # builds the app's Config
     except ValueError as exc:  # e.g. "No model provider available": the app refuses to start
         raise IntegrationError(f"the application refused to start: {exc}") from None
+    log_config = importlib.import_module("yuxi.utils.logging_config")
     task_service = importlib.import_module("yuxi.services.task_service") if with_tasks else None
     oidc_service = importlib.import_module("yuxi.services.oidc_service") if with_tasks else None
-    missing = _missing(app_config.Config, REQUIRED_CONFIG_ATTRIBUTES)
+    missing = _missing(app_config.Config, REQUIRED_CONFIG_ATTRIBUTES) + logs.missing_attributes(log_config)
     if task_service is not None:
         missing += [f"Tasker.{n}" for n in _missing(task_service.tasker, REQUIRED_TASKER_ATTRIBUTES)]
     if oidc_service is not None:
         missing += oidc.missing_attributes(oidc_service.OIDCUtils)
     if missing:
         raise IntegrationError(f"Yuxi-Know {version} lacks what database mode patches: {', '.join(missing)}")
+    logs.show_process_log(log_config, log_file)
     store = _open_store(settings)
     lease = None
     try:
