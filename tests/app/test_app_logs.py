@@ -18,6 +18,7 @@ import pytest
 from tests.app.servers import Servers
 from tests.services_fixtures import LoopbackServices
 from yuxi_k8s.app.localrun import AppRunner, Server
+from yuxi_k8s.cluster.kube import poll
 
 ADMIN = {"user_id": "admin", "password": "Admin-pass-123"}
 # What the app logs about its database at start (storage/postgres/manager.py), then the URL.
@@ -84,3 +85,18 @@ def test_each_process_logs_to_stdout_and_its_own_file_and_no_line_carries_a_pass
         text = path.read_text(errors="replace")
         for what, password in passwords.items():
             assert password not in text, f"the {what} password is in {path}"
+
+
+def test_the_application_alone_logs_its_database_password_into_the_shared_file(
+    servers: Servers, kit_db: str
+) -> None:
+    """The baseline on the same code: what the grep above would find without the kit."""
+    plain = servers.start("plain", kit=False)
+    password = urlsplit(kit_db).password or ""
+    assert password and password in plain.log.read_text(errors="replace")
+
+    def in_shared_file() -> bool:  # the app's file sink writes from a queue: poll, not sleep
+        shared = (servers.saves / "logs").glob("yuxi-*.log")
+        return any(password in f.read_text(errors="replace") for f in shared)
+
+    poll("the database password in saves/logs", in_shared_file, 15, interval=0.2)

@@ -85,3 +85,18 @@ def test_through_the_kits_nginx_a_forged_forwarded_for_neither_resets_nor_dodges
         nginx.stop()
     served_by = {s.log.name: s.log.read_text().count("/api/auth/token") for s in (a, b)}
     assert all(served_by.values()), f"nginx spread the logins over both replicas: {served_by}"
+
+
+def test_the_application_alone_counts_per_process_and_believes_the_clients_header(servers: Servers) -> None:
+    """The baseline on the same code: what the kit changes (the 11th passes; a new header resets)."""
+    a = servers.start("a", kit=False)
+    b = servers.start("b", kit=False)
+    client = {"X-Forwarded-For": _address()}
+    for attempt in range(LIMIT):
+        assert _login((a, b)[attempt % 2].url, client).status_code == 401, attempt
+    assert _login(a.url, client).status_code == 401  # 6 of 10 on A: its own count is not full
+    for _ in range(LIMIT - 6):
+        _login(a.url, client)
+    assert _login(a.url, client).status_code == 429  # A's count is full now...
+    forged = {"X-Forwarded-For": f"{_address()}, {client['X-Forwarded-For']}"}
+    assert _login(a.url, forged).status_code == 401  # ...and a new first entry starts a new one

@@ -113,3 +113,14 @@ def test_a_login_started_on_a_completes_through_b_and_its_code_is_exchanged_on_a
     replayed = _callback(a, query)
     assert replayed["path"] == "/login" and "oidc_error" in replayed, replayed
     assert idp.calls.count("POST /token") == 1  # the replayed state never reached the provider
+
+
+def test_the_application_alone_fails_a_login_whose_callback_lands_on_another_replica(
+    servers: Servers, idp: oidc_idp.StandInIdp
+) -> None:
+    """The baseline on the same code: the state made on A is unknown to B."""
+    a = servers.start("a", kit=False)
+    b = servers.start("b", kit=False)
+    landed = _callback(b, _authorize(a, idp))
+    assert landed["path"] == "/login" and "oidc_error" in landed, landed
+    assert "POST /token" not in idp.calls
