@@ -14,9 +14,9 @@ class Servers:
         self.runner = runner
         self.saves = tmp_path / "saves"
         self.saves.mkdir(exist_ok=True)
-        self.logs = tmp_path / "process-logs"  # YUXI_K8S_LOG_DIR: each process's own file
+        self.logs = tmp_path / "process-logs"  # app_env's YUXI_K8S_LOG_DIR: each process's own file
         self.tmp_path = tmp_path
-        self.env = app_env(db_url, self.saves, REDIS_URL=redis_url, YUXI_K8S_LOG_DIR=str(self.logs), **env)
+        self.env = app_env(db_url, self.saves, REDIS_URL=redis_url, **env)
         self.started: list[Server] = []
 
     def start(self, name: str, *, kit: bool = True) -> Server:
