@@ -162,6 +162,7 @@ def app_env(db_url: str, save_dir: Path, **extra: str) -> dict[str, str]:
         "JWT_SECRET_KEY": "e2e-shared-secret",
         "LANGGRAPH_CHECKPOINTER_BACKEND": "postgres",
         "SANDBOX_PROVISIONER_URL": "http://127.0.0.1:9",
+        "YUXI_K8S_LOG_DIR": str(save_dir.parent / "process-logs"),  # each process's log, beside saves/
         **extra,
     }
 

@@ -3,7 +3,9 @@
 ``GET /api/system/ready`` answers 200 while the settings store is live (change
 feed proven alive, replica lease renewed) and 503 otherwise, so a replica that
 can no longer see other replicas' settings leaves the Service instead of serving
-stale ones. Everything else goes to ``server.main:app`` unchanged. With
+stale ones. Everything else goes to ``server.main:app`` unchanged (in database mode its
+login limit counts in Redis, :mod:`.login_limit`: the class is in ``server.main``,
+which only this import may load, after the settings are bound). With
 ``YUXI_K8S_TEST_HOOKS=1`` (the kit's end-to-end tier only; a validate rule keeps
 it out of staging and prod) :mod:`.testhooks` adds its routes.
 """
@@ -18,7 +20,8 @@ import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from yuxi_k8s.app.integration import runtime
+from yuxi_k8s.app.integration import login_limit, runtime
+from yuxi_k8s.app.integration.app_redis import app_redis_url
 from yuxi_k8s.state import StateError
 
 log = logging.getLogger("yuxi_k8s.app")
@@ -84,7 +87,10 @@ async def catch_up(active: runtime.Runtime) -> None:
 
 
 def build() -> WithReadiness:
-    inner = importlib.import_module("server.main").app
+    server_main = importlib.import_module("server.main")
+    if runtime.ACTIVE is not None:  # database mode: one login limit for all replicas
+        login_limit.install(server_main, app_redis_url())
+    inner = server_main.app
     if os.environ.get(TEST_HOOKS_ENV) == "1":
         from yuxi_k8s.app.integration import testhooks
 

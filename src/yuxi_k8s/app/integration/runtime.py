@@ -17,10 +17,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from yuxi_k8s.app.integration import SUPPORTED_VERSIONS, knowledge
+from yuxi_k8s.app.integration import SUPPORTED_VERSIONS, knowledge, logs, oidc
+from yuxi_k8s.app.integration.app_redis import app_redis_url
 from yuxi_k8s.app.integration.settings_binding import REQUIRED_CONFIG_ATTRIBUTES, SettingsBinding
 from yuxi_k8s.app.integration.tasks import REQUIRED_TASKER_ATTRIBUTES, ReplicaLease
 from yuxi_k8s.state import DistributedConfig, SchemaError, Settings, StateUnavailableError, open_config
+from yuxi_k8s.state.lock import redis_client
 
 log = logging.getLogger("yuxi_k8s.app")
 
@@ -200,18 +202,25 @@ def start(*, with_tasks: bool) -> Runtime:
         settings = Settings.from_env()
     except ValueError as exc:
         raise IntegrationError(str(exc)) from None
+    mask = logs.mask_credentials()  # from here on no log line carries a credential
     try:
-        app_config = importlib.import_module("yuxi.config.app")  # builds the app's Config
+        with logs.own_sinks(mask) as log_file:  # the app's log sinks: stdout and this process's file
+            app_config = importlib.import_module("yuxi.config.app")  # builds the app's Config
     except ValueError as exc:  # e.g. "No model provider available": the app refuses to start
         raise IntegrationError(f"the application refused to start: {exc}") from None
+    log_config = importlib.import_module("yuxi.utils.logging_config")
     task_service = importlib.import_module("yuxi.services.task_service") if with_tasks else None
+    oidc_service = importlib.import_module("yuxi.services.oidc_service") if with_tasks else None
     kb_modules = _knowledge_modules()
-    missing = _missing(app_config.Config, REQUIRED_CONFIG_ATTRIBUTES)
+    missing = _missing(app_config.Config, REQUIRED_CONFIG_ATTRIBUTES) + logs.missing_attributes(log_config)
     if task_service is not None:
         missing += [f"Tasker.{n}" for n in _missing(task_service.tasker, REQUIRED_TASKER_ATTRIBUTES)]
+    if oidc_service is not None:
+        missing += oidc.missing_attributes(oidc_service.OIDCUtils)
     missing += _missing_knowledge(kb_modules)
     if missing:
         raise IntegrationError(f"Yuxi-Know {version} lacks what database mode patches: {', '.join(missing)}")
+    logs.show_process_log(log_config, log_file)
     store = _open_store(settings)
     lease = None
     try:
@@ -224,6 +233,8 @@ def start(*, with_tasks: bool) -> Runtime:
             lease = ReplicaLease(store.engine)  # type: ignore[attr-defined]
             lease.start()
             tasks.install(task_service.Tasker, task_service.Task, lease)
+        if oidc_service is not None:
+            oidc.install(oidc_service.OIDCUtils, oidc.SharedTokens(redis_client(app_redis_url())))
         replica_id = lease.replica_id if lease is not None else f"{os.uname().nodename}-{os.getpid()}"
         kb_binding = _bind_knowledge(kb_modules, knowledge.Coherence(store.engine, replica_id))  # type: ignore[attr-defined]
     except Exception:

@@ -1,0 +1,30 @@
+"""Start app processes (the real API under yuxi-k8s-app) on loopback sharing one database and Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from yuxi_k8s.app.localrun import AppRunner, Server, app_env
+
+
+class Servers:
+    """Processes of one test: the same database, Redis and saves/ (as replicas share them)."""
+
+    def __init__(self, runner: AppRunner, db_url: str, redis_url: str, tmp_path: Path, **env: str) -> None:
+        self.runner = runner
+        self.saves = tmp_path / "saves"
+        self.saves.mkdir(exist_ok=True)
+        self.logs = tmp_path / "process-logs"  # app_env's YUXI_K8S_LOG_DIR: each process's own file
+        self.tmp_path = tmp_path
+        self.env = app_env(db_url, self.saves, REDIS_URL=redis_url, **env)
+        self.started: list[Server] = []
+
+    def start(self, name: str, *, kit: bool = True) -> Server:
+        server = Server(self.runner, self.env, self.tmp_path / f"{name}.log", kit=kit)
+        self.started.append(server)
+        server.wait_ready()
+        return server
+
+    def stop(self) -> None:
+        for server in self.started:
+            server.terminate()
