@@ -40,7 +40,7 @@ class WithReadiness:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self.inner(scope, receive, self._after_shutdown(send))
+            await self.inner(scope, self._startup_in_turn(receive), self._after_lifespan(send))
             return
         if scope["type"] == "http" and scope["path"] == READY_PATH and scope["method"] in ("GET", "HEAD"):
             ok, detail = runtime.readiness()
@@ -62,11 +62,29 @@ class WithReadiness:
         await self.inner(scope, receive, send)
 
     @staticmethod
-    def _after_shutdown(send: Send) -> Send:
-        """Give up the lease and the store once the app's own shutdown (the task drain) is done:
-        uvicorn re-raises SIGTERM after that, so nothing later in the process would run."""
+    def _startup_in_turn(receive: Receive) -> Receive:
+        """The app's start-up (its DDL and seeds) waits for the cluster-wide start-up lock."""
+
+        async def forward() -> MutableMapping[str, Any]:
+            message = await receive()
+            active = runtime.ACTIVE
+            if message["type"] == "lifespan.startup" and active is not None:
+                await asyncio.to_thread(active.startup_lock.acquire)
+            return message
+
+        return forward
+
+    @staticmethod
+    def _after_lifespan(send: Send) -> Send:
+        """Let the next replica start once this one's start-up answered; give up the lease and
+        the store once the app's own shutdown (the task drain) is done: uvicorn re-raises SIGTERM
+        after that, so nothing later in the process would run."""
 
         async def forward(message: MutableMapping[str, Any]) -> None:
+            if message["type"] in ("lifespan.startup.complete", "lifespan.startup.failed"):
+                active = runtime.ACTIVE
+                if active is not None:
+                    await asyncio.to_thread(active.startup_lock.release)
             if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 active = runtime.ACTIVE
                 if active is not None:

@@ -14,12 +14,13 @@ import importlib.metadata
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from yuxi_k8s.app.integration import SUPPORTED_VERSIONS, knowledge, logs, oidc
 from yuxi_k8s.app.integration.app_redis import app_redis_url
 from yuxi_k8s.app.integration.settings_binding import REQUIRED_CONFIG_ATTRIBUTES, SettingsBinding
+from yuxi_k8s.app.integration.startup import StartupLock
 from yuxi_k8s.app.integration.tasks import REQUIRED_TASKER_ATTRIBUTES, ReplicaLease
 from yuxi_k8s.state import DistributedConfig, SchemaError, Settings, StateUnavailableError, open_config
 from yuxi_k8s.state.lock import redis_client
@@ -38,6 +39,10 @@ class Runtime:
     binding: SettingsBinding
     lease: ReplicaLease | None
     knowledge: knowledge.KnowledgeBinding | None = None
+    startup_lock: StartupLock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.startup_lock = StartupLock(self.store.engine)  # type: ignore[attr-defined]
 
     def catch_up(self) -> None:
         """Before a request: settings another replica acknowledged are applied here first."""
@@ -54,6 +59,7 @@ class Runtime:
         self.binding.stop()
         if self.knowledge is not None:
             self.knowledge.stop()
+        self.startup_lock.release()
         if self.lease is not None:
             self.lease.stop()
         self.store.close()
