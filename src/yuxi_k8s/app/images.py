@@ -792,7 +792,9 @@ class _Builder:
                 os.chown(root / "data", NEO4J_UID, NEO4J_UID)
                 (root / "data").chmod(0o700)
 
-            inputs = _digest(jars.name, oci.sha256_file(launcher), str(NEO4J_UID))  # jars.name: the pom's hash
+            inputs = _digest(
+                jars.name, oci.sha256_file(launcher), str(NEO4J_UID)
+            )  # jars.name: the pom's hash
             return rootfs.derive(system, "neo4j", inputs, build, readable=["/opt/neo4j"])
 
         return self._memo("neo4j", make)
