@@ -128,7 +128,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     build = sub.add_parser(
         "build",
         help="build the images from the pinned source (root, Linux)",
-        description="Build the application's images (and the kit's PostgreSQL, Redis, MinIO) from the "
+        description="Build the application's images (and the kit's PostgreSQL, Redis, MinIO, Neo4j) from the "
         "pinned source without a registry or container engine, print each reference with its manifest "
         "digest and the `kustomize edit set image` lines that pin them. docs/images.md.",
     )

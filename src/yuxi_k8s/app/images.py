@@ -13,9 +13,9 @@ API (what ``yuxi-k8s images build`` and the test fixtures call)::
     images.image_tree(src, "web")               # the same for any image
 
 Images (``IMAGES``): ``api`` (also the worker and the kit's migrate Job), ``web``,
-``sandbox-provisioner`` from the application's source; ``postgres``, ``redis`` and
-``minio`` for the kit's own end-to-end tier where nothing can be pulled. The first
-three are tagged with the application version, the others with their own.
+``sandbox-provisioner`` from the application's source; ``postgres``, ``redis``,
+``minio`` and ``neo4j`` for the kit's own end-to-end tier where nothing can be pulled.
+The first three are tagged with the application version, the others with their own.
 
 How: one ``debootstrap --variant=minbase trixie`` root filesystem (the ``core``
 stage) under everything, then one overlayfs stage per step (:mod:`yuxi_k8s.app.rootfs`),
@@ -25,11 +25,12 @@ each an image layer and each cached by its inputs::
           └─ provisioner                            sandbox-provisioner
     core ─ web-system ─ web                         web
     core ─ deps-system ─ deps                       postgres and redis (same layers, two configs)
+    core ─ neo4j-system ─ neo4j                     neo4j (a JRE, Maven's jars, the kit's launcher)
     minio (from scratch)                            minio
 
 So a change to this kit rebuilds only ``api-kit`` (a few MB), a change to the
 application's backend only ``api-app`` and ``api-kit``. Needs root (debootstrap, mount,
-chroot) and network to Debian, PyPI, npm and the Go module proxy; downloads are kept
+chroot) and network to Debian, PyPI, npm, Maven Central and the Go module proxy; downloads are kept
 in ``<cache>/downloads`` so a rebuild fetches nothing twice. Details and what the images
 leave out (torch): docs/images.md.
 """
@@ -53,7 +54,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from yuxi_k8s import paths
+from yuxi_k8s import apt, paths
 from yuxi_k8s.app import rootfs
 from yuxi_k8s.app.source import Source, tree_key
 from yuxi_k8s.cache import build_once, is_built
@@ -64,7 +65,7 @@ from yuxi_k8s.pinned_tools import pinned_tool
 SUITE = "trixie"  # python3 is 3.13 there; the app's uv.lock allows >=3.12,<3.14
 PYTHON = "/usr/bin/python3.13"
 DEFAULT_REGISTRY = "localhost/yuxi-k8s"
-IMAGES = ("api", "web", "sandbox-provisioner", "postgres", "redis", "minio")
+IMAGES = ("api", "web", "sandbox-provisioner", "postgres", "redis", "minio", "neo4j")
 REPOSITORIES = {
     "api": "yuxi-know-api",
     "web": "yuxi-know-web",
@@ -72,6 +73,7 @@ REPOSITORIES = {
     "postgres": "yuxi-k8s-postgres",
     "redis": "yuxi-k8s-redis",
     "minio": "yuxi-k8s-minio",
+    "neo4j": "yuxi-k8s-neo4j",
 }
 # The image names the manifests use, which `kustomize edit set image` replaces (the
 # migrate Job runs `yuxi-k8s` from the api image: the kit is installed in it).
@@ -82,6 +84,7 @@ MANIFEST_NAMES = {
     "postgres": ("docker.io/library/postgres",),
     "redis": ("docker.io/library/redis",),
     "minio": ("docker.io/minio/minio",),
+    "neo4j": ("docker.io/library/neo4j",),
 }
 
 CORE_PACKAGES = ("ca-certificates", "tzdata")
@@ -91,6 +94,7 @@ PY_PACKAGES = ("python3", "python3-venv")
 API_PACKAGES = ("curl", "ffmpeg", "git", "libpq5", "libsm6", "libxext6", "nodejs")
 WEB_PACKAGES = ("nginx",)
 DEPS_PACKAGES = ("postgresql", "redis-server")
+NEO4J_PACKAGES = ("openjdk-21-jre-headless",)
 # torch and torchvision: the lock takes them from download.pytorch.org; PyPI has only the
 # CUDA builds (+6 GB). Without them docling's PDF/image models do not run (docs/images.md).
 LEFT_OUT_PACKAGES = ("torch", "torchvision")
@@ -116,6 +120,20 @@ NGINX_CONFIG = "base/config/nginx"  # nginx.conf, and the files it includes from
 IMAGE_FILES = Path(__file__).resolve().parent / "imagefiles"
 SERVER_IMAGE_FILES = Path(__file__).resolve().parents[1] / "server" / "imagefiles"
 PGDATA = "/var/lib/postgresql/data/pgdata"
+NEO4J_FILES = IMAGE_FILES / "neo4j"  # pom.xml (the jars, from Maven Central) and Launcher.java
+NEO4J_UID = 7474  # the official image's, which the manifests run it as
+MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
+# The flags Neo4j's own start script gives the JVM (file descriptors for native I/O, Netty's
+# buffers); the memory flags are JDK_JAVA_OPTIONS in the image's environment, so a manifest
+# can change them alone (``NEO4J_JVM_MEMORY``: it fits a 2-core node beside the rest).
+NEO4J_COMMAND = (
+    "java", "-XX:-UsePerfData", "-XX:-OmitStackTraceInFastThrow", "--enable-native-access=ALL-UNNAMED",
+    "--add-opens=java.base/java.nio=ALL-UNNAMED", "--add-opens=java.base/java.io=ALL-UNNAMED",
+    "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED", "-Dio.netty.tryReflectionSetAccessible=true",
+    "-Djdk.nio.maxCachedBufferSize=1024", "-Dlog4j2.disable.jmx=true",
+    "-cp", "/opt/neo4j/launcher:/opt/neo4j/plugins/*:/opt/neo4j/lib/*", "Launcher",
+)  # fmt: skip
+NEO4J_JVM_MEMORY = "-XX:+UseSerialGC -Xms64m -Xmx384m"
 MINIMAL_PASSWD = (
     "root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
 )
@@ -299,6 +317,49 @@ def uv_binary(version: str) -> Path:
         wheel.unlink()
 
     return _fetch_once(paths.cache_dir("tools", f"uv-{version}"), f"uv {version}", fetch) / "uv"
+
+
+def _java_tools() -> tuple[str, str]:
+    """``mvn`` and ``javac`` of this machine; Debian's maven and JDK are installed when missing."""
+    wanted = {"maven": "mvn", "default-jdk-headless": "javac"}
+    try:
+        apt.install([pkg for pkg, tool in wanted.items() if shutil.which(tool) is None], recommends=False)
+    except apt.AptError as exc:
+        raise ImageError(f"the neo4j image needs mvn and javac: {exc}") from None
+    mvn, javac = shutil.which("mvn"), shutil.which("javac")
+    if mvn is None or javac is None:
+        raise ImageError(
+            "the neo4j image needs mvn and javac on PATH (apt-get install maven default-jdk-headless)"
+        )
+    return mvn, javac
+
+
+def neo4j_version() -> str:
+    """The Neo4j version the pom pins (the neo4j image's tag)."""
+    found = re.search(r"<neo4j\.version>([^<]+)</neo4j\.version>", (NEO4J_FILES / "pom.xml").read_text())
+    if found is None:
+        raise ImageError(f"{NEO4J_FILES / 'pom.xml'} names no <neo4j.version>")
+    return found.group(1).strip()
+
+
+def neo4j_jars() -> Path:
+    """The jars the neo4j pom names, resolved by Maven from Maven Central (cached by the pom's hash):
+    ``lib/`` for the classpath, ``plugins/`` the procedure jars (APOC) Neo4j loads at start."""
+    pom = NEO4J_FILES / "pom.xml"
+
+    def fetch(tmp: Path) -> None:
+        mvn, _ = _java_tools()
+        shutil.copy(pom, tmp / "pom.xml")  # Maven works beside its pom: not in the checkout
+        copy = [mvn, "-B", "-q", "-f", str(tmp / "pom.xml"), f"-Dmaven.repo.local={_downloads('maven')}"]
+        copy += [f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime"]
+        rootfs.run([*copy, f"-DoutputDirectory={tmp / 'lib'}"], "neo4j: mvn dependency:copy-dependencies")
+        (tmp / "pom.xml").unlink()
+        (tmp / "plugins").mkdir()
+        for jar in (tmp / "lib").glob("apoc-*.jar"):
+            jar.rename(tmp / "plugins" / jar.name)
+
+    key = oci.sha256_file(pom)[:20]
+    return _fetch_once(_downloads("neo4j-jars", key), f"Neo4j {neo4j_version()} jars with Maven", fetch)
 
 
 def _npm(*args: str, cwd: Path | None = None, what: str) -> str:
@@ -707,6 +768,37 @@ class _Builder:
 
         return self._memo("deps", make)
 
+    # -- neo4j
+    def neo4j(self) -> rootfs.Stage:
+        launcher = NEO4J_FILES / "Launcher.java"
+
+        def make() -> rootfs.Stage:
+            jars = neo4j_jars()
+            system = self._system("neo4j-system", self.core(), NEO4J_PACKAGES)
+
+            def build(root: Path, log: Path) -> None:
+                opt = root / "opt/neo4j"
+                for folder in ("lib", "plugins"):
+                    shutil.copytree(jars / folder, opt / folder)
+                _, javac = _java_tools()
+                compile_launcher = [javac, "-proc:none", "--release", "17", "-cp", f"{jars / 'lib'}/*"]
+                compile_launcher += ["-d", str(opt / "launcher"), str(launcher)]
+                with rootfs.progress("neo4j: javac Launcher.java"):
+                    rootfs.run(compile_launcher, "neo4j: javac Launcher.java", log=log)
+                passwd, group = oci.passwd_with_extra_users(root, {NEO4J_UID: "neo4j"})
+                (root / "etc/passwd").write_text(passwd)
+                (root / "etc/group").write_text(group)
+                (root / "data").mkdir()
+                os.chown(root / "data", NEO4J_UID, NEO4J_UID)
+                (root / "data").chmod(0o700)
+
+            inputs = _digest(
+                jars.name, oci.sha256_file(launcher), str(NEO4J_UID)
+            )  # jars.name: the pom's hash
+            return rootfs.derive(system, "neo4j", inputs, build, readable=["/opt/neo4j"])
+
+        return self._memo("neo4j", make)
+
     # -- minio
     def start_minio_build(self) -> None:
         """``scripts/tools.sh minio`` in the background (a cached no-op once built)."""
@@ -760,6 +852,7 @@ class _Builder:
             "postgres": self.deps,
             "redis": self.deps,
             "minio": self.minio,
+            "neo4j": self.neo4j,
         }
         return makers[name]()
 
@@ -794,6 +887,10 @@ class _Builder:
             return ImageConfig(
                 self.versions["MINIO_VERSION"], env=env, user="10001:10001", entrypoint=("minio",), cmd=cmd
             )
+        if name == "neo4j":
+            env = ("LANG=C.UTF-8", "HOME=/tmp", f"JDK_JAVA_OPTIONS={NEO4J_JVM_MEMORY}")
+            user = f"{NEO4J_UID}:{NEO4J_UID}"
+            return ImageConfig(neo4j_version(), env=env, user=user, workdir="/data", entrypoint=NEO4J_COMMAND)
         raise ImageError(f"unknown image {name}")
 
     def layers(self, stage: rootfs.Stage) -> list[oci.Layer]:
@@ -900,6 +997,9 @@ __all__ = [
     "DEFAULT_REGISTRY",
     "IMAGES",
     "MANIFEST_NAMES",
+    "NEO4J_COMMAND",
+    "NEO4J_JVM_MEMORY",
+    "NEO4J_UID",
     "REPOSITORIES",
     "api_tree",
     "build_all",
@@ -907,6 +1007,8 @@ __all__ = [
     "image_tree",
     "kustomization_images",
     "kustomize_pins",
+    "neo4j_jars",
+    "neo4j_version",
     "pypi_lock",
     "reference",
     "rewrite_mirrors",
