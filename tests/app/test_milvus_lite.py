@@ -21,8 +21,8 @@ from yuxi_k8s.app.localdeps import PUBLISHED_MILVUS_LITE, milvus_server
 from yuxi_k8s.app.localrun import AppRunner, LocalRunError
 
 ACTOR = "tests/app/actors/milvus_calls.py"
-# MilvusKB 24 calls, LightRAG 15 (tests/app/actors/milvus_calls.py): one answer each.
-EXPECTED_CALLS = {"milvus_kb": 24, "lightrag": 15}
+# MilvusKB 21 calls, LightRAG 14 (tests/app/actors/milvus_calls.py): one answer each.
+EXPECTED_CALLS = {"milvus_kb": 21, "lightrag": 14}
 
 
 @pytest.fixture(scope="session")
