@@ -14,8 +14,9 @@ API (what ``yuxi-k8s images build`` and the test fixtures call)::
 
 Images (``IMAGES``): ``api`` (also the worker and the kit's migrate Job), ``web``,
 ``sandbox-provisioner`` from the application's source; ``postgres``, ``redis``,
-``minio`` and ``neo4j`` for the kit's own end-to-end tier where nothing can be pulled.
-The first three are tagged with the application version, the others with their own.
+``minio``, ``neo4j`` and ``milvus`` (milvus-lite's server, imagefiles/yuxi-milvus) for the
+kit's own end-to-end tier where nothing can be pulled. The first three are tagged with the
+application version, the others with their own.
 
 How: one ``debootstrap --variant=minbase trixie`` root filesystem (the ``core``
 stage) under everything, then one overlayfs stage per step (:mod:`yuxi_k8s.app.rootfs`),
@@ -23,6 +24,7 @@ each an image layer and each cached by its inputs::
 
     core ─ py ─ api-system ─ api-app ─ api-kit      api (5 layers)
           └─ provisioner                            sandbox-provisioner
+          └─ milvus                                 milvus
     core ─ web-system ─ web                         web
     core ─ deps-system ─ deps                       postgres and redis (same layers, two configs)
     core ─ neo4j-system ─ neo4j                     neo4j (a JRE, Maven's jars, the kit's launcher)
@@ -65,7 +67,7 @@ from yuxi_k8s.pinned_tools import pinned_tool
 SUITE = "trixie"  # python3 is 3.13 there; the app's uv.lock allows >=3.12,<3.14
 PYTHON = "/usr/bin/python3.13"
 DEFAULT_REGISTRY = "localhost/yuxi-k8s"
-IMAGES = ("api", "web", "sandbox-provisioner", "postgres", "redis", "minio", "neo4j")
+IMAGES = ("api", "web", "sandbox-provisioner", "postgres", "redis", "minio", "neo4j", "milvus")
 REPOSITORIES = {
     "api": "yuxi-know-api",
     "web": "yuxi-know-web",
@@ -74,6 +76,7 @@ REPOSITORIES = {
     "redis": "yuxi-k8s-redis",
     "minio": "yuxi-k8s-minio",
     "neo4j": "yuxi-k8s-neo4j",
+    "milvus": "yuxi-k8s-milvus",
 }
 # The image names the manifests use, which `kustomize edit set image` replaces (the
 # migrate Job runs `yuxi-k8s` from the api image: the kit is installed in it).
@@ -85,6 +88,7 @@ MANIFEST_NAMES = {
     "redis": ("docker.io/library/redis",),
     "minio": ("docker.io/minio/minio",),
     "neo4j": ("docker.io/library/neo4j",),
+    "milvus": ("docker.io/milvusdb/milvus",),
 }
 
 CORE_PACKAGES = ("ca-certificates", "tzdata")
@@ -134,6 +138,8 @@ NEO4J_COMMAND = (
     "-cp", "/opt/neo4j/launcher:/opt/neo4j/plugins/*:/opt/neo4j/lib/*", "Launcher",
 )  # fmt: skip
 NEO4J_JVM_MEMORY = "-XX:+UseSerialGC -Xms64m -Xmx384m"
+MILVUS_DATA = "/var/lib/milvus"
+MILVUS_PORT = 19530
 MINIMAL_PASSWD = (
     "root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
 )
@@ -696,6 +702,40 @@ class _Builder:
 
         return self._memo("provisioner", make)
 
+    # -- milvus (milvus-lite's gRPC server, started by the kit's imagefiles/yuxi-milvus)
+    def milvus(self) -> rootfs.Stage:
+        constraints = IMAGE_FILES / "milvus-constraints.txt"
+        launcher = IMAGE_FILES / "yuxi-milvus"
+        uv_version = self.versions["UV_VERSION"]
+        pins = parse_pins(constraints.read_text())
+        wanted = [f"milvus-lite[chinese]=={pins['milvus-lite']}", f"pymilvus=={pins['pymilvus']}"]
+
+        def make() -> rootfs.Stage:
+            def build(root: Path, log: Path) -> None:
+                uv = uv_binary(uv_version)
+                with rootfs.chroot(root, log, _uv_binds(uv)) as ch, rootfs.progress("milvus: venv"):
+                    ch.path("/tmp/m").mkdir()
+                    shutil.copy(constraints, ch.path("/tmp/m/constraints.txt"))
+                    uv_cmd = "/tmp/uv-bin/uv"
+                    venv = [uv_cmd, "venv", "/app/.venv", "--python", PYTHON]
+                    ch.run(venv, "milvus: uv venv", env=_uv_env())
+                    install = [uv_cmd, "pip", "install", "--python", "/app/.venv/bin/python"]
+                    install += ["--index-url", PYPI_SIMPLE, "--require-hashes"]
+                    install += ["-c", "/tmp/m/constraints.txt", *wanted]
+                    ch.run(install, "milvus: uv pip install milvus-lite", env=_uv_env())
+                target = root / "usr/local/bin/yuxi-milvus"
+                shutil.copy(launcher, target)
+                target.chmod(0o755)
+                data = root / MILVUS_DATA.lstrip("/")
+                data.mkdir(parents=True)
+                os.chown(data, 10001, 10001)
+                data.chmod(0o700)
+
+            inputs = _digest(oci.sha256_file(constraints), oci.sha256_file(launcher), uv_version, *wanted)
+            return rootfs.derive(self.py(), "milvus", inputs, build, readable=["/app"])
+
+        return self._memo("milvus", make)
+
     # -- web
     def web_dist(self) -> Path:
         """``pnpm install --frozen-lockfile`` and ``pnpm run build`` of web/ on the host (cached)."""
@@ -853,6 +893,7 @@ class _Builder:
             "redis": self.deps,
             "minio": self.minio,
             "neo4j": self.neo4j,
+            "milvus": self.milvus,
         }
         return makers[name]()
 
@@ -891,6 +932,17 @@ class _Builder:
             env = ("LANG=C.UTF-8", "HOME=/tmp", f"JDK_JAVA_OPTIONS={NEO4J_JVM_MEMORY}")
             user = f"{NEO4J_UID}:{NEO4J_UID}"
             return ImageConfig(neo4j_version(), env=env, user=user, workdir="/data", entrypoint=NEO4J_COMMAND)
+        if name == "milvus":
+            cmd = ("--data-dir", MILVUS_DATA, "--host", "0.0.0.0", "--port", str(MILVUS_PORT))
+            tag = parse_pins((IMAGE_FILES / "milvus-constraints.txt").read_text())["milvus-lite"]
+            return ImageConfig(
+                tag,
+                env=PYTHON_ENV,
+                user="10001:10001",
+                workdir=MILVUS_DATA,
+                entrypoint=("yuxi-milvus",),
+                cmd=cmd,
+            )
         raise ImageError(f"unknown image {name}")
 
     def layers(self, stage: rootfs.Stage) -> list[oci.Layer]:

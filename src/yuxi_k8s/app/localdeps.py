@@ -9,8 +9,10 @@ dependency without a cluster (:mod:`yuxi_k8s.app.localrun` runs the application 
     with localdeps.neo4j_server(tree) as (uri, user, password):
         ...  # bolt://127.0.0.1:PORT, neo4j, a fresh password
 
-MinIO (:func:`minio_server`) is the pinned binary the kit's MinIO image carries
-(``scripts/tools.sh minio``), run directly on the host.
+Milvus (:func:`milvus_server`) is the milvus image's entry point (``yuxi-milvus``:
+milvus-lite's gRPC server, see src/yuxi_k8s/app/imagefiles/yuxi-milvus) run in its tree by
+:func:`yuxi_k8s.app.localrun.chroot_runner`. MinIO (:func:`minio_server`) is the pinned
+binary the kit's MinIO image carries (``scripts/tools.sh minio``), run directly on the host.
 
 Each other server runs the image's own entry point as the image's user, ``chroot`` into the tree
 in a private mount namespace (the host's ``/tmp`` and a ``/proc``), on a free loopback port,
@@ -27,16 +29,18 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from yuxi_k8s import paths, procfs
 from yuxi_k8s.app.images import NEO4J_COMMAND, NEO4J_JVM_MEMORY, NEO4J_UID
-from yuxi_k8s.app.localrun import LocalRunError, free_port
+from yuxi_k8s.app.localrun import LocalRunError, chroot_runner, free_port
 from yuxi_k8s.cluster.oci import DEFAULT_PATH
 from yuxi_k8s.pinned_tools import pinned_tool
 
+MILVUS_ENTRYPOINT = ("yuxi-milvus",)
+PUBLISHED_MILVUS_LITE = ("milvus-lite", "server")  # without the kit's mends, to show what they mend
 NEO4J_USER = "neo4j"
 NEO4J_READY = "neo4j: ready"  # the launcher's line once Bolt listens
 
@@ -191,4 +195,52 @@ def minio_server(data_dir: Path, log: Path) -> Iterator[MinioEndpoint]:
         procfs.stop_child(proc)
 
 
-__all__ = ["NEO4J_READY", "NEO4J_USER", "MinioEndpoint", "minio_server", "neo4j_command", "neo4j_server"]
+@contextlib.contextmanager
+def milvus_server(
+    tree: Path,
+    data_dir: Path | None = None,
+    *,
+    entrypoint: Sequence[str] = MILVUS_ENTRYPOINT,
+    timeout: float = 60,
+) -> Iterator[str]:
+    """milvus-lite's server from the milvus image *tree* on a free loopback port; yields its URI.
+
+    *data_dir* (a path under /tmp, which the chroot shares with this host) keeps the data
+    across servers, e.g. to start a second one on what the first wrote; by default a
+    fresh folder removed afterwards. The server's output is in ``<data_dir>.log``.
+    """
+    from yuxi_k8s.cluster.kube import poll
+
+    runner = chroot_runner(tree)
+    with contextlib.ExitStack() as stack:
+        if data_dir is None:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="yuxi-milvus-"))) / "data"
+        port = free_port()
+        log_path = data_dir.parent / f"{data_dir.name}.log"
+        log = stack.enter_context(log_path.open("a"))
+        args = [*entrypoint, "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port)]
+        proc = runner.popen(args, {}, stdout=log, stderr=subprocess.STDOUT)
+        stack.callback(procfs.stop_child, proc)
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+                raise RuntimeError(f"{' '.join(entrypoint)} exited ({proc.returncode}): {' | '.join(tail)}")
+            with socket.socket() as s:
+                s.settimeout(1)
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        poll(f"{' '.join(entrypoint)} to listen on 127.0.0.1:{port}", listening, timeout, interval=0.2)
+        yield f"http://127.0.0.1:{port}"
+
+
+__all__ = [
+    "MILVUS_ENTRYPOINT",
+    "NEO4J_READY",
+    "NEO4J_USER",
+    "MinioEndpoint",
+    "milvus_server",
+    "minio_server",
+    "neo4j_command",
+    "neo4j_server",
+]
