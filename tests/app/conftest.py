@@ -95,3 +95,23 @@ def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioEndpoint]:
             yield endpoint
     except LocalRunError as exc:
         require(False, str(exc))
+
+
+@pytest.fixture(scope="session")
+def milvus_tree() -> Path:
+    try:
+        from yuxi_k8s.app import images, source
+
+        return images.image_tree(source.resolve(), "milvus")
+    except LocalRunError as exc:
+        require(False, str(exc))
+        raise
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(milvus_tree: Path) -> Iterator[str]:
+    """The e2e tier's Milvus (the milvus image's server) on loopback, for the app's knowledge bases."""
+    from yuxi_k8s.app.localdeps import milvus_server
+
+    with milvus_server(milvus_tree) as uri:
+        yield uri

@@ -31,6 +31,8 @@ from yuxi_k8s.state.settings import libpq_url
 
 EMBED_MODEL = "vllm/Qwen/Qwen3-Embedding-0.6B"  # the catalogue's URL: http://localhost:8000/v1/embeddings
 STANDIN_PORT = 8000
+# LightRAG and the embedding truncation load tiktoken encodings; offline they come from here.
+TIKTOKEN_CACHE = "/app/.venv/lib/python3.13/site-packages/llama_index/core/_static/tiktoken_cache"
 DOCUMENT = (
     "Harbour Lighthouse Maintenance\n\n"
     "The Harbour Lighthouse lamp is cleaned every Tuesday by the Coastal Guild.\n"
@@ -43,7 +45,9 @@ def model_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The kit's model stand-in where the application's vllm embedding model points."""
     with socket.socket() as probe:
         free = probe.connect_ex(("127.0.0.1", STANDIN_PORT)) != 0
-    require(free, f"port {STANDIN_PORT} on loopback (the app's vllm embedding URL) is taken by another process")
+    require(
+        free, f"port {STANDIN_PORT} on loopback (the app's vllm embedding URL) is taken by another process"
+    )
     log = tmp_path_factory.mktemp("standin") / "standin.log"
     args = [sys.executable, "-m", "yuxi_k8s.probes.model_standin", "--host", "127.0.0.1"]
     args += ["--port", str(STANDIN_PORT), "--chunk-delay", "0"]
@@ -68,7 +72,7 @@ def _full_mode(milvus_uri: str, minio: MinioEndpoint) -> dict[str, str]:
         "MILVUS_URI": milvus_uri,
         "YUXI_SKIP_APP_INIT": "1",  # the graph service (Neo4j) is not part of these flows
         "RUNNING_IN_DOCKER": "",  # else Milvus' embedding calls go to host.docker.internal
-        "TIKTOKEN_CACHE_DIR": "/app/.venv/lib/python3.13/site-packages/llama_index/core/_static/tiktoken_cache",
+        "TIKTOKEN_CACHE_DIR": TIKTOKEN_CACHE,
         **minio.app_env(),
     }
 
@@ -109,8 +113,19 @@ def test_a_document_indexed_through_one_replica_is_found_and_stays_deleted_throu
     with doc.open("rb") as fh:
         uploaded = call(a, "POST", f"/api/knowledge/files/upload?db_id={db_id}", auth, files={"file": fh})
     assert uploaded.status_code == 200, uploaded.text
-    items = [uploaded.json()["file_path"]]
-    added = call(a, "POST", f"/api/knowledge/databases/{db_id}/documents", auth, json={"items": items, "params": {"content_type": "file", "auto_index": True}})
+    path, digest = uploaded.json()["file_path"], uploaded.json()["content_hash"]
+    params = {
+        "content_type": "file",
+        "auto_index": True,
+        "content_hashes": {path: digest},
+    }  # as the web sends
+    added = call(
+        a,
+        "POST",
+        f"/api/knowledge/databases/{db_id}/documents",
+        auth,
+        json={"items": [path], "params": params},
+    )
     assert added.status_code == 200, added.text
 
     def indexed_on_b() -> bool:
@@ -121,16 +136,24 @@ def test_a_document_indexed_through_one_replica_is_found_and_stays_deleted_throu
 
     poll("the document to be indexed, seen on B", indexed_on_b, 180, interval=1)
     assert _files(a, auth, db_id).keys() == _files(b, auth, db_id).keys()
-    answer = call(b, "POST", f"/api/knowledge/databases/{db_id}/query", auth, json={"query": "Who cleans the Harbour Lighthouse lamp?", "meta": {}})
+    answer = call(
+        b,
+        "POST",
+        f"/api/knowledge/databases/{db_id}/query",
+        auth,
+        json={"query": "Who cleans the Harbour Lighthouse lamp?", "meta": {}},
+    )
     assert answer.status_code == 200, answer.text
     assert "Coastal Guild" in str(answer.json()["result"]), answer.text
 
     (file_id,) = _files(a, auth, db_id)
     gone = call(a, "DELETE", f"/api/knowledge/databases/{db_id}/documents/{file_id}", auth)
     assert gone.status_code == 200, gone.text
-    params = call(b, "PUT", f"/api/knowledge/databases/{db_id}/query-params", auth, json={"top_k": 3})
-    assert params.status_code == 200, params.text  # B's save writes its view of the knowledge base
-    renamed = call(b, "PUT", f"/api/knowledge/databases/{db_id}", auth, json={"name": f"{name}-b", "description": "x"})
+    changed = call(b, "PUT", f"/api/knowledge/databases/{db_id}/query-params", auth, json={"top_k": 3})
+    assert changed.status_code == 200, changed.text  # B's save writes its view of the knowledge base
+    renamed = call(
+        b, "PUT", f"/api/knowledge/databases/{db_id}", auth, json={"name": f"{name}-b", "description": "x"}
+    )
     assert renamed.status_code == 200, renamed.text
     assert _file_rows(kit_db, db_id) == {}, "a deleted document came back"
     for server in (a, b):

@@ -16,24 +16,12 @@ from typing import Any
 
 import pytest
 
-from tests.support import require
 from yuxi_k8s.app.localdeps import PUBLISHED_MILVUS_LITE, milvus_server
-from yuxi_k8s.app.localrun import AppRunner, LocalRunError
+from yuxi_k8s.app.localrun import AppRunner
 
 ACTOR = "tests/app/actors/milvus_calls.py"
 # MilvusKB 21 calls, LightRAG 14 (tests/app/actors/milvus_calls.py): one answer each.
 EXPECTED_CALLS = {"milvus_kb": 21, "lightrag": 14}
-
-
-@pytest.fixture(scope="session")
-def milvus_tree() -> Path:
-    try:
-        from yuxi_k8s.app import images, source
-
-        return images.image_tree(source.resolve(), "milvus")
-    except LocalRunError as exc:
-        require(False, str(exc))
-        raise
 
 
 def calls(runner: AppRunner, uri: str, *parts: str) -> dict[str, dict[str, Any]]:

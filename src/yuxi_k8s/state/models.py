@@ -126,8 +126,10 @@ class KnowledgeFileClaim(Base):
     claimed_at: Mapped[datetime] = _now()
 
 
-# Advanced after every write to the application's knowledge-base tables (yuxi_k8s.app.integration.knowledge).
+# Advanced after every write to the application's knowledge-base tables (yuxi_k8s.app.integration.knowledge)
+# and subagents (.subagents): a replica whose cache saw a lower value reloads.
 KB_CHANGE_SEQUENCE = f"{SCHEMA}.kb_change_seq"
+SUBAGENT_CHANGE_SEQUENCE = f"{SCHEMA}.subagent_change_seq"
 
 
 def table_names() -> list[str]:

@@ -40,13 +40,13 @@ import copy
 import functools
 import inspect
 import logging
-import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from sqlalchemy import Engine, text
 
 from yuxi_k8s.app.integration import env_seconds
+from yuxi_k8s.app.integration.counters import ChangeCounter
 from yuxi_k8s.state.errors import error_line
 from yuxi_k8s.state.models import KB_CHANGE_SEQUENCE, SCHEMA
 
@@ -64,6 +64,7 @@ REQUIRED_KB_ATTRIBUTES = (
     "_persist_file",
     "_persist_kb",
     "_normalize_metadata_state",
+    "_normalize_timestamp",
     "_processing_files",
     "_is_file_in_processing_queue",
     "_check_and_fix_processing_status",
@@ -156,16 +157,13 @@ class Coherence:
     def __init__(self, engine: Engine, replica_id: str) -> None:
         self.engine = engine
         self.replica_id = replica_id
-        self._local = threading.local()
+        self.changes = ChangeCounter(engine, KB_CHANGE_SEQUENCE)
 
     def counter(self) -> int:
-        with self.engine.connect() as conn:
-            last, called = conn.execute(text(f"SELECT last_value, is_called FROM {KB_CHANGE_SEQUENCE}")).one()
-        return int(last) if called else 0
+        return self.changes.current()
 
     def advance(self) -> int:
-        with self.engine.begin() as conn:
-            return int(conn.execute(text(f"SELECT nextval('{KB_CHANGE_SEQUENCE}')")).scalar_one())
+        return self.changes.advance()
 
     @contextlib.contextmanager
     def cluster_lock(self) -> Any:
@@ -321,9 +319,21 @@ class KnowledgeBinding:
             "yuxi_k8s_claimed", default=frozenset()
         )
 
+        # The application's loader fills a shadow, not the live cache, which coroutines read meanwhile.
+        # Not a copy of the instance: MilvusKB.__del__ disconnects the connection the copy shares.
+        shadow_cls = type(
+            "KnowledgeShadow",
+            (),
+            {
+                "_normalize_timestamp": staticmethod(kb_cls._normalize_timestamp),
+                "_normalize_metadata_state": kb_cls._normalize_metadata_state,
+            },
+        )
+
         async def _load_metadata(self: Any) -> None:
             seq = await asyncio.to_thread(binding.coherence.counter)
-            shadow = copy.copy(self)  # the application's loader fills the shadow, not the live cache
+            shadow = shadow_cls()
+            shadow.kb_type = self.kb_type
             await original_load(shadow)
             shadow._normalize_metadata_state()
             synced = getattr(self, "_yuxi_k8s_synced", None) or {"kb": {}, "file": {}, "bench": {}}

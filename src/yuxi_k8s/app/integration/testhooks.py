@@ -4,8 +4,9 @@ In LITE_MODE no route of the application enqueues a task, yet the tier must
 show that a rolling restart leaves running tasks alone. ``POST
 /api/yuxi-k8s/test/tasks {"seconds": N}`` (admin only, through the app's own
 dependency) enqueues a task through the app's own Tasker that reports progress
-for N seconds. Every response carries ``X-Yuxi-K8s-Replica`` (the pod's host
-name), so a test knows which replica answered.
+for N seconds. ``GET /api/yuxi-k8s/test/subagent-specs`` shows the subagent specs
+this process's agents would use (the app's own cached read). Every response carries
+``X-Yuxi-K8s-Replica`` (the pod's host name), so a test knows which replica answered.
 
 Imported only when enabled, inside the app's process (FastAPI resolves the
 route's annotations from this module's globals, hence no postponed annotations).
@@ -24,6 +25,7 @@ HOSTNAME = socket.gethostname()
 
 _auth = importlib.import_module("server.utils.auth_middleware")
 _task_service = importlib.import_module("yuxi.services.task_service")
+_subagent_service = importlib.import_module("yuxi.services.subagent_service")
 Seconds = Annotated[float, Body(embed=True)]
 Admin = Annotated[Any, Depends(_auth.get_admin_user)]
 
@@ -48,6 +50,12 @@ async def enqueue_test_task(seconds: Seconds, user: Admin) -> dict[str, Any]:
     return {"task_id": task.id, "replica": HOSTNAME}
 
 
+async def subagent_specs(user: Admin) -> dict[str, Any]:
+    """What this process's agents would use: the specs through the app's own cache."""
+    specs = await _subagent_service.get_subagent_specs()  # looked up now: the kit may have patched it
+    return {"specs": {s["name"]: s.get("description") for s in specs}, "replica": HOSTNAME}
+
+
 def install(app: FastAPI) -> None:
     @app.middleware("http")
     async def name_the_replica(request: Request, call_next: Any) -> Any:
@@ -56,3 +64,4 @@ def install(app: FastAPI) -> None:
         return response
 
     app.add_api_route("/api/yuxi-k8s/test/tasks", enqueue_test_task, methods=["POST"])
+    app.add_api_route("/api/yuxi-k8s/test/subagent-specs", subagent_specs, methods=["GET"])

@@ -1,10 +1,10 @@
-"""Knowledge bases across replicas: a change counter and which replica processes which file.
+"""Caches of the application across replicas: change counters, and who processes which file.
 
 The application caches every knowledge base and file in each process and writes
-that cache back. The kit counts each write to those tables (``kb_change_seq``),
-so a replica knows when its cache is stale, and records which replica is parsing
-or indexing a file (``kb_processing``), so another replica does not declare that
-file interrupted.
+that cache back, and caches its subagents' specs. The kit counts each write to
+those tables (``kb_change_seq``, ``subagent_change_seq``), so a replica knows
+when its cache is stale, and records which replica is parsing or indexing a file
+(``kb_processing``), so another replica does not declare that file interrupted.
 
 Revision ID: 0006
 Revises: 0005
@@ -25,6 +25,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute(sa.schema.CreateSequence(sa.Sequence("kb_change_seq", schema=SCHEMA)))
+    op.execute(sa.schema.CreateSequence(sa.Sequence("subagent_change_seq", schema=SCHEMA)))
     op.create_table(
         "kb_processing",
         sa.Column("file_id", sa.Text, nullable=False),
@@ -39,4 +40,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_kb_processing_replica_id", table_name="kb_processing", schema=SCHEMA)
     op.drop_table("kb_processing", schema=SCHEMA)
+    op.execute(sa.schema.DropSequence(sa.Sequence("subagent_change_seq", schema=SCHEMA)))
     op.execute(sa.schema.DropSequence(sa.Sequence("kb_change_seq", schema=SCHEMA)))
