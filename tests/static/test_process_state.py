@@ -173,6 +173,7 @@ def test_a_renamed_test_a_lost_anchor_and_a_missing_module_are_reported(
         "tests/app/test_settings_binding.py "
         "(tests/app/test_settings_binding.py::test_a_save_on_one_replica_reaches_the_other_without_a_restart)",
         "row 14: kit module yuxi_k8s.app.integration.settings_binding is not in src/",
+        "row 15: docs/per-process-state.md has no heading #settings-read-once-row-15",
         "row 16: docs/per-process-state.md has no heading #mcp-tool-cache-row-16",
     ]
     (repo / "tests" / "e2e" / "test_app_stack.py").unlink()
