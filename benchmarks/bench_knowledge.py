@@ -14,7 +14,12 @@ Figures, for the kit and for the application alone:
 - stale reads: right after each acknowledged write, the same knowledge base read on the
   *other* replica (GET /api/knowledge/databases/{id}) shows something else;
 - visibility on the other replica: time from the acknowledgement to the first read there
-  that shows the write (p50/p99; goal p99 < 1 s), as a ratio to one GET round trip.
+  that shows the write (p50/p99; goal p99 < 1 s), as a ratio to one GET round trip;
+- errors: operations a replica refused (the application alone does not know a knowledge
+  base the other replica made until something reloads its cache).
+Every tenth operation the client also lists the knowledge bases on both replicas, as the
+web page does: that is what makes the application alone reload (and later write back) its
+cache.
 """
 
 from __future__ import annotations
@@ -114,10 +119,12 @@ class Client(threading.Thread):
                 kind = "create" if len(live) < 3 else self.rng.choice(choices)
                 try:
                     db_id = self._operate(client, writer, kind, live, i)
-                except (httpx.HTTPError, AssertionError) as exc:
+                    self._check_other(client, other, db_id, time.perf_counter())
+                    if i % 10 == 0:  # the knowledge-base page, as a browser shows it on either replica
+                        for server in self.servers:
+                            client.get(f"{server.url}/api/knowledge/databases").raise_for_status()
+                except (httpx.HTTPError, AssertionError, ValueError, KeyError) as exc:
                     self.errors.append(f"{kind} #{i} on {writer.url}: {exc}")
-                    continue
-                self._check_other(client, other, db_id, time.perf_counter())
 
     def _operate(self, client: httpx.Client, writer: Server, kind: str, live: list[str], i: int) -> str:
         base = f"{writer.url}/api/knowledge/databases"
@@ -232,7 +239,8 @@ def main() -> int:
         f"{kit['ops']} mixed knowledge-base operations over two replicas: "
         f"resurrected {kit['resurrected']} (alone {alone['resurrected']}), "
         f"lost {kit['lost']} (alone {alone['lost']}), "
-        f"stale reads {kit['stale_reads']} (alone {alone['stale_reads']}); "
+        f"stale reads {kit['stale_reads']} (alone {alone['stale_reads']}), "
+        f"refused {kit['error_count']} (alone {alone['error_count']}); "
         f"visible on the other replica p50 {kit['visible_p50_ms']} ms "
         f"= {kit['visible_p50_over_get']}x one GET, "
         f"p99 {kit['visible_p99_ms']} ms (alone: {alone['never_visible']} not visible within 0.25 s)"

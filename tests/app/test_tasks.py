@@ -63,3 +63,39 @@ def test_the_application_alone_fails_a_running_task_when_another_replica_starts(
     plain = servers("plain", kit=False, **TASK_ENV)
     failed = _task(plain, auth, task_id)
     assert failed["status"] == "failed", failed
+
+
+def _listed(server: Server, auth: dict[str, str]) -> dict[str, dict[str, Any]]:
+    reply = httpx.get(f"{server.url}/api/tasks", headers=auth, timeout=10)
+    assert reply.status_code == 200, reply.text
+    return {t["id"]: t for t in reply.json()["tasks"]}
+
+
+def test_list_cancel_and_delete_give_the_same_answer_through_either_replica(servers: StartServer) -> None:
+    """Row 6: B lists A's running task, B's cancel reaches A (which runs it), B's delete of a
+    task A runs removes it everywhere; B never writes its own copy over A's row."""
+    a = servers("a", **TASK_ENV)
+    b = servers("b", **TASK_ENV)
+    auth = admin_headers(a)
+
+    def enqueue() -> str:
+        reply = httpx.post(a.url + "/api/yuxi-k8s/test/tasks", json={"seconds": 60}, headers=auth, timeout=30)
+        assert reply.status_code == 200, reply.text
+        task_id = str(reply.json()["task_id"])
+        poll("the task to run on A", lambda: _task(a, auth, task_id)["progress"] > 0, 30)
+        return task_id
+
+    first = enqueue()
+    running_on_b = lambda: _listed(b, auth).get(first, {}).get("status") == "running"  # noqa: E731
+    poll("B to list A's task as running", running_on_b, 10)
+    cancelled = httpx.post(f"{b.url}/api/tasks/{first}/cancel", headers=auth, timeout=10)
+    assert cancelled.status_code == 200, cancelled.text
+    for server in (a, b):
+        poll("the cancel to reach A", lambda s=server: _task(s, auth, first)["status"] == "cancelled", 20)
+
+    second = enqueue()
+    deleted = httpx.delete(f"{b.url}/api/tasks/{second}", headers=auth, timeout=10)
+    assert deleted.status_code == 200, deleted.text
+    for server in (a, b):
+        poll("the delete to reach A", lambda s=server: second not in _listed(s, auth), 20)
+    assert httpx.get(f"{a.url}/api/tasks/{second}", headers=auth, timeout=10).status_code == 404

@@ -126,6 +126,15 @@ class KnowledgeFileClaim(Base):
     claimed_at: Mapped[datetime] = _now()
 
 
+class TaskRequest(Base):
+    """A cancel or delete of a running task asked of a replica that does not run it, for its owner."""
+
+    __tablename__ = "task_requests"
+    task_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    action: Mapped[str] = mapped_column(Text, primary_key=True)
+    requested_at: Mapped[datetime] = _now()
+
+
 # Advanced after every write to the application's knowledge-base tables (yuxi_k8s.app.integration.knowledge)
 # and subagents (.subagents): a replica whose cache saw a lower value reloads.
 KB_CHANGE_SEQUENCE = f"{SCHEMA}.kb_change_seq"

@@ -15,7 +15,13 @@ fails the tasks the *other* replicas are running. Here:
   keep it below the pod's termination grace period) for its running and queued
   tasks to finish before the app cancels them, then gives up its lease;
 - a task is looked up in the table when this replica does not hold it in
-  memory, so every replica answers for every task.
+  memory, so every replica answers for every task; the task list is the table's,
+  with this replica's own tasks as it holds them;
+- a cancel or delete of a task another live replica runs is queued for that owner
+  (``yuxi_k8s.task_requests``), which carries it out through the app's own Tasker
+  within ``YUXI_K8S_TASK_REQUEST_POLL_SECONDS`` (default 1): no replica writes its
+  stale copy over the owner's row. A task nobody alive owns is cancelled or deleted
+  in the table directly.
 
 The application's table is only read and written through the application's own
 code; the kit writes only its two tables.
@@ -43,7 +49,13 @@ log = logging.getLogger("yuxi_k8s.app.tasks")
 LEASE_ENV = "YUXI_K8S_REPLICA_LEASE_SECONDS"
 DRAIN_ENV = "YUXI_K8S_TASK_DRAIN_SECONDS"
 TERMINAL = frozenset({"success", "failed", "cancelled"})
+REQUEST_POLL_ENV = "YUXI_K8S_TASK_REQUEST_POLL_SECONDS"
 REQUIRED_TASKER_ATTRIBUTES = (
+    "start",
+    "list_tasks",
+    "cancel_task",
+    "delete_task",
+    "_lock",
     "_load_state",
     "_persist_task",
     "shutdown",
@@ -51,6 +63,7 @@ REQUIRED_TASKER_ATTRIBUTES = (
     "_repo",
     "_tasks",
     "_queue",
+    "_workers",
 )
 
 
@@ -116,6 +129,22 @@ class ReplicaLease:
             r=self.replica_id,
         )
 
+    def request(self, task_id: str, action: str) -> None:
+        self._exec(
+            f"INSERT INTO {SCHEMA}.task_requests (task_id, action) VALUES (:t, :a) ON CONFLICT DO NOTHING",
+            t=task_id,
+            a=action,
+        )
+
+    def take_requests(self) -> list[tuple[str, str]]:
+        """The cancels and deletes other replicas queued for this replica's tasks (removed as taken)."""
+        rows = self._exec(
+            f"DELETE FROM {SCHEMA}.task_requests q USING {SCHEMA}.task_owners o "
+            "WHERE q.task_id = o.task_id AND o.replica_id = :me RETURNING q.task_id, q.action",
+            me=self.replica_id,
+        )
+        return [(row[0], row[1]) for row in rows]
+
     def live_owners(self, task_ids: Iterable[str]) -> dict[str, str]:
         """task id -> owning replica, for the tasks whose owner (not this replica) still holds its lease."""
         ids = list(task_ids)
@@ -129,6 +158,14 @@ class ReplicaLease:
             me=self.replica_id,
         )
         return {row[0]: row[1] for row in rows}
+
+
+class _TaskView:
+    """What the app's ``list_tasks`` reads of its Tasker (``_lock``, ``_tasks``), over given tasks."""
+
+    def __init__(self, tasks: dict[str, Any]) -> None:
+        self._lock = asyncio.Lock()
+        self._tasks = tasks
 
 
 class _RepoWithout:
@@ -152,6 +189,10 @@ def install(tasker_cls: Any, task_cls: Any, lease: ReplicaLease, *, drain_s: flo
     original_persist: Callable[..., Any] = tasker_cls._persist_task
     original_shutdown: Callable[..., Any] = tasker_cls.shutdown
     original_get: Callable[..., Any] = tasker_cls.get_task
+    original_list: Callable[..., Any] = tasker_cls.list_tasks
+    original_cancel: Callable[..., Any] = tasker_cls.cancel_task
+    original_delete: Callable[..., Any] = tasker_cls.delete_task
+    poll_s = env_seconds(REQUEST_POLL_ENV, 1.0)
     claimed: set[str] = set()
 
     async def _persist_task(self: Any, task: Any) -> None:
@@ -193,6 +234,21 @@ def install(tasker_cls: Any, task_cls: Any, lease: ReplicaLease, *, drain_s: flo
             log.warning(
                 "stopping with %d task(s) unfinished after %.0f s: %s", len(busy), drain, ", ".join(busy)
             )
+        requests = getattr(self, "_yuxi_k8s_requests", None)
+        if requests is not None:
+            requests.cancel()
+        # The app's shutdown cancels each worker once and waits for all, holding its lock. A worker
+        # running a task takes that cancel as the task's (it marks the task cancelled, under the
+        # same lock, and loops on): the shutdown would hang until the kubelet's SIGKILL. Cancel
+        # until every worker has ended, outside the lock, then let the app finish its shutdown.
+        workers = list(self._workers)
+        for _ in range(40):
+            pending = [w for w in workers if not w.done()]
+            if not pending:
+                break
+            for worker in pending:
+                worker.cancel()
+            await asyncio.wait(pending, timeout=0.25)
         await original_shutdown(self)
 
     async def get_task(self: Any, task_id: str) -> dict[str, Any] | None:
@@ -204,6 +260,76 @@ def install(tasker_cls: Any, task_cls: Any, lease: ReplicaLease, *, drain_s: flo
             return found  # type: ignore[no-any-return]
         return task_cls.from_dict(record.to_dict()).to_dict()  # type: ignore[no-any-return]
 
+    async def list_tasks(self: Any, status: str | None = None, limit: int = 100) -> dict[str, Any]:
+        records = await self._repo.list_all()
+        merged = {r.id: task_cls.from_dict(r.to_dict()) for r in records}
+        async with self._lock:
+            merged.update({tid: task for tid, task in self._tasks.items() if tid in claimed})
+        view = _TaskView(merged)  # the app's own listing, over the table's tasks and ours
+        return await original_list(view, status=status, limit=limit)  # type: ignore[no-any-return]
+
+    async def _elsewhere(self: Any, task_id: str) -> tuple[Any, str | None]:
+        """(the task's record, its live owner other than this replica), or (None, None)."""
+        record = await self._repo.get_by_id(task_id)
+        if record is None:
+            return None, None
+        owners = await asyncio.to_thread(lease.live_owners, [task_id])
+        return record, owners.get(task_id)
+
+    async def cancel_task(self: Any, task_id: str) -> bool:
+        if task_id in claimed:
+            return await original_cancel(self, task_id)  # type: ignore[no-any-return]
+        record, owner = await _elsewhere(self, task_id)
+        if record is None or record.status in TERMINAL:
+            return False
+        if owner is not None:
+            await asyncio.to_thread(lease.request, task_id, "cancel")
+            return True
+        task = task_cls.from_dict(record.to_dict())  # nobody runs it: cancelled in the table
+        task.status, task.cancel_requested = "cancelled", True
+        self._tasks[task_id] = task
+        await original_persist(self, task)
+        return True
+
+    async def delete_task(self: Any, task_id: str) -> bool:
+        if task_id in claimed:
+            return await original_delete(self, task_id)  # type: ignore[no-any-return]
+        record, owner = await _elsewhere(self, task_id)
+        if record is None:
+            return False
+        if owner is not None and record.status not in TERMINAL:
+            await asyncio.to_thread(lease.request, task_id, "delete")
+            return True
+        async with self._lock:
+            self._tasks.pop(task_id, None)
+        await self._repo.delete(task_id)
+        return True
+
+    async def carry_out_requests(tasker: Any) -> None:
+        while True:
+            await asyncio.sleep(poll_s)
+            try:
+                requests = await asyncio.to_thread(lease.take_requests)
+            except Exception as exc:  # the next round tries again
+                log.warning("could not read the task requests of other replicas: %s", error_line(exc))
+                continue
+            for task_id, action in requests:
+                log.info("%s of task %s asked through another replica", action, task_id)
+                await original_cancel(tasker, task_id)  # a deleted task must stop running too
+                if action == "delete":
+                    await original_delete(tasker, task_id)
+
+    original_start: Callable[..., Any] = tasker_cls.start
+
+    async def start(self: Any) -> None:
+        await original_start(self)
+        if getattr(self, "_yuxi_k8s_requests", None) is None:
+            self._yuxi_k8s_requests = asyncio.get_running_loop().create_task(carry_out_requests(self))
+
+    tasker_cls.start = start
+    tasker_cls.list_tasks = list_tasks
+    tasker_cls.cancel_task = cancel_task
+    tasker_cls.delete_task = delete_task
     tasker_cls._persist_task = _persist_task
     tasker_cls._load_state = _load_state
     tasker_cls.shutdown = shutdown

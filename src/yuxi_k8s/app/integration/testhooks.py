@@ -37,6 +37,7 @@ async def enqueue_test_task(seconds: Seconds, user: Admin) -> dict[str, Any]:
     async def run(context: Any) -> dict[str, Any]:
         steps = max(1, int(seconds * 2))
         for step in range(steps):
+            await context.raise_if_cancelled()  # as the app's own long tasks do
             await asyncio.sleep(seconds / steps)
             await context.set_progress(100.0 * (step + 1) / steps, f"step {step + 1}/{steps}")
         return {"slept_s": seconds, "replica": HOSTNAME}
