@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from sqlalchemy import Connection, Engine, text
 
@@ -21,6 +22,7 @@ log = logging.getLogger("yuxi_k8s.app.startup")
 
 # The kit's advisory lock keys are fixed 64-bit numbers (see also knowledge.LOCK_KEY).
 LOCK_KEY = 0x59555849_53545254
+POLL_S = 0.25
 
 
 class StartupLock:
@@ -32,14 +34,19 @@ class StartupLock:
         self._guard = threading.Lock()
 
     def acquire(self) -> None:
+        """Poll with try-lock, never wait inside a statement: the start-up being waited for runs
+        ``CREATE INDEX CONCURRENTLY`` (the checkpointer's set-up), which waits for every running
+        statement's snapshot, so a blocking ``pg_advisory_lock`` here would wait forever."""
         with self._guard:
             if self._conn is not None:
                 return
-            conn = self.engine.connect()
-            if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar_one():
-                log.info("waiting for another replica's start-up to finish (its tables and seeds first)")
-                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
-            conn.commit()
+            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            said = False
+            while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar_one():
+                if not said:
+                    log.info("waiting for another replica's start-up to finish (its tables and seeds first)")
+                    said = True
+                time.sleep(POLL_S)
             self._conn = conn
 
     def release(self) -> None:
@@ -49,6 +56,5 @@ class StartupLock:
             return
         try:
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
-            conn.commit()
         finally:
             conn.close()
