@@ -48,6 +48,7 @@ SCENARIO_ORDER = (
     "test_a_document_indexed_through_one_replica_is_found_by_a_query_on_the_other",
     "test_an_agent_on_the_other_replica_answers_from_the_knowledge_base_tool",
     "test_a_deleted_file_and_knowledge_base_stay_deleted_after_the_other_replica_edits",
+    "test_a_lightrag_knowledge_base_fed_through_both_replicas_finds_entities_of_every_document",
     "test_failover_when_an_api_pod_is_deleted",
     "test_failover_when_an_api_container_is_killed_with_sigkill",
     "test_failover_during_a_rolling_restart",
@@ -71,6 +72,11 @@ DOCUMENT = (
     "The Harbour Lighthouse lamp is cleaned every Tuesday by the Coastal Guild.\n"
     "Its lens was made in Glasgow and weighs four tonnes.\n"
 )
+# One document per replica for the LightRAG knowledge base, each with entities of its own.
+GRAPH_DOCUMENTS = {
+    "lighthouse.md": "The Harbour Lighthouse lamp is cleaned by the Coastal Guild every Tuesday.\n",
+    "observatory.md": "The Northern Observatory telescope is polished by the Astral Society in Aberdeen.\n",
+}
 KNOWLEDGE: dict[str, str] = {}  # what the knowledge-base scenarios made, for the ones after them
 REUSE_ENV = "YUXI_E2E_STACK"
 LOAD_RATE = 20  # requests per second through the Service
@@ -297,13 +303,14 @@ def _kb_ids(stack: AppStack, base: str) -> set[str]:
     return {str(db["db_id"]) for db in answer["body"]["databases"]}
 
 
-def _make_kb(stack: AppStack, base: str, name: str) -> str:
+def _make_kb(stack: AppStack, base: str, name: str, **extra: Any) -> str:
     body = {
+        **extra,
         "database_name": name,
         "description": f"e2e {name}",
-        "kb_type": "milvus",
         "embed_model_name": EMBED_MODEL,
     }
+    body.setdefault("kb_type", "milvus")
     made = _on(stack, base, "post", "/api/knowledge/databases", json.dumps(body))
     assert made["status"] == 200, made
     return str(made["body"]["db_id"])
@@ -416,6 +423,49 @@ def test_a_deleted_file_and_knowledge_base_stay_deleted_after_the_other_replica_
     assert _psql(stack, f"SELECT db_id FROM knowledge_bases WHERE db_id = '{doomed}'") == []
     assert _psql(stack, f"SELECT name FROM knowledge_bases WHERE db_id = '{db_id}'") == [renamed]
     assert _psql(stack, f"SELECT file_id FROM knowledge_files WHERE db_id IN ('{db_id}', '{doomed}')") == []
+
+
+def _add_document(stack: AppStack, base: str, db_id: str, name: str, text: str) -> None:
+    path = f"/api/knowledge/files/upload?db_id={db_id}"
+    uploaded = _on(stack, base, "upload-text", path, "--name", name, "--text", text)
+    assert uploaded["status"] == 200, uploaded
+    body = {"items": [uploaded["body"]["file_path"]], "params": {"content_type": "file", "auto_index": True}}
+    added = _on(stack, base, "post", f"/api/knowledge/databases/{db_id}/documents", json.dumps(body))
+    assert added["status"] == 200, added
+
+
+def test_a_lightrag_knowledge_base_fed_through_both_replicas_finds_entities_of_every_document(
+    stack: AppStack,
+) -> None:
+    a, b = _pinned(stack)
+    token = _token(stack)
+    # LightRAG's LLM: the knowledge base's llm_info names the stand-in provider scenario 5 relies on.
+    setting = json.dumps({"key": "default_model", "value": "standin/standin-chat"})
+    assert stack.client("post", "/api/system/config", setting, token=token)["status"] == 200
+    llm_info = {"provider": "standin", "model_name": "standin-chat"}
+    db_id = _make_kb(stack, a, f"graph-{RUN_ID}", kb_type="lightrag", llm_info=llm_info)
+    for base, (name, text) in zip((a, b), GRAPH_DOCUMENTS.items(), strict=True):
+        _add_document(stack, base, db_id, name, text)
+
+    def indexed_on_both() -> bool:
+        views = [_kb_files(stack, base, db_id) for base in (a, b)]
+        for files in views:
+            failed = {
+                k: f.get("status") for k, f in files.items() if str(f.get("status", "")).startswith("error")
+            }
+            assert not failed, failed
+        return all(
+            len(files) == 2 and all(f.get("status") == "indexed" for f in files.values()) for files in views
+        )
+
+    poll("both documents to be indexed, as both replicas say", indexed_on_both, 600, interval=3)
+    query = json.dumps({"query": "Coastal Guild and Astral Society", "meta": {}})
+    for base in (a, b):
+        answer = _on(stack, base, "post", f"/api/knowledge/databases/{db_id}/query", query)
+        assert answer["status"] == 200, answer
+        found = json.dumps(answer["body"]).lower()
+        for entity in ("coastal guild", "astral society"):
+            assert entity in found, (base, entity, answer["body"])
 
 
 # --- 6. failover under load ---------------------------------------------------------------------
