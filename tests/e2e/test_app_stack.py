@@ -316,6 +316,16 @@ def _make_kb(stack: AppStack, base: str, name: str, **extra: Any) -> str:
     return str(made["body"]["db_id"])
 
 
+def _index(stack: AppStack, base: str, db_id: str, upload: dict[str, Any]) -> None:
+    """Add an uploaded file to the knowledge base and index it, as the web UI does: a file in
+    MinIO (an http URL) is added with the content hash its upload answered."""
+    item = upload["file_path"]
+    params = {"content_type": "file", "auto_index": True, "content_hashes": {item: upload["content_hash"]}}
+    body = json.dumps({"items": [item], "params": params})
+    added = _on(stack, base, "post", f"/api/knowledge/databases/{db_id}/documents", body)
+    assert added["status"] == 200, added
+
+
 def test_a_milvus_knowledge_base_made_on_one_replica_is_listed_and_read_on_the_other(stack: AppStack) -> None:
     a, b = _pinned(stack)
     name = f"lighthouse-{RUN_ID}"
@@ -348,10 +358,7 @@ def test_a_document_indexed_through_one_replica_is_found_by_a_query_on_the_other
         DOCUMENT,
     )
     assert uploaded["status"] == 200, uploaded
-    params = {"content_type": "file", "auto_index": True}
-    body = json.dumps({"items": [uploaded["body"]["file_path"]], "params": params})
-    added = _on(stack, a, "post", f"/api/knowledge/databases/{db_id}/documents", body)
-    assert added["status"] == 200, added
+    _index(stack, a, db_id, uploaded["body"])
 
     def indexed_on_both() -> bool:
         views = [_kb_files(stack, base, db_id) for base in (a, b)]
@@ -429,9 +436,7 @@ def _add_document(stack: AppStack, base: str, db_id: str, name: str, text: str) 
     path = f"/api/knowledge/files/upload?db_id={db_id}"
     uploaded = _on(stack, base, "upload-text", path, "--name", name, "--text", text)
     assert uploaded["status"] == 200, uploaded
-    body = {"items": [uploaded["body"]["file_path"]], "params": {"content_type": "file", "auto_index": True}}
-    added = _on(stack, base, "post", f"/api/knowledge/databases/{db_id}/documents", json.dumps(body))
-    assert added["status"] == 200, added
+    _index(stack, base, db_id, uploaded["body"])
 
 
 def test_a_lightrag_knowledge_base_fed_through_both_replicas_finds_entities_of_every_document(

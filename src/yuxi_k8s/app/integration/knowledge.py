@@ -223,6 +223,14 @@ _holding_lock: contextvars.ContextVar[bool] = contextvars.ContextVar("yuxi_k8s_k
 _checked: contextvars.ContextVar[bool] = contextvars.ContextVar("yuxi_k8s_kb_checked", default=False)
 
 
+def _disarm(shadow: Any) -> None:
+    """A shadow copy shares the live instance's resources and must not release them when it is
+    collected: MilvusKB.__del__ disconnects the pymilvus alias it names (``connection_alias``),
+    which is the live instance's connection; every later Milvus call of the process then fails
+    with "should create connection first"."""
+    vars(shadow).pop("connection_alias", None)
+
+
 class KnowledgeBinding:
     """Patches the application's knowledge-base classes; one per process."""
 
@@ -324,8 +332,11 @@ class KnowledgeBinding:
         async def _load_metadata(self: Any) -> None:
             seq = await asyncio.to_thread(binding.coherence.counter)
             shadow = copy.copy(self)  # the application's loader fills the shadow, not the live cache
-            await original_load(shadow)
-            shadow._normalize_metadata_state()
+            try:
+                await original_load(shadow)
+                shadow._normalize_metadata_state()
+            finally:
+                _disarm(shadow)
             synced = getattr(self, "_yuxi_k8s_synced", None) or {"kb": {}, "file": {}, "bench": {}}
             kb_synced, kb_removed = merge_entries(self.databases_meta, shadow.databases_meta, synced["kb"])
             file_synced, file_removed = merge_entries(self.files_meta, shadow.files_meta, synced["file"])
