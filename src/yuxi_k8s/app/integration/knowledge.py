@@ -40,13 +40,13 @@ import copy
 import functools
 import inspect
 import logging
-import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from sqlalchemy import Engine, text
 
 from yuxi_k8s.app.integration import env_seconds
+from yuxi_k8s.app.integration.counters import ChangeCounter
 from yuxi_k8s.state.errors import error_line
 from yuxi_k8s.state.models import KB_CHANGE_SEQUENCE, SCHEMA
 
@@ -64,6 +64,7 @@ REQUIRED_KB_ATTRIBUTES = (
     "_persist_file",
     "_persist_kb",
     "_normalize_metadata_state",
+    "_normalize_timestamp",
     "_processing_files",
     "_is_file_in_processing_queue",
     "_check_and_fix_processing_status",
@@ -156,16 +157,13 @@ class Coherence:
     def __init__(self, engine: Engine, replica_id: str) -> None:
         self.engine = engine
         self.replica_id = replica_id
-        self._local = threading.local()
+        self.changes = ChangeCounter(engine, KB_CHANGE_SEQUENCE)
 
     def counter(self) -> int:
-        with self.engine.connect() as conn:
-            last, called = conn.execute(text(f"SELECT last_value, is_called FROM {KB_CHANGE_SEQUENCE}")).one()
-        return int(last) if called else 0
+        return self.changes.current()
 
     def advance(self) -> int:
-        with self.engine.begin() as conn:
-            return int(conn.execute(text(f"SELECT nextval('{KB_CHANGE_SEQUENCE}')")).scalar_one())
+        return self.changes.advance()
 
     @contextlib.contextmanager
     def cluster_lock(self) -> Any:
@@ -196,15 +194,22 @@ class Coherence:
 
     def claimed_elsewhere(self, file_ids: Iterable[str]) -> set[str]:
         """The files another replica with a live lease is parsing or indexing."""
+        return self._claimed(file_ids, include_mine=False)
+
+    def claimed_live(self, file_ids: Iterable[str]) -> set[str]:
+        """The files any replica with a live lease (this one too) is parsing or indexing."""
+        return self._claimed(file_ids, include_mine=True)
+
+    def _claimed(self, file_ids: Iterable[str], *, include_mine: bool) -> set[str]:
         ids = list(file_ids)
         if not ids:
             return set()
+        mine = "" if include_mine else "AND c.replica_id <> :me"
         with self.engine.connect() as conn:
             rows = conn.execute(
                 text(
                     f"SELECT c.file_id FROM {SCHEMA}.kb_processing c JOIN {SCHEMA}.replicas r "
-                    "USING (replica_id) WHERE c.file_id = ANY(:ids) AND r.lease_until > now() "
-                    "AND c.replica_id <> :me"
+                    f"USING (replica_id) WHERE c.file_id = ANY(:ids) AND r.lease_until > now() {mine}"
                 ),
                 {"ids": ids, "me": self.replica_id},
             )
@@ -221,14 +226,6 @@ class Coherence:
 # section must not wait for it again) and while a manager call already checked freshness.
 _holding_lock: contextvars.ContextVar[bool] = contextvars.ContextVar("yuxi_k8s_kb_lock", default=False)
 _checked: contextvars.ContextVar[bool] = contextvars.ContextVar("yuxi_k8s_kb_checked", default=False)
-
-
-def _disarm(shadow: Any) -> None:
-    """A shadow copy shares the live instance's resources and must not release them when it is
-    collected: MilvusKB.__del__ disconnects the pymilvus alias it names (``connection_alias``),
-    which is the live instance's connection; every later Milvus call of the process then fails
-    with "should create connection first"."""
-    vars(shadow).pop("connection_alias", None)
 
 
 class KnowledgeBinding:
@@ -329,14 +326,23 @@ class KnowledgeBinding:
             "yuxi_k8s_claimed", default=frozenset()
         )
 
+        # The application's loader fills a shadow, not the live cache, which coroutines read meanwhile.
+        # Not a copy of the instance: MilvusKB.__del__ disconnects the connection the copy shares.
+        shadow_cls = type(
+            "KnowledgeShadow",
+            (),
+            {
+                "_normalize_timestamp": staticmethod(kb_cls._normalize_timestamp),
+                "_normalize_metadata_state": kb_cls._normalize_metadata_state,
+            },
+        )
+
         async def _load_metadata(self: Any) -> None:
             seq = await asyncio.to_thread(binding.coherence.counter)
-            shadow = copy.copy(self)  # the application's loader fills the shadow, not the live cache
-            try:
-                await original_load(shadow)
-                shadow._normalize_metadata_state()
-            finally:
-                _disarm(shadow)
+            shadow = shadow_cls()
+            shadow.kb_type = self.kb_type
+            await original_load(shadow)
+            shadow._normalize_metadata_state()
             synced = getattr(self, "_yuxi_k8s_synced", None) or {"kb": {}, "file": {}, "bench": {}}
             kb_synced, kb_removed = merge_entries(self.databases_meta, shadow.databases_meta, synced["kb"])
             file_synced, file_removed = merge_entries(self.files_meta, shadow.files_meta, synced["file"])
@@ -382,8 +388,18 @@ class KnowledgeBinding:
                 for fid, info in self.files_meta.items()
                 if info.get("database_id") == db_id and info.get("status") in INTERMEDIATE
             ]
-            others = binding.coherence.claimed_elsewhere(candidates) if candidates else set()
-            token = claimed_elsewhere.set(frozenset(others))
+            # In flight, not orphaned: claimed by a live replica (this one included: the
+            # application adds a file to its in-memory queue only after the status is saved,
+            # and a read in between would mark its own work as interrupted), or set here and
+            # not yet written (the save waits for the cluster lock).
+            synced = (getattr(self, "_yuxi_k8s_synced", None) or {}).get("file", {})
+            unsaved = {
+                fid
+                for fid in candidates
+                if (synced.get(fid) or {}).get("status") != self.files_meta[fid].get("status")
+            }
+            others = binding.coherence.claimed_live(candidates) if candidates else set()
+            token = claimed_elsewhere.set(frozenset(others | unsaved))
             try:
                 original_check(self, db_id)
             finally:
