@@ -51,6 +51,8 @@ BUILT_FOR = {
     "postgres": "localhost/yuxi-k8s/yuxi-k8s-postgres",
     "redis": "localhost/yuxi-k8s/yuxi-k8s-redis",
     "minio": "localhost/yuxi-k8s/yuxi-k8s-minio",
+    "neo4j": "localhost/yuxi-k8s/yuxi-k8s-neo4j",
+    "milvus": "localhost/yuxi-k8s/yuxi-k8s-milvus",
 }
 
 

@@ -1,8 +1,8 @@
 """The real Yuxi-Know 0.6.1 on a real cluster: overlays/dev through tests/e2e/overlay, in one namespace.
 
 Two api replicas, the worker, web (nginx), the sandbox provisioner (memory backend),
-PostgreSQL, Redis and MinIO, all from images built from the pinned source; LITE_MODE
-(Milvus and Neo4j cannot be built here). The scenarios share one deployed stack
+PostgreSQL, Redis, MinIO, Neo4j and Milvus (milvus-lite's server), all from images built
+from the pinned source or by the kit; full mode (knowledge bases on). The scenarios share one deployed stack
 (deploying takes most of the time on 2 cores) and run in the order SCENARIO_ORDER
 names (tests/e2e/conftest.py enforces it): later ones build on the admin and the
 stand-in provider the earlier ones created, and the file-mode switch comes last.
@@ -44,6 +44,11 @@ SCENARIO_ORDER = (
     "test_a_setting_changed_on_one_replica_is_served_by_the_other_within_one_second",
     "test_an_uploaded_file_lands_in_minio_and_its_url_works_at_the_web_host",
     "test_a_chat_streams_through_nginx_and_a_queued_run_is_consumed_by_the_worker",
+    "test_a_milvus_knowledge_base_made_on_one_replica_is_listed_and_read_on_the_other",
+    "test_a_document_indexed_through_one_replica_is_found_by_a_query_on_the_other",
+    "test_an_agent_on_the_other_replica_answers_from_the_knowledge_base_tool",
+    "test_a_deleted_file_and_knowledge_base_stay_deleted_after_the_other_replica_edits",
+    "test_a_lightrag_knowledge_base_fed_through_both_replicas_finds_entities_of_every_document",
     "test_failover_when_an_api_pod_is_deleted",
     "test_failover_when_an_api_container_is_killed_with_sigkill",
     "test_failover_during_a_rolling_restart",
@@ -61,6 +66,18 @@ STANDIN = {
     "env": "NO_API_KEY",
     "models": ["standin-chat"],
 }
+EMBED_MODEL = "vllm/Qwen/Qwen3-Embedding-0.6B"  # the catalogue sends it to the pod's stand-in sidecar
+DOCUMENT = (
+    "Harbour Lighthouse Maintenance\n\n"
+    "The Harbour Lighthouse lamp is cleaned every Tuesday by the Coastal Guild.\n"
+    "Its lens was made in Glasgow and weighs four tonnes.\n"
+)
+# One document per replica for the LightRAG knowledge base, each with entities of its own.
+GRAPH_DOCUMENTS = {
+    "lighthouse.md": "The Harbour Lighthouse lamp is cleaned by the Coastal Guild every Tuesday.\n",
+    "observatory.md": "The Northern Observatory telescope is polished by the Astral Society in Aberdeen.\n",
+}
+KNOWLEDGE: dict[str, str] = {}  # what the knowledge-base scenarios made, for the ones after them
 REUSE_ENV = "YUXI_E2E_STACK"
 LOAD_RATE = 20  # requests per second through the Service
 LOAD_SECONDS = 50
@@ -256,6 +273,204 @@ def test_a_chat_streams_through_nginx_and_a_queued_run_is_consumed_by_the_worker
         for p in stack.kube.pods(stack.namespace, WORKER)
     )
     assert run["run_id"] in worker_logs, "the worker never mentions the run it should have run"
+
+
+# --- 5b. knowledge bases across the replicas (full mode) ---------------------------------------
+def _pinned(stack: AppStack) -> tuple[str, str]:
+    """The base URLs of replica a and replica b (by pod IP: requests pinned to each)."""
+    pods = stack.api_pods()
+    a, b = sorted(pods)
+    return f"http://{pods[a]}:5050", f"http://{pods[b]}:5050"
+
+
+def _on(stack: AppStack, base: str, *args: str) -> dict[str, Any]:
+    """One app_client step pinned to *base*, checked to be answered by that replica."""
+    answer: dict[str, Any] = stack.client(*args, base=base, token=_token(stack))
+    want = {f"http://{ip}:5050": name for name, ip in stack.api_pods().items()}[base]
+    assert answer["replica"] == want, f"pinned to {want}, answered by {answer['replica']}: {answer}"
+    return answer
+
+
+def _kb_files(stack: AppStack, base: str, db_id: str) -> dict[str, dict[str, Any]]:
+    answer = _on(stack, base, "get", f"/api/knowledge/databases/{db_id}")
+    assert answer["status"] == 200, answer
+    return dict(answer["body"].get("files") or {})
+
+
+def _kb_ids(stack: AppStack, base: str) -> set[str]:
+    answer = _on(stack, base, "get", "/api/knowledge/databases")
+    assert answer["status"] == 200, answer
+    return {str(db["db_id"]) for db in answer["body"]["databases"]}
+
+
+def _make_kb(stack: AppStack, base: str, name: str, **extra: Any) -> str:
+    body = {
+        **extra,
+        "database_name": name,
+        "description": f"e2e {name}",
+        "embed_model_name": EMBED_MODEL,
+    }
+    body.setdefault("kb_type", "milvus")
+    made = _on(stack, base, "post", "/api/knowledge/databases", json.dumps(body))
+    assert made["status"] == 200, made
+    return str(made["body"]["db_id"])
+
+
+def _index(stack: AppStack, base: str, db_id: str, upload: dict[str, Any]) -> None:
+    """Add an uploaded file to the knowledge base and index it, as the web UI does: a file in
+    MinIO (an http URL) is added with the content hash its upload answered."""
+    item = upload["file_path"]
+    params = {"content_type": "file", "auto_index": True, "content_hashes": {item: upload["content_hash"]}}
+    body = json.dumps({"items": [item], "params": params})
+    added = _on(stack, base, "post", f"/api/knowledge/databases/{db_id}/documents", body)
+    assert added["status"] == 200, added
+
+
+def test_a_milvus_knowledge_base_made_on_one_replica_is_listed_and_read_on_the_other(stack: AppStack) -> None:
+    a, b = _pinned(stack)
+    name = f"lighthouse-{RUN_ID}"
+    db_id = _make_kb(stack, a, name)
+    KNOWLEDGE.update(db_id=db_id, name=name)
+    assert db_id in _kb_ids(stack, b), "replica b does not list the knowledge base a made"
+    read = _on(stack, b, "get", f"/api/knowledge/databases/{db_id}")
+    assert read["status"] == 200 and read["body"]["name"] == name, read
+    assert read["body"]["kb_type"] == "milvus", read
+    stored = _psql(stack, f"SELECT kb_type, embed_info::text FROM knowledge_bases WHERE db_id = '{db_id}'")
+    assert len(stored) == 1 and stored[0].startswith("milvus|") and EMBED_MODEL in stored[0], stored
+    # And where a user goes: nginx, whichever replica answers.
+    assert db_id in {
+        str(d["db_id"])
+        for d in stack.client("get", "/api/knowledge/databases", token=_token(stack))["body"]["databases"]
+    }
+
+
+def test_a_document_indexed_through_one_replica_is_found_by_a_query_on_the_other(stack: AppStack) -> None:
+    a, b = _pinned(stack)
+    db_id = KNOWLEDGE["db_id"]
+    uploaded = _on(
+        stack,
+        a,
+        "upload-text",
+        f"/api/knowledge/files/upload?db_id={db_id}",
+        "--name",
+        "lighthouse.md",
+        "--text",
+        DOCUMENT,
+    )
+    assert uploaded["status"] == 200, uploaded
+    _index(stack, a, db_id, uploaded["body"])
+
+    def indexed_on_both() -> bool:
+        views = [_kb_files(stack, base, db_id) for base in (a, b)]
+        for files in views:
+            failed = {
+                k: f.get("status") for k, f in files.items() if str(f.get("status", "")).startswith("error")
+            }
+            assert not failed, failed
+        return all(files and all(f.get("status") == "indexed" for f in files.values()) for files in views)
+
+    poll("the document to be indexed, as both replicas say", indexed_on_both, 300, interval=2)
+    (file_id,) = _kb_files(stack, b, db_id)
+    assert _kb_files(stack, a, db_id).keys() == {file_id}
+    KNOWLEDGE["file_id"] = file_id
+    query = json.dumps({"query": "Who cleans the Harbour Lighthouse lamp?", "meta": {}})
+    answer = _on(stack, b, "post", f"/api/knowledge/databases/{db_id}/query", query)
+    assert answer["status"] == 200, answer
+    assert "Coastal Guild" in json.dumps(answer["body"]), answer
+
+
+def test_an_agent_on_the_other_replica_answers_from_the_knowledge_base_tool(stack: AppStack) -> None:
+    """The chat agent, given the knowledge base replica a made, asked on replica b: the stand-in
+    calls ``query_kb`` when a message names a knowledge base in quotes, and answers with its result."""
+    _, b = _pinned(stack)
+    token = _token(stack)
+    configs = stack.client("get", "/api/chat/agent/ChatbotAgent/configs", token=token)
+    config_id = configs["body"]["configs"][0]["id"]
+    path = f"/api/chat/agent/ChatbotAgent/configs/{config_id}"
+    context = {"model": "standin/standin-chat", "tools": [], "knowledges": [KNOWLEDGE["name"]]}
+    given = stack.client("put", path, json.dumps({"config_json": {"context": context}}), token=token)
+    assert given["status"] == 200, given
+    try:
+        name = KNOWLEDGE["name"]
+        query = f'What does the knowledge base "{name}" say about who cleans the Harbour Lighthouse lamp?'
+        answer = stack.client("chat", "--config-id", str(config_id), "--query", query, base=b, token=token)
+    finally:
+        context["knowledges"] = []
+        stack.client("put", path, json.dumps({"config_json": {"context": context}}), token=token)
+    assert answer["status"] == 200, answer
+    assert answer["text"].startswith("stand-in answer from query_kb"), answer
+    assert "Coastal Guild" in answer["text"], answer
+
+
+def test_a_deleted_file_and_knowledge_base_stay_deleted_after_the_other_replica_edits(
+    stack: AppStack,
+) -> None:
+    a, b = _pinned(stack)
+    db_id, file_id = KNOWLEDGE["db_id"], KNOWLEDGE["file_id"]
+    doomed = _make_kb(stack, a, f"doomed-{RUN_ID}")
+    assert doomed in _kb_ids(stack, b)
+    gone = _on(stack, a, "delete", f"/api/knowledge/databases/{db_id}/documents/{file_id}")
+    assert gone["status"] == 200, gone
+    dropped = _on(stack, a, "delete", f"/api/knowledge/databases/{doomed}")
+    assert dropped["status"] == 200, dropped
+    # B edits the knowledge base that held the file: each save writes B's view of it back.
+    params = _on(stack, b, "put", f"/api/knowledge/databases/{db_id}/query-params", json.dumps({"top_k": 3}))
+    assert params["status"] == 200, params
+    renamed = f"{KNOWLEDGE['name']}-renamed"
+    edit = json.dumps({"name": renamed, "description": "renamed on b"})
+    assert _on(stack, b, "put", f"/api/knowledge/databases/{db_id}", edit)["status"] == 200
+    KNOWLEDGE["name"] = renamed
+    for base in (a, b):
+        assert _kb_files(stack, base, db_id) == {}, f"the deleted file is back on {base}"
+        ids = _kb_ids(stack, base)
+        assert db_id in ids and doomed not in ids, (base, ids)
+        assert _on(stack, base, "get", f"/api/knowledge/databases/{doomed}")["status"] == 404
+        assert _on(stack, base, "get", f"/api/knowledge/databases/{db_id}")["body"]["name"] == renamed
+    # The application's own tables.
+    assert _psql(stack, f"SELECT db_id FROM knowledge_bases WHERE db_id = '{doomed}'") == []
+    assert _psql(stack, f"SELECT name FROM knowledge_bases WHERE db_id = '{db_id}'") == [renamed]
+    assert _psql(stack, f"SELECT file_id FROM knowledge_files WHERE db_id IN ('{db_id}', '{doomed}')") == []
+
+
+def _add_document(stack: AppStack, base: str, db_id: str, name: str, text: str) -> None:
+    path = f"/api/knowledge/files/upload?db_id={db_id}"
+    uploaded = _on(stack, base, "upload-text", path, "--name", name, "--text", text)
+    assert uploaded["status"] == 200, uploaded
+    _index(stack, base, db_id, uploaded["body"])
+
+
+def test_a_lightrag_knowledge_base_fed_through_both_replicas_finds_entities_of_every_document(
+    stack: AppStack,
+) -> None:
+    a, b = _pinned(stack)
+    token = _token(stack)
+    # LightRAG's LLM: the knowledge base's llm_info names the stand-in provider scenario 5 relies on.
+    setting = json.dumps({"key": "default_model", "value": "standin/standin-chat"})
+    assert stack.client("post", "/api/system/config", setting, token=token)["status"] == 200
+    llm_info = {"provider": "standin", "model_name": "standin-chat"}
+    db_id = _make_kb(stack, a, f"graph-{RUN_ID}", kb_type="lightrag", llm_info=llm_info)
+    for base, (name, text) in zip((a, b), GRAPH_DOCUMENTS.items(), strict=True):
+        _add_document(stack, base, db_id, name, text)
+
+    def indexed_on_both() -> bool:
+        views = [_kb_files(stack, base, db_id) for base in (a, b)]
+        for files in views:
+            failed = {
+                k: f.get("status") for k, f in files.items() if str(f.get("status", "")).startswith("error")
+            }
+            assert not failed, failed
+        return all(
+            len(files) == 2 and all(f.get("status") == "indexed" for f in files.values()) for files in views
+        )
+
+    poll("both documents to be indexed, as both replicas say", indexed_on_both, 600, interval=3)
+    query = json.dumps({"query": "Coastal Guild and Astral Society", "meta": {}})
+    for base in (a, b):
+        answer = _on(stack, base, "post", f"/api/knowledge/databases/{db_id}/query", query)
+        assert answer["status"] == 200, answer
+        found = json.dumps(answer["body"]).lower()
+        for entity in ("coastal guild", "astral society"):
+            assert entity in found, (base, entity, answer["body"])
 
 
 # --- 6. failover under load ---------------------------------------------------------------------
@@ -469,10 +684,14 @@ def test_network_policies_allow_the_apps_flows_and_refuse_the_rest(stack: AppSta
     api, worker, web = _pod_of(stack, "api"), _pod_of(stack, "worker"), _pod_of(stack, "web")
     stack.start_idle_pod("e2e-stranger", role="stranger")
     deps = ["postgres:5432", "redis:6379", "minio:9000", "sandbox-provisioner:8002", "model-standin:8000"]
+    deps += ["milvus:19530", "neo4j:7687"]
     results = {
         "api->deps": _probe(stack, api, "api", deps),
-        "worker->postgres,redis,model": _probe(
-            stack, worker, "worker", ["postgres:5432", "redis:6379", "model-standin:8000"]
+        "worker->postgres,redis,model,milvus,neo4j": _probe(
+            stack,
+            worker,
+            "worker",
+            ["postgres:5432", "redis:6379", "model-standin:8000", "milvus:19530", "neo4j:7687"],
         ),
         "web->api,minio": _probe(stack, web, "web", ["api:5050", "minio:9000"]),
         # Flows nobody needs stay closed.
@@ -481,14 +700,14 @@ def test_network_policies_allow_the_apps_flows_and_refuse_the_rest(stack: AppSta
             stack,
             "e2e-stranger",
             "main",
-            ["api:5050", "web:80", "postgres:5432", "redis:6379", "minio:9000"],
+            ["api:5050", "web:80", "postgres:5432", "redis:6379", "minio:9000", "milvus:19530", "neo4j:7687"],
         ),
         "api->web": _probe(stack, api, "api", ["web:80"]),
         "worker->web": _probe(stack, worker, "worker", ["web:80"]),
     }
     FIGURES["network_policy"] = results
-    assert results["api->deps"] == ["open"] * 5, results
-    assert results["worker->postgres,redis,model"] == ["open"] * 3, results
+    assert results["api->deps"] == ["open"] * 7, results
+    assert results["worker->postgres,redis,model,milvus,neo4j"] == ["open"] * 5, results
     assert results["web->api,minio"] == ["open"] * 2, results
     for flow in ("web->postgres,redis", "stranger->app", "api->web", "worker->web"):
         assert "open" not in results[flow], (flow, results)

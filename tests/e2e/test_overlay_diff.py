@@ -18,15 +18,27 @@ from tests.e2e.stack import OVERLAY, prepare_tree, render, write_kustomization
 
 pytestmark = pytest.mark.static
 
-LITE_DROPPED = {
-    (kind, name)
-    for name in ("milvus", "milvus-etcd", "neo4j")
-    for kind in ("StatefulSet", "Service", "NetworkPolicy")
-}
+ETCD_DROPPED = {(kind, "milvus-etcd") for kind in ("StatefulSet", "Service", "NetworkPolicy")}
 STANDIN = {("Deployment", "model-standin"), ("Service", "model-standin"), ("NetworkPolicy", "model-standin"),
            ("NetworkPolicy", "app-to-model-standin")}  # fmt: skip
-LITE_SETTINGS = ("MILVUS_URI", "NEO4J_URI", "NEO4J_USERNAME")
-DEPENDENCY_IMAGES = {"postgres": "yuxi-k8s-postgres", "redis": "yuxi-k8s-redis", "minio": "yuxi-k8s-minio"}
+DEPENDENCY_IMAGES = {
+    "postgres": "yuxi-k8s-postgres",
+    "redis": "yuxi-k8s-redis",
+    "minio": "yuxi-k8s-minio",
+    "neo4j": "yuxi-k8s-neo4j",
+    "milvus": "yuxi-k8s-milvus",
+}
+DEV_IMAGES = ("docker.io/library/", "docker.io/minio/", "docker.io/milvusdb/")
+# Change 1: what the patches replace in the Milvus and Neo4j containers (compared on their own below).
+MILVUS_CHANGED = ("command", "args", "env", "ports", "startupProbe", "readinessProbe", "resources")
+NEO4J_CHANGED = ("startupProbe", "readinessProbe", "resources")
+NEO4J_ENV_CHANGED = {
+    "NEO4J_server_http_listen__address",
+    "NEO4J_server_memory_heap_max__size",
+    "JDK_JAVA_OPTIONS",
+}
+SIDECAR = "embeddings-standin"  # change 7, in the api and worker pods
+TIKTOKEN_CACHE_DIR = "/app/.venv/lib/python3.13/site-packages/llama_index/core/_static/tiktoken_cache"
 HASHED = re.compile(r"^(api-settings|web-nginx|app-credentials|provider-keys|postgres-app)-[a-z0-9]{10}$")
 
 
@@ -54,12 +66,26 @@ def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def _undo_listed_changes(doc: dict[str, Any]) -> dict[str, Any]:
     doc = _unhash(copy.deepcopy(doc))
     kind, name = _key(doc)
+    if (kind, name) in (("Deployment", "api"), ("Deployment", "worker")):  # change 7: the sidecar
+        pod = doc["spec"]["template"]["spec"]
+        pod["containers"] = [c for c in pod["containers"] if c["name"] != SIDECAR]
+        pod.pop("hostAliases", None)
     for container in _containers(doc):
         image = container["image"]
         for dep, repo in DEPENDENCY_IMAGES.items():  # change 2: kit-built dependency images
             if f"/{repo}:" in image:
                 container["image"] = f"<{dep} image>"
         env = container.get("env") or []
+        if (kind, name) in (("Deployment", "api"), ("Deployment", "worker")):  # change 7
+            env[:] = [e for e in env if e["name"] != "TIKTOKEN_CACHE_DIR"]
+        if (kind, name) == ("StatefulSet", "milvus"):  # change 1: milvus-lite's server
+            for field in MILVUS_CHANGED:
+                container[field] = "<milvus-lite>"
+        if (kind, name) == ("StatefulSet", "neo4j"):  # change 1: Bolt only, heap
+            for field in NEO4J_CHANGED:
+                container[field] = "<neo4j>"
+            container["ports"] = [p for p in container["ports"] if p["name"] == "bolt"]
+            env[:] = [e for e in env if e["name"] not in NEO4J_ENV_CHANGED]
         if (kind, name) == ("Deployment", "api"):  # change 5: the test hooks
             env[:] = [e for e in env if e["name"] != "YUXI_K8S_TEST_HOOKS"]
         if (kind, name) == ("Deployment", "sandbox-provisioner"):  # change 6: memory backend
@@ -68,10 +94,6 @@ def _undo_listed_changes(doc: dict[str, Any]) -> dict[str, Any]:
                     e["value"] = "<backend>"
     if (kind, name) == ("Deployment", "api"):  # change 3: two replicas
         doc["spec"]["replicas"] = "<replicas>"
-    if (kind, name) == ("ConfigMap", "api-settings"):  # change 1: LITE_MODE
-        doc["data"].pop("LITE_MODE", None)
-        for setting in LITE_SETTINGS:
-            doc["data"].pop(setting, None)
     return doc
 
 
@@ -81,7 +103,7 @@ def _dev_side(doc: dict[str, Any]) -> dict[str, Any]:
     for container in _containers(doc):
         image = container["image"]
         for dep in DEPENDENCY_IMAGES:
-            if image.startswith((f"docker.io/library/{dep}:", f"docker.io/minio/{dep}:")):
+            if image.startswith(tuple(f"{registry}{dep}:" for registry in DEV_IMAGES)):
                 container["image"] = f"<{dep} image>"
     return doc
 
@@ -94,7 +116,7 @@ def test_the_e2e_overlay_changes_dev_only_as_listed(tmp_path: Path) -> None:
     e2e = render(folder)
     dev_by_key = {_key(d): d for d in dev}
     e2e_by_key = {_key(d): d for d in e2e}
-    assert set(dev_by_key) - set(e2e_by_key) == LITE_DROPPED  # change 1: Milvus, its etcd, Neo4j
+    assert set(dev_by_key) - set(e2e_by_key) == ETCD_DROPPED  # change 1: Milvus' etcd
     assert set(e2e_by_key) - set(dev_by_key) == STANDIN  # change 4: the model stand-in
     readme = (OVERLAY.parent / "README.md").read_text()
     assert "What `overlay/` changes" in readme
@@ -104,6 +126,40 @@ def test_the_e2e_overlay_changes_dev_only_as_listed(tmp_path: Path) -> None:
     assert api["spec"]["replicas"] == 2
     images = {c["image"] for d in e2e for c in _containers(d)}
     assert not any(i.startswith("docker.io/") for i in images), images  # nothing is pulled
+    assert "LITE_MODE" not in e2e_by_key[("ConfigMap", "api-settings")]["data"]  # full mode
+
+
+def _container(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in doc["spec"]["template"]["spec"]["containers"] if c["name"] == name)
+
+
+def test_the_e2e_milvus_neo4j_and_sidecars_are_what_the_readme_says(tmp_path: Path) -> None:
+    """The fields change 1 and 7 replace, checked for their e2e values."""
+    tree = prepare_tree(tmp_path, "yx-fields-app")
+    built = {dep: f"localhost/yuxi-k8s/{repo}:test" for dep, repo in DEPENDENCY_IMAGES.items()}
+    folder = write_kustomization(tmp_path, "e2e", [tree / OVERLAY.relative_to(OVERLAY.parents[2])], built)
+    e2e = {_key(d): d for d in render(folder)}
+    milvus = _container(e2e[("StatefulSet", "milvus")], "milvus")
+    assert milvus["command"] == ["yuxi-milvus"]
+    assert milvus["args"] == ["--data-dir", "/var/lib/milvus", "--host", "0.0.0.0", "--port", "19530"]
+    assert not milvus.get("env"), milvus.get("env")  # no etcd, no MinIO
+    assert [p["name"] for p in milvus["ports"]] == ["grpc"]
+    neo4j = _container(e2e[("StatefulSet", "neo4j")], "neo4j")
+    assert [p["name"] for p in neo4j["ports"]] == ["bolt"]
+    env = {e["name"]: e.get("value") for e in neo4j["env"]}
+    assert env["JDK_JAVA_OPTIONS"].startswith("-Xmx") and "NEO4J_server_memory_heap_max__size" not in env
+    for container, port in ((milvus, "grpc"), (neo4j, "bolt")):
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe].get("tcpSocket") == {"port": port}, (probe, container[probe])
+            assert "httpGet" not in container[probe], (probe, container[probe])
+    for workload, main in (("api", "api"), ("worker", "worker")):
+        pod = e2e[("Deployment", workload)]["spec"]["template"]["spec"]
+        assert pod["hostAliases"] == [{"ip": "127.0.0.1", "hostnames": ["host.docker.internal"]}]
+        sidecar = _container(e2e[("Deployment", workload)], SIDECAR)
+        assert sidecar["image"].startswith("localhost/yuxi-k8s/yuxi-know-api:"), sidecar["image"]
+        assert sidecar["command"][-6:] == ["--host", "127.0.0.1", "--port", "8000", "--chunk-delay", "0"]
+        main_env = {e["name"]: e.get("value") for e in _container(e2e[("Deployment", workload)], main)["env"]}
+        assert main_env["TIKTOKEN_CACHE_DIR"] == TIKTOKEN_CACHE_DIR
 
 
 def test_every_object_of_the_e2e_render_is_in_the_runs_namespaces(tmp_path: Path) -> None:

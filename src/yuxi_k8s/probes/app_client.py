@@ -8,6 +8,7 @@ Runs in a pod of the namespace (standard library only), against the web Service
     python -m yuxi_k8s.probes.app_client --base URL --token T get /api/auth/me
     python -m yuxi_k8s.probes.app_client --base URL --token T post /api/system/config '{"key": "k", ...}'
     python -m yuxi_k8s.probes.app_client --base URL --token T upload-png /api/auth/upload-avatar
+    python -m yuxi_k8s.probes.app_client --base URL --token T upload-text PATH --name notes.md --text "..."
     python -m yuxi_k8s.probes.app_client --base URL --token T chat --config-id 1 --query hello
     python -m yuxi_k8s.probes.app_client --base URL --token T run --config-id 1 --query hello
     python -m yuxi_k8s.probes.app_client fetch URL                     # bytes' sha256 and status
@@ -160,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("path")
         p.add_argument("body", help="JSON")
     sub.add_parser("upload-png").add_argument("path")
+    p = sub.add_parser("upload-text", help="a text document as the multipart field `file`")
+    p.add_argument("path")
+    p.add_argument("--name", required=True, help="file name, e.g. notes.md")
+    p.add_argument("--text", required=True)
     for name in ("chat", "run"):
         p = sub.add_parser(name)
         p.add_argument("--config-id", type=int, required=True)
@@ -180,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.step == "upload-png":
         out = client.upload(args.path, "yuxi-k8s-e2e.png", PNG, "image/png")
         out["sha256"] = hashlib.sha256(PNG).hexdigest()
+    elif args.step == "upload-text":
+        content = args.text.encode()
+        out = client.upload(args.path, args.name, content, "text/markdown")
+        out["sha256"] = hashlib.sha256(content).hexdigest()
     elif args.step == "chat":
         out = chat(client, args.config_id, args.query)
     elif args.step == "run":

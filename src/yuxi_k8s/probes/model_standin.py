@@ -47,6 +47,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
+import sys
 import threading
 import time
 import uuid
@@ -380,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     servers = [ThreadingHTTPServer((args.host, port), Handler) for port in args.port or [8000]]
     for server in servers[1:]:
         threading.Thread(target=server.serve_forever, daemon=True).start()
+    # As a container's PID 1 (the sidecar beside the api and worker) a signal without a handler
+    # is ignored: the pod would wait out its whole grace period after SIGTERM.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(json.dumps({"event": "listening", "ports": [s.server_address[1] for s in servers]}), flush=True)
     servers[0].serve_forever()
     return 0

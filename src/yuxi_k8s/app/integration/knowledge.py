@@ -194,15 +194,22 @@ class Coherence:
 
     def claimed_elsewhere(self, file_ids: Iterable[str]) -> set[str]:
         """The files another replica with a live lease is parsing or indexing."""
+        return self._claimed(file_ids, include_mine=False)
+
+    def claimed_live(self, file_ids: Iterable[str]) -> set[str]:
+        """The files any replica with a live lease (this one too) is parsing or indexing."""
+        return self._claimed(file_ids, include_mine=True)
+
+    def _claimed(self, file_ids: Iterable[str], *, include_mine: bool) -> set[str]:
         ids = list(file_ids)
         if not ids:
             return set()
+        mine = "" if include_mine else "AND c.replica_id <> :me"
         with self.engine.connect() as conn:
             rows = conn.execute(
                 text(
                     f"SELECT c.file_id FROM {SCHEMA}.kb_processing c JOIN {SCHEMA}.replicas r "
-                    "USING (replica_id) WHERE c.file_id = ANY(:ids) AND r.lease_until > now() "
-                    "AND c.replica_id <> :me"
+                    f"USING (replica_id) WHERE c.file_id = ANY(:ids) AND r.lease_until > now() {mine}"
                 ),
                 {"ids": ids, "me": self.replica_id},
             )
@@ -381,8 +388,18 @@ class KnowledgeBinding:
                 for fid, info in self.files_meta.items()
                 if info.get("database_id") == db_id and info.get("status") in INTERMEDIATE
             ]
-            others = binding.coherence.claimed_elsewhere(candidates) if candidates else set()
-            token = claimed_elsewhere.set(frozenset(others))
+            # In flight, not orphaned: claimed by a live replica (this one included: the
+            # application adds a file to its in-memory queue only after the status is saved,
+            # and a read in between would mark its own work as interrupted), or set here and
+            # not yet written (the save waits for the cluster lock).
+            synced = (getattr(self, "_yuxi_k8s_synced", None) or {}).get("file", {})
+            unsaved = {
+                fid
+                for fid in candidates
+                if (synced.get(fid) or {}).get("status") != self.files_meta[fid].get("status")
+            }
+            others = binding.coherence.claimed_live(candidates) if candidates else set()
+            token = claimed_elsewhere.set(frozenset(others | unsaved))
             try:
                 original_check(self, db_id)
             finally:
