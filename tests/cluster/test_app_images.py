@@ -146,6 +146,9 @@ EXPECTED = {
     "redis": ("999:999", "/data", ["yuxi-redis"], None, ["PATH="]),
     "minio": ("10001:10001", "/", ["minio"], ["server", "/data", "--address", ":9000", "--console-address",
                                               ":9001"], ["HOME=/tmp"]),
+    "neo4j": ("7474:7474", "/data", list(images.NEO4J_COMMAND), None, ["JDK_JAVA_OPTIONS=", "HOME=/tmp"]),
+    "milvus": ("10001:10001", "/var/lib/milvus", ["yuxi-milvus"],
+               ["--data-dir", "/var/lib/milvus", "--host", "0.0.0.0", "--port", "19530"], ["HOME=/tmp"]),
 }  # fmt: skip
 
 
@@ -343,7 +346,9 @@ def test_web_serves_the_spa_as_101_with_the_manifests_config(
         conf = conf.replace(f"listen {listen};", f"listen 127.0.0.1:{ports[listen]};")
     for include in sorted(set(re.findall(r"/etc/nginx/yuxi/([\w.-]+)", conf))):
         conf = conf.replace(f"/etc/nginx/yuxi/{include}", f"/tmp/web-test/{include}")
-        (folder / include).write_text("proxy_pass http://127.0.0.1:9;\n")  # nothing listens: 502
+        # The proxy targets: nothing listens (502); real-ip.conf: empty, as the base ships it.
+        body = "" if include == "real-ip.conf" else "proxy_pass http://127.0.0.1:9;\n"
+        (folder / include).write_text(body)
     # /dev/std* of a chroot are this test's pipes, which uid 101 may not reopen; a pod's are its own.
     conf = conf.replace("/dev/stderr", "/tmp/web-test/error.log").replace(
         "/dev/stdout", "/tmp/web-test/access.log"

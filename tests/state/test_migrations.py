@@ -37,9 +37,15 @@ def test_upgrade_puts_everything_in_the_kits_schema_and_downgrade_removes_it(emp
     current = run_cli("db", "current", "--database-url", empty_db_url)
     assert current.stdout.strip() == f"{HEAD} (at head)"
 
+    caches = run_cli("db", "downgrade", "0005", "--database-url", empty_db_url)
+    assert caches.returncode == 0 and f"downgraded {HEAD} -> 0005" in caches.stdout
+    assert kit_tables(empty_db_url) == KIT_TABLES - {"kb_processing", "task_requests"}
+    sequences = "SELECT sequence_name FROM information_schema.sequences WHERE sequence_schema = 'yuxi_k8s'"
+    assert {row[0] for row in helpers.query(empty_db_url, sequences)} == {"change_seq"}
     down = run_cli("db", "downgrade", "0004", "--database-url", empty_db_url)
-    assert down.returncode == 0 and f"downgraded {HEAD} -> 0004" in down.stdout
-    assert kit_tables(empty_db_url) == KIT_TABLES - {"replicas", "task_owners"}
+    assert down.returncode == 0 and "downgraded 0005 -> 0004" in down.stdout
+    since_0004 = {"replicas", "task_owners", "kb_processing", "task_requests"}
+    assert kit_tables(empty_db_url) == KIT_TABLES - since_0004
     behind = run_cli("db", "current", "--database-url", empty_db_url)
     assert behind.stdout.strip() == f"0004 (head is {HEAD})"
     base = run_cli("db", "downgrade", "base", "--database-url", empty_db_url)
