@@ -35,20 +35,11 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from yuxi_k8s.app.localrun import AppRunner, Server, app_env, chroot_runner, host_runner, kit_database  # noqa: E402
+from yuxi_k8s.app.localrun import AppRunner, Server, admin_headers, app_env, image_runner, kit_database  # noqa: E402
 
 ADMIN = {"user_id": "bench_admin", "password": "Bench-admin-pass-1"}
 CHANGES = int(os.environ.get("BENCH_CHANGES", "200"))
 SAVES = int(os.environ.get("BENCH_SAVES", "500"))
-
-
-def runner() -> AppRunner:
-    found = host_runner()
-    if found is not None:
-        return found
-    from yuxi_k8s.app import images, source
-
-    return chroot_runner(images.api_tree(source.resolve()))
 
 
 class Pair:
@@ -73,15 +64,6 @@ class Pair:
         for server in self.servers:
             if server.proc.poll() is None:
                 server.proc.kill()
-
-
-def token(server: Server) -> dict[str, str]:
-    if httpx.get(server.url + "/api/auth/check-first-run", timeout=10).json().get("first_run"):
-        httpx.post(server.url + "/api/auth/initialize", json=ADMIN, timeout=30).raise_for_status()
-    form = {"username": ADMIN["user_id"], "password": ADMIN["password"]}
-    answer = httpx.post(server.url + "/api/auth/token", data=form, timeout=30)
-    answer.raise_for_status()
-    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -176,7 +158,7 @@ def rolling_restart(app: AppRunner, db: str, work: Path, *, kit_after: bool) -> 
     pair = Pair(app, db, work, kit=True)
     try:
         a, b = pair.start("a"), pair.start("b")
-        auth = token(a)
+        auth = admin_headers(a, ADMIN["user_id"], ADMIN["password"])
         tasks = []
         for server in (a, b):
             reply = httpx.post(
@@ -210,7 +192,7 @@ def main() -> int:
         except ServicesError as exc:
             print(f"bench_app: the loopback services are needed: {exc}", file=sys.stderr)
             return 2
-    app = runner()
+    app = image_runner()
     load = os.getloadavg()
     print(f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} CPUs")
     results: dict[str, Any] = {}
@@ -221,7 +203,7 @@ def main() -> int:
             pair = Pair(app, db, work / "kit", kit=True)
             try:
                 a, b = pair.start("a"), pair.start("b")
-                auth = token(a)
+                auth = admin_headers(a, ADMIN["user_id"], ADMIN["password"])
                 results["kit_propagation"] = propagation(a, b, auth, CHANGES, 5.0)
                 saved_keys = ["sandbox_exec_timeout_seconds", "sandbox_max_output_bytes"]
                 before = store_versions(db, saved_keys)  # figure 1 changed one of them already
@@ -237,7 +219,7 @@ def main() -> int:
             pair = Pair(app, db, work / "alone", kit=False)
             try:
                 a, b = pair.start("a"), pair.start("b")
-                auth = token(a)
+                auth = admin_headers(a, ADMIN["user_id"], ADMIN["password"])
                 results["alone_propagation"] = propagation(a, b, auth, 5, 5.0)
                 results["alone_saves"] = concurrent_saves(a, b, auth, SAVES)
                 results["alone_saves"]["file"] = {

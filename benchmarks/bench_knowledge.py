@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from yuxi_k8s.app.localdeps import MinioEndpoint, minio_server  # noqa: E402
-from yuxi_k8s.app.localrun import AppRunner, Server, app_env, chroot_runner, host_runner, kit_database  # noqa: E402
+from yuxi_k8s.app.localrun import AppRunner, Server, admin_headers, app_env, image_runner, kit_database  # noqa: E402
 from yuxi_k8s.state.settings import libpq_url  # noqa: E402
 
 OPS = int(os.environ.get("BENCH_KB_OPS", "1000"))
@@ -50,24 +50,6 @@ CLIENTS = 2
 ADMIN = {"user_id": "bench_admin", "password": "Bench-admin-pass-1"}
 DIFY = {"dify_api_url": "http://127.0.0.1:9/v1", "dify_token": "unused", "dify_dataset_id": "unused"}
 FULL_MODE = {"LITE_MODE": "false", "MILVUS_URI": "http://127.0.0.1:9", "YUXI_SKIP_APP_INIT": "1"}
-
-
-def runner() -> AppRunner:
-    found = host_runner()
-    if found is not None:
-        return found
-    from yuxi_k8s.app import images, source
-
-    return chroot_runner(images.api_tree(source.resolve()))
-
-
-def token(server: Server) -> dict[str, str]:
-    first = httpx.get(server.url + "/api/auth/check-first-run", timeout=10).json()
-    if first.get("first_run"):
-        httpx.post(server.url + "/api/auth/initialize", json=ADMIN, timeout=30).raise_for_status()
-    form = {"username": ADMIN["user_id"], "password": ADMIN["password"]}
-    answer = httpx.post(server.url + "/api/auth/token", data=form, timeout=30)
-    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -166,7 +148,7 @@ def measure(
             for n in ("a", "b"):  # one after the other: the app alone can deadlock starting two at once
                 servers.append(Server(app, env, saves.parent / f"{n}.log", kit=kit))
                 servers[-1].wait_ready()
-            auth = token(servers[0])
+            auth = admin_headers(servers[0], ADMIN["user_id"], ADMIN["password"])
             rtt = []
             with httpx.Client(headers=auth, timeout=30) as client:
                 for _ in range(50):
@@ -225,7 +207,7 @@ def main() -> int:
         except ServicesError as exc:
             print(f"bench_knowledge: the loopback services are needed: {exc}", file=sys.stderr)
             return 2
-    app = runner()
+    app = image_runner()
     load = os.getloadavg()
     print(f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="bench-kb-") as tmp:

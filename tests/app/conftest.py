@@ -23,8 +23,7 @@ from yuxi_k8s.app.localrun import (
     LocalRunError,
     Server,
     app_env,
-    chroot_runner,
-    host_runner,
+    image_runner,
     kit_database,
 )
 
@@ -32,13 +31,7 @@ from yuxi_k8s.app.localrun import (
 @pytest.fixture(scope="session")
 def app_runner() -> AppRunner:
     try:
-        runner = host_runner()
-        if runner is not None:
-            return runner
-        from yuxi_k8s.app import images, source
-
-        tree = images.api_tree(source.resolve())
-        return chroot_runner(tree)
+        return image_runner()
     except LocalRunError as exc:
         require(False, str(exc))
         raise

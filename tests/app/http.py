@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from yuxi_k8s.app import localrun
 from yuxi_k8s.app.localrun import Server
 
 # The `servers` fixture (tests/app/conftest.py): start(name, kit=True, **env) -> a ready replica.
@@ -17,12 +18,7 @@ ADMIN = {"user_id": "admin", "password": "Admin-pass-123"}
 
 def admin_headers(server: Server) -> dict[str, str]:
     """Make the first admin if the site has none, log in, return the bearer header."""
-    first = httpx.get(server.url + "/api/auth/check-first-run", timeout=10).json()
-    if first.get("first_run"):
-        assert httpx.post(server.url + "/api/auth/initialize", json=ADMIN, timeout=30).status_code == 200
-    form = {"username": ADMIN["user_id"], "password": ADMIN["password"]}
-    token = httpx.post(server.url + "/api/auth/token", data=form, timeout=30).json()["access_token"]
-    return {"Authorization": f"Bearer {token}"}
+    return localrun.admin_headers(server, ADMIN["user_id"], ADMIN["password"])
 
 
 def call(server: Server, method: str, path: str, auth: dict[str, str], **kw: Any) -> httpx.Response:

@@ -122,6 +122,32 @@ def host_runner() -> AppRunner | None:
     return AppRunner(prefix, python, app_dir, str(paths.repo_root() / "src"))
 
 
+def image_runner() -> AppRunner:
+    """The development shortcut when set, else the api image's tree of the pinned source
+    (``yuxi-k8s images build``'s builder, cached): what the app tests and benchmarks run."""
+    found = host_runner()
+    if found is not None:
+        return found
+    from yuxi_k8s.app import images, source
+
+    return chroot_runner(images.api_tree(source.resolve()))
+
+
+def admin_headers(server: Server, user_id: str, password: str) -> dict[str, str]:
+    """Make the site's first admin if it has none, log in, return the bearer header."""
+    import httpx
+
+    if httpx.get(server.url + "/api/auth/check-first-run", timeout=10).json().get("first_run"):
+        made = httpx.post(
+            server.url + "/api/auth/initialize", json={"user_id": user_id, "password": password}, timeout=30
+        )
+        made.raise_for_status()
+    form = {"username": user_id, "password": password}
+    answer = httpx.post(server.url + "/api/auth/token", data=form, timeout=30)
+    answer.raise_for_status()
+    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+
 @contextlib.contextmanager
 def kit_database(base_url: str, prefix: str = "yuxi_app") -> Iterator[str]:
     """A fresh database beside *base_url*'s with the kit's schema at head, dropped afterwards;
