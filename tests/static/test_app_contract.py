@@ -13,20 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import require
 from yuxi_k8s.app import PINNED_VERSION, contract
 from yuxi_k8s.app.extract import extract
-
-
-@pytest.fixture(scope="module")
-def pinned_tree() -> Path:
-    from yuxi_k8s.app import source
-
-    try:
-        return source.resolve().tree
-    except source.SourceError as exc:
-        require(False, f"the pinned Yuxi-Know source (YUXI_K8S_APP_SOURCE, or a clone of the tag): {exc}")
-        raise
 
 
 def test_the_contract_and_the_pinned_source_agree(pinned_tree: Path) -> None:

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import require
 from yuxi_k8s.app import process_state
 from yuxi_k8s.paths import REPO_ROOT
 
@@ -32,17 +31,6 @@ EXPECTED_ROWS = [str(n) for n in range(1, 21)] + [
 @pytest.fixture(scope="module")
 def rows() -> list[process_state.Row]:
     return process_state.load()
-
-
-@pytest.fixture(scope="module")
-def pinned_tree() -> Path:
-    from yuxi_k8s.app import source
-
-    try:
-        return source.resolve().tree
-    except source.SourceError as exc:
-        require(False, f"the pinned Yuxi-Know source (YUXI_K8S_APP_SOURCE, or a clone of the tag): {exc}")
-        raise
 
 
 def _table() -> dict:

@@ -159,12 +159,6 @@ class Coherence:
         self.replica_id = replica_id
         self.changes = ChangeCounter(engine, KB_CHANGE_SEQUENCE)
 
-    def counter(self) -> int:
-        return self.changes.current()
-
-    def advance(self) -> int:
-        return self.changes.advance()
-
     @contextlib.contextmanager
     def cluster_lock(self) -> Any:
         with self.engine.connect() as conn:
@@ -275,7 +269,7 @@ class KnowledgeBinding:
 
     async def advance(self) -> None:
         try:
-            await asyncio.to_thread(self.coherence.advance)
+            await asyncio.to_thread(self.coherence.changes.advance)
         except Exception as exc:  # the row is written; other replicas then see it at their next reload
             log.warning("could not advance the knowledge-base change counter: %s", error_line(exc))
 
@@ -286,7 +280,7 @@ class KnowledgeBinding:
     async def ensure_fresh(self, instances: Iterable[Any], current: int | None = None) -> None:
         self.start_refresher()
         if current is None:
-            current = await asyncio.to_thread(self.coherence.counter)
+            current = await asyncio.to_thread(self.coherence.changes.current)
         for instance in list(instances):
             if getattr(instance, "_yuxi_k8s_seq", -1) >= current:
                 continue
@@ -338,7 +332,7 @@ class KnowledgeBinding:
         )
 
         async def _load_metadata(self: Any) -> None:
-            seq = await asyncio.to_thread(binding.coherence.counter)
+            seq = await asyncio.to_thread(binding.coherence.changes.current)
             shadow = shadow_cls()
             shadow.kb_type = self.kb_type
             await original_load(shadow)
