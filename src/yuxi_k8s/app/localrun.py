@@ -13,7 +13,9 @@ The db-tier tests and the benchmarks exercise Yuxi-Know's own code (its
 The mounts vanish with the process. Needs root on Linux (``unshare``, ``chroot``).
 For development without root, ``YUXI_K8S_APP_PYTHON`` (a Python whose environment
 has the application's dependencies) and ``YUXI_K8S_APP_DIR`` (its ``backend``
-folder) run the same commands directly; CI always uses the image tree.
+folder) run the same commands directly; ``YUXI_K8S_APP_TREE`` names an api image tree
+already built (worktrees of one kit share it instead of each building its own). CI always
+uses the image tree of the checkout's own build.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ APP_DIR = "/app"
 APP_PYTHON = "/app/.venv/bin/python"
 PYTHON_ENV = "YUXI_K8S_APP_PYTHON"
 APP_DIR_ENV = "YUXI_K8S_APP_DIR"
+# A prebuilt api image tree to use instead of building the checkout's: several checkouts of one
+# kit (worktrees) can share it, since the kit code under test comes from the checkout anyway.
+TREE_ENV = "YUXI_K8S_APP_TREE"
 # What the app needs and the host's environment must not leak into (proxies, the kit's own venv).
 _PASSED = ("PATH", "LANG", "TZ")
 
@@ -123,11 +128,15 @@ def host_runner() -> AppRunner | None:
 
 
 def image_runner() -> AppRunner:
-    """The development shortcut when set, else the api image's tree of the pinned source
-    (``yuxi-k8s images build``'s builder, cached): what the app tests and benchmarks run."""
+    """The development shortcuts when set (``YUXI_K8S_APP_PYTHON``, ``YUXI_K8S_APP_TREE``), else the
+    api image's tree of the pinned source (``yuxi-k8s images build``'s builder, cached): what the
+    app tests and benchmarks run."""
     found = host_runner()
     if found is not None:
         return found
+    shared_tree = os.environ.get(TREE_ENV, "").strip()
+    if shared_tree:
+        return chroot_runner(Path(shared_tree))
     from yuxi_k8s.app import images, source
 
     return chroot_runner(images.api_tree(source.resolve()))
