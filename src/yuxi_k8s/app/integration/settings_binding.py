@@ -208,11 +208,16 @@ class SettingsBinding:
         self.apply(self._applied, initial=True)  # put the object back to what the store held
         return SettingsSaveError(f"settings not saved, the store is unavailable: {exc}")
 
-    def _refuse(self, check: Callable[[], object]) -> None:
+    def _refuse(
+        self, fields: dict[str, Any] | None = None, scope: str = "", providers: dict[str, Any] | None = None
+    ) -> None:
         """Before a save writes anything: a value the application cannot use puts the object
         back to what the store held and raises SettingsRefusedError."""
         try:
-            check()
+            for name, value in (fields or {}).items():
+                check_setting(name, value)
+            for name, record in (providers or {}).items():
+                check_provider(scope, name, record)
         except InvalidValueError as exc:
             self.apply(self._applied, initial=True)
             log.warning("settings not saved: %s", exc)
@@ -229,7 +234,7 @@ class SettingsBinding:
         """``Config.save``: write the persisted fields this replica changed."""
         with self._lock:
             changed = self._changed_fields()
-            self._refuse(lambda: [check_setting(name, value) for name, value in changed.items()])
+            self._refuse(fields=changed)
             try:
                 for name, value in changed.items():
                     entry = self._applied.config.get(name)
@@ -261,7 +266,7 @@ class SettingsBinding:
                 if (info := self.config.model_names.get(name)) is not None and not info.custom
                 and (record := info.model_dump()) != self._applied_builtin.get(name)
             }  # fmt: skip
-            self._refuse(lambda: [check_provider("model_names", n, r) for n, r in edited.items()])
+            self._refuse(scope="model_names", providers=edited)
             try:
                 for name, record in edited.items():
                     entry = self._applied.providers.get(("model_names", name))
@@ -276,9 +281,7 @@ class SettingsBinding:
         with self._lock:
             now = self._custom_now()
             self._refuse(
-                lambda: [
-                    check_provider("custom", n, r) for n, r in now.items() if r != self._applied_custom.get(n)
-                ]
+                scope="custom", providers={n: r for n, r in now.items() if r != self._applied_custom.get(n)}
             )
             try:
                 for name, record in now.items():
