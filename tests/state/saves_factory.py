@@ -19,6 +19,9 @@ from typing import Any
 
 import tomli_w
 
+from yuxi_k8s.state.app_settings import provider_key_variables
+
+KEY_VARIABLES = provider_key_variables()
 BASE = "config/base.toml"
 CUSTOM = "config/custom_providers.toml"
 
@@ -45,7 +48,8 @@ def provider(name: str, index: int = 0, *, custom: bool = False) -> dict[str, An
         "url": f"https://{name}.example.com/models",
         "base_url": f"https://api.{name}.example.com/v1",
         "default": f"{name}-chat-{index}",
-        "env": f"{name.upper().replace('-', '_')}_API_KEY",
+        # A variable the kit lets a provider name (the contract's provider keys, or NO_API_KEY).
+        "env": KEY_VARIABLES[index % len(KEY_VARIABLES)],
         "models": [f"{name}-chat-{index}", f"{name}-reasoner-{index}", f"{name}/Pro/model-{index}"],
         "custom": custom,
     }

@@ -40,8 +40,17 @@ def test_a_source_that_reads_one_more_variable_is_a_difference(pinned_tree: Path
             """
         )
     )
+    app_py = tree / "backend" / "package" / "yuxi" / "config" / "app.py"
+    app_py.write_text(
+        app_py.read_text().replace("sandbox_exec_timeout_seconds: int", "sandbox_exec_timeout_seconds: float")
+    )
     problems = contract.differences(contract.load(), tree)
     assert any("YUXI_NEW_SETTING is read by the source" in p for p in problems), problems
+    changed_type = (
+        "settings: sandbox_exec_timeout_seconds is float in the source "
+        "(backend/package/yuxi/config/app.py), int in the contract"
+    )
+    assert changed_type in problems, problems
     assert any("kit_probe_table is created by the source" in p for p in problems), problems
 
 

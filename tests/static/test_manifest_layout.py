@@ -194,6 +194,29 @@ def test_nginx_keeps_upstreams_streaming_settings() -> None:
     assert f"client_max_body_size {web['api_location']['client_max_body_size']};" in conf
 
 
+def _location(conf: str, server_port: int, location: str) -> list[str]:
+    """The directives (comments dropped) of *location* inside the server listening on *server_port*."""
+    server = conf[conf.index(f"listen {server_port};") :]
+    block = server[server.index(f"location {location} {{") :]
+    block = block[: block.index("\n        }")]
+    return [line.split("#")[0].strip() for line in block.splitlines()[1:] if line.split("#")[0].strip()]
+
+
+def test_the_object_proxy_never_spills_responses_to_the_small_tmp() -> None:
+    """Issue 20 item 16: port 9000 buffered MinIO responses into /tmp (a 256Mi emptyDir) up to
+    nginx's 1 GiB default per response; a few slow readers of a large object evicted the web pod.
+    The web image ships the same files (images.NGINX_CONFIG), so this reads what both use."""
+    from yuxi_k8s.app import images
+
+    assert images.NGINX_CONFIG == "base/config/nginx"
+    conf = (ROOT / images.NGINX_CONFIG / "nginx.conf").read_text()
+    directives = _location(conf, 9000, "^~ /public/")
+    assert "include /etc/nginx/yuxi/minio-proxy-pass.conf;" in directives  # the right block
+    assert "proxy_max_temp_file_size 0;" in directives or "proxy_buffering off;" in directives, directives
+    assert not any(d.startswith("proxy_max_temp_file_size") and d != "proxy_max_temp_file_size 0;"
+                   for d in directives)  # fmt: skip
+
+
 @pytest.mark.parametrize("env", ENVS)
 def test_gitops_entry_points_point_at_real_folders(env: str) -> None:
     app = yaml.safe_load((ROOT / f"gitops/argocd/{env}.Application.yaml").read_text())

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from yuxi_k8s.app import PINNED_VERSION
-from yuxi_k8s.app.extract import extract
+from yuxi_k8s.app.extract import extract, settings_fields
 
 CONTRACTS = Path(__file__).resolve().parent / "contracts"
 KIT_ENV = Path(__file__).resolve().parent / "kit-env.yaml"
@@ -51,6 +51,9 @@ class Contract:
     library_tables: frozenset[str]
     reserved_tables: frozenset[str]
     state: dict[str, str] = field(default_factory=dict)
+    # The app's settings (class Config): persisted field -> type name, and its runtime fields.
+    setting_types: dict[str, str] = field(default_factory=dict)
+    runtime_settings: frozenset[str] = frozenset()
 
     @property
     def owned_tables(self) -> frozenset[str]:
@@ -119,6 +122,22 @@ def _mapping(doc: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return value
 
 
+SETTING_TYPES = ("bool", "int", "float", "str")
+
+
+def _settings(doc: dict[str, Any], where: str) -> tuple[dict[str, str], frozenset[str]]:
+    section = doc.get("settings") or {}
+    if not isinstance(section, dict):
+        raise ContractError(f"{where}: 'settings' must be a mapping")
+    fields = section.get("fields") or {}
+    if not isinstance(fields, dict):
+        raise ContractError(f"{where}: 'settings.fields' must be a mapping")
+    for name, kind in fields.items():
+        if kind not in SETTING_TYPES:
+            raise ContractError(f"{where}: settings.fields.{name} is {kind!r}, not one of {SETTING_TYPES}")
+    return {str(k): str(v) for k, v in fields.items()}, frozenset(map(str, section.get("runtime") or ()))
+
+
 def parse(doc: Any, where: str) -> Contract:
     if not isinstance(doc, dict):
         raise ContractError(f"{where}: a contract is a mapping")
@@ -144,6 +163,7 @@ def parse(doc: Any, where: str) -> Contract:
                 purpose=str(attrs.get("purpose", "")),
             )
     tables = _mapping(doc, "tables", where)
+    setting_types, runtime_settings = _settings(doc, where)
     return Contract(
         version=version,
         source=_mapping(doc, "source", where),
@@ -155,6 +175,8 @@ def parse(doc: Any, where: str) -> Contract:
         library_tables=frozenset(tables.get("libraries") or ()),
         reserved_tables=frozenset(tables.get("reserved") or ()),
         state=dict(doc.get("state") or {}),
+        setting_types=setting_types,
+        runtime_settings=runtime_settings,
     )
 
 
@@ -236,8 +258,29 @@ def differences(contract: Contract, tree: Path) -> list[str]:
                     f"env {group}: {name} default is {read.default!r} in the source ({read.where}), "
                     f"{var.default!r} in the contract"
                 )
+    problems += _setting_differences(contract, tree)
     for name in sorted(app.tables - contract.app_tables):
         problems.append(f"tables: {name} is created by the source but not in the contract")
     for name in sorted(contract.app_tables - app.tables):
         problems.append(f"tables: {name} is in the contract but the source never creates it")
+    return problems
+
+
+def _setting_differences(contract: Contract, tree: Path) -> list[str]:
+    model = contract.source.get("settings_model")
+    if not model:
+        return []
+    found = settings_fields(tree / model)
+    persisted = {name: f.annotation for name, f in found.items() if not f.excluded}
+    runtime = {name for name, f in found.items() if f.excluded}
+    problems = [
+        f"settings: {name} is {persisted.get(name, 'absent')} in the source ({model}), "
+        f"{contract.setting_types.get(name, 'absent')} in the contract"
+        for name in sorted(set(persisted) | set(contract.setting_types))
+        if persisted.get(name) != contract.setting_types.get(name)
+    ]
+    problems += [
+        f"settings: runtime field {name} is only in the {'source' if name in runtime else 'contract'}"
+        for name in sorted(runtime ^ contract.runtime_settings)
+    ]
     return problems

@@ -9,7 +9,9 @@ imported or run), so it works on any checkout or unpacked tarball:
   called with a literal; plus the provider key variables the static model
   catalogue names (``env=``/``api_key=`` keywords);
 - tables: ``__tablename__`` of SQLAlchemy models and ``CREATE TABLE [IF NOT EXISTS] name``
-  in SQL strings.
+  in SQL strings;
+- settings: the annotated fields of the settings class (``Config``), each with its type as
+  written and whether ``Field(..., exclude=True)`` keeps it out of the saved file.
 """
 
 from __future__ import annotations
@@ -176,3 +178,34 @@ def extract(root: Path, folders: Iterable[str], catalogue: str | None = None) ->
         if catalogue and rel == catalogue:
             facts.provider_env.update(_provider_env(tree))
     return facts
+
+
+@dataclass(frozen=True)
+class SettingField:
+    annotation: str  # as written in the source, e.g. "int", "dict[str, bool]"
+    excluded: bool  # Field(exclude=True): never saved
+
+
+def _excluded(value: ast.expr | None) -> bool:
+    if not isinstance(value, ast.Call):
+        return False
+    return any(
+        kw.arg == "exclude" and isinstance(kw.value, ast.Constant) and kw.value.value is True
+        for kw in value.keywords
+    )
+
+
+def settings_fields(path: Path, class_name: str = "Config") -> dict[str, SettingField]:
+    """The annotated fields of *class_name* in *path* (private ``_`` names and ClassVars left out)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            return {
+                item.target.id: SettingField(ast.unparse(item.annotation), _excluded(item.value))
+                for item in node.body
+                if isinstance(item, ast.AnnAssign)
+                and isinstance(item.target, ast.Name)
+                and not item.target.id.startswith("_")
+                and "ClassVar" not in ast.unparse(item.annotation)
+            }
+    raise ValueError(f"{path.name}: no class {class_name}")

@@ -4,7 +4,8 @@ What is stored is what Yuxi-Know v0.6.1 keeps in files: the top-level keys of
 ``saves/config/base.toml`` (config keys) and its model providers, scope
 ``model_names`` (``[model_names.<name>]`` of base.toml) or ``custom``
 (``custom_providers.toml``). Both backends take the same calls and raise the
-same errors. Public methods validate once, here, then call the backend's
+same errors. Public methods validate once, here (what can be stored, :mod:`.values`; what
+the application can use, :mod:`.app_settings`), then call the backend's
 ``_``-prefixed hook (template methods), so no backend can store what the other
 would refuse.
 
@@ -26,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Self
 
+from .app_settings import check_provider, check_setting
 from .errors import InvalidValueError
 from .settings import Settings
 from .values import check_name, check_record, check_value
@@ -195,6 +197,7 @@ class DistributedConfig(abc.ABC):
         """
         check_config_key(key)
         check_value(value, f"key {key}")
+        check_setting(key, value)
         return self._set(key, value, expected_version, updated_by, fence)
 
     def set_many(self, values: Mapping[str, Any], *, updated_by: str | None = None) -> dict[str, int]:
@@ -208,6 +211,7 @@ class DistributedConfig(abc.ABC):
         for key, value in items.items():
             check_config_key(key)
             check_value(value, f"key {key}")
+            check_setting(key, value)
         return self._set_many(items, updated_by) if items else {}
 
     def delete(self, key: str, *, expected_version: int | None = None) -> None:
@@ -236,6 +240,7 @@ class DistributedConfig(abc.ABC):
         check_scope(scope)
         check_name(name, "provider name")
         check_record(record, f"provider {scope}/{name}")
+        check_provider(scope, name, record)
         return self._put_provider(scope, name, record, expected_version, updated_by)
 
     def delete_provider(

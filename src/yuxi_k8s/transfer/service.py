@@ -1,10 +1,10 @@
 """migrate-config, export-config and diff, as functions (the CLI and the benchmarks call them).
 
 migrate-config runs in ONE transaction under a PostgreSQL advisory lock: parse
-both settings files first (a malformed one stops it before anything is
-written), compare with the database, write only what differs, read it back and
-compare, notify every replica to reload, then commit. Killed at any point, it
-leaves the database as it was.
+both settings files first (a malformed one, or a value the application cannot
+use, stops it before anything is written), compare with the database, write
+only what differs, read it back and compare, notify every replica to reload,
+then commit. Killed at any point, it leaves the database as it was.
 
 Sync points: every import and export records a digest of the files' content.
 The migrate Job runs on every rollout; when saves/ still holds a tree the
@@ -29,9 +29,10 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from .. import migrations
-from ..state.errors import StateError, error_line
+from ..state.app_settings import check_provider, check_setting
+from ..state.errors import InvalidValueError, StateError, error_line
 from ..state.models import CHANGE_SEQUENCE, NOTIFY_CHANNEL, SCHEMA
-from ..state.saves import BASE_TOML, MANAGED_FILES, Snapshot, read_saves, write_saves
+from ..state.saves import BASE_TOML, MANAGED_FILES, PROVIDER_FILES, Snapshot, read_saves, write_saves
 from ..state.settings import describe_database_url, libpq_url
 from ..state.values import canonical, dumps
 from .plan import Plan, Rows, make_plan, rows_snapshot, snapshot_rows
@@ -90,6 +91,21 @@ def read_tree(saves_dir: Path) -> Snapshot:
     if snap.empty and (saves_dir / "saves" / BASE_TOML).is_file():
         raise TransferError(f"{saves_dir}: no Yuxi-Know settings here; did you mean {saves_dir / 'saves'}?")
     return snap
+
+
+def check_usable(saves_dir: Path, rows: Rows) -> None:
+    """Every row the application can use (:mod:`..state.app_settings`): a setting of another
+    type would stop every replica at start, a provider's ``env`` naming another variable would
+    send that variable to the provider's server. The first one found stops the import."""
+    where = BASE_TOML
+    try:
+        for key, value in rows["config"].items():
+            check_setting(key, value)
+        for (scope, name), record in rows["provider"].items():
+            where = PROVIDER_FILES[scope]
+            check_provider(scope, name, record)
+    except InvalidValueError as exc:
+        raise TransferError(f"{saves_dir / where}: {exc}; nothing written") from None
 
 
 def read_rows(conn: psycopg.Connection[Any]) -> Rows:
@@ -241,6 +257,7 @@ def migrate(
     started = time.monotonic()
     snap = read_tree(saves_dir)
     wanted = snapshot_rows(snap)
+    check_usable(saves_dir, wanted)
     digest = digest_rows(wanted)
     with connect(url) as conn:
         require_head(conn, url)

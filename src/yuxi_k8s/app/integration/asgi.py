@@ -5,7 +5,9 @@ feed proven alive, replica lease renewed) and 503 otherwise, so a replica that
 can no longer see other replicas' settings leaves the Service instead of serving
 stale ones. Everything else goes to ``server.main:app`` unchanged (in database mode its
 login limit counts in Redis, :mod:`.login_limit`: the class is in ``server.main``,
-which only this import may load, after the settings are bound). With
+which only this import may load, after the settings are bound), and a settings save the
+application could not use is answered 422 with one line (:class:`SettingsRefusedError`;
+the app's routes would let it become a 500). With
 ``YUXI_K8S_TEST_HOOKS=1`` (the kit's end-to-end tier only; a validate rule keeps
 it out of staging and prod) :mod:`.testhooks` adds its routes.
 """
@@ -22,6 +24,7 @@ from typing import Any
 
 from yuxi_k8s.app.integration import login_limit, runtime
 from yuxi_k8s.app.integration.app_redis import app_redis_url
+from yuxi_k8s.app.integration.settings_binding import SettingsRefusedError
 from yuxi_k8s.state import StateError
 
 log = logging.getLogger("yuxi_k8s.app")
@@ -104,11 +107,18 @@ async def catch_up(active: runtime.Runtime) -> None:
         log.warning("could not catch up with the settings store: %s", exc)
 
 
+async def refused(_request: Any, exc: Exception) -> Any:
+    from fastapi.responses import JSONResponse  # the application's own framework
+
+    return JSONResponse({"detail": str(exc)}, status_code=422)
+
+
 def build() -> WithReadiness:
     server_main = importlib.import_module("server.main")
+    inner = server_main.app
     if runtime.ACTIVE is not None:  # database mode: one login limit for all replicas
         login_limit.install(server_main, app_redis_url())
-    inner = server_main.app
+        inner.add_exception_handler(SettingsRefusedError, refused)
     if os.environ.get(TEST_HOOKS_ENV) == "1":
         from yuxi_k8s.app.integration import testhooks
 

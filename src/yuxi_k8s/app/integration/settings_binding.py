@@ -23,6 +23,12 @@ holds:
 - **push**: every change another replica makes reaches this one through the
   store's change feed; it is applied field by field, leaving alone a field this
   replica has changed and not saved yet (that save then wins, as above).
+- **check**: what the application cannot use (:mod:`yuxi_k8s.state.app_settings`:
+  a value of another type than its field's, a provider whose ``env`` is not a
+  model-provider key variable) is refused before a save writes anything: the
+  object is put back and :class:`SettingsRefusedError` says why (the API answers
+  422). A row already in the store that fails the check (written by an older kit,
+  or by hand) is skipped on load with one log line: the replica starts and serves.
 
 ``save_dir`` and ``model_dir`` come from each process's environment (SAVE_DIR,
 MODEL_DIR) and are never shared.
@@ -36,7 +42,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from yuxi_k8s.state import ConflictError, DistributedConfig, StateError, StateView
+from yuxi_k8s.state import ConflictError, DistributedConfig, InvalidValueError, StateError, StateView
+from yuxi_k8s.state.app_settings import check_provider, check_setting
 
 log = logging.getLogger("yuxi_k8s.app.settings")
 
@@ -46,6 +53,11 @@ _UNSET = object()
 
 class SettingsSaveError(RuntimeError):
     """A save could not reach the store; the replica's settings were put back to the store's."""
+
+
+class SettingsRefusedError(ValueError):
+    """A save held a value the application cannot use; nothing was written, the replica's
+    settings were put back to the store's. str() is one line naming the key or provider."""
 
 
 class SettingsBinding:
@@ -69,19 +81,47 @@ class SettingsBinding:
         ]
         self._defaults = {name: getattr(defaults, name) for name in self._fields}
         self._unsubscribe: Callable[[], None] | None = None
+        self._skipped: set[tuple[str, int]] = set()  # stored rows already reported as unusable
 
     # --- what the store holds, as the app's values ---------------------------------------
-    def _wanted_fields(self, view: StateView) -> dict[str, Any]:
+    def _usable(self, what: str, version: int, check: Callable[[], None]) -> bool:
+        """False for a stored row the application cannot use; said once per row version."""
+        try:
+            check()
+        except InvalidValueError as exc:
+            if (what, version) not in self._skipped:
+                self._skipped.add((what, version))
+                log.error("stored %s (version %s) skipped, the replica goes on without it: %s",
+                          what, version, exc)  # fmt: skip
+            return False
+        return True
+
+    def _usable_config(self, view: StateView) -> dict[str, Any]:
         return {
-            name: view.config[name].value if name in view.config else self._defaults[name]
-            for name in self._fields
+            key: entry.value
+            for key, entry in view.config.items()
+            if self._usable(f"setting {key}", entry.version, partial(check_setting, key, entry.value))
         }
+
+    def _usable_providers(self, view: StateView, scope: str) -> dict[str, dict[str, Any]]:
+        return {
+            name: record
+            for name, record in view.provider_records(scope).items()
+            if self._usable(
+                f"provider {scope}/{name}",
+                view.providers[(scope, name)].version,
+                partial(check_provider, scope, name, record),
+            )
+        }
+
+    def _wanted_fields(self, stored: dict[str, Any]) -> dict[str, Any]:
+        return {name: stored[name] if name in stored else self._defaults[name] for name in self._fields}
 
     def _providers_from(self, view: StateView) -> dict[str, Any]:
         """The provider table the app would build from these records (via its own loaders)."""
         scratch = self.cls.model_construct()  # no __init__: no file read; model_names = the catalogue
-        self.cls._load_model_names(scratch, view.provider_records("model_names"))
-        self.cls._load_custom_model_providers(scratch, view.provider_records("custom"))
+        self.cls._load_model_names(scratch, self._usable_providers(view, "model_names"))
+        self.cls._load_custom_model_providers(scratch, self._usable_providers(view, "custom"))
         return dict(scratch.model_names)
 
     def _custom_now(self) -> dict[str, dict[str, Any]]:
@@ -98,7 +138,8 @@ class SettingsBinding:
         with self._lock:
             changed: list[str] = []
             applied: dict[str, Any] = {}
-            for name, value in self._wanted_fields(view).items():
+            stored = self._usable_config(view)
+            for name, value in self._wanted_fields(stored).items():
                 current = getattr(self.config, name, _UNSET)
                 base = self._applied_fields.get(name, _UNSET)
                 if not initial and current != base:
@@ -108,9 +149,9 @@ class SettingsBinding:
                     setattr(self.config, name, value)
                     changed.append(name)
                 applied[name] = value
-            for key, entry in view.config.items():  # keys of other versions: set as the app does
+            for key, value in stored.items():  # keys of other versions: set as the app does
                 if key not in self._fields and key not in LOCAL_FIELDS and hasattr(self.config, key):
-                    setattr(self.config, key, entry.value)
+                    setattr(self.config, key, value)
             if initial or self._custom_now() == self._applied_custom:
                 providers = self._providers_from(view)
                 if providers != self.config.model_names:
@@ -167,14 +208,35 @@ class SettingsBinding:
         self.apply(self._applied, initial=True)  # put the object back to what the store held
         return SettingsSaveError(f"settings not saved, the store is unavailable: {exc}")
 
+    def _refuse(
+        self, fields: dict[str, Any] | None = None, scope: str = "", providers: dict[str, Any] | None = None
+    ) -> None:
+        """Before a save writes anything: a value the application cannot use puts the object
+        back to what the store held and raises SettingsRefusedError."""
+        try:
+            for name, value in (fields or {}).items():
+                check_setting(name, value)
+            for name, record in (providers or {}).items():
+                check_provider(scope, name, record)
+        except InvalidValueError as exc:
+            self.apply(self._applied, initial=True)
+            log.warning("settings not saved: %s", exc)
+            raise SettingsRefusedError(f"settings not saved: {exc}") from None
+
+    def _changed_fields(self) -> dict[str, Any]:
+        return {
+            name: value
+            for name in self._fields
+            if (value := getattr(self.config, name)) != self._applied_fields.get(name, _UNSET)
+        }
+
     def save_settings(self) -> None:
         """``Config.save``: write the persisted fields this replica changed."""
         with self._lock:
+            changed = self._changed_fields()
+            self._refuse(fields=changed)
             try:
-                for name in self._fields:
-                    value = getattr(self.config, name)
-                    if value == self._applied_fields.get(name, _UNSET):
-                        continue
+                for name, value in changed.items():
                     entry = self._applied.config.get(name)
                     if value == self._defaults[name]:
                         if entry is not None:
@@ -198,14 +260,15 @@ class SettingsBinding:
         """``Config._save_models_to_file``: built-in providers edited here go to scope model_names."""
         names = [provider] if provider else list(self.config.model_names)
         with self._lock:
+            edited = {
+                name: record
+                for name in names
+                if (info := self.config.model_names.get(name)) is not None and not info.custom
+                and (record := info.model_dump()) != self._applied_builtin.get(name)
+            }  # fmt: skip
+            self._refuse(scope="model_names", providers=edited)
             try:
-                for name in names:
-                    info = self.config.model_names.get(name)
-                    if info is None or info.custom:
-                        continue
-                    record = info.model_dump()
-                    if record == self._applied_builtin.get(name):
-                        continue
+                for name, record in edited.items():
                     entry = self._applied.providers.get(("model_names", name))
                     expected = entry.version if entry is not None else 0
                     self._write(f"provider {name}", partial(self._put, "model_names", name, record), expected)
@@ -216,8 +279,11 @@ class SettingsBinding:
     def save_custom_providers(self) -> None:
         """``Config._save_custom_providers``: the custom scope becomes what this replica holds."""
         with self._lock:
+            now = self._custom_now()
+            self._refuse(
+                scope="custom", providers={n: r for n, r in now.items() if r != self._applied_custom.get(n)}
+            )
             try:
-                now = self._custom_now()
                 for name, record in now.items():
                     if record == self._applied_custom.get(name):
                         continue
