@@ -8,15 +8,20 @@ database of this test with the kit's schema at head, as the migrate Job leaves i
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.app.full_mode import STANDIN_PORT
 from tests.app.http import StartServer
 from tests.app.replicas import Replica
 from tests.services_fixtures import LoopbackServices
 from tests.support import require
+from yuxi_k8s import procfs
 from yuxi_k8s.app.localdeps import MinioEndpoint
 from yuxi_k8s.app.localrun import (
     AppRunner,
@@ -26,6 +31,7 @@ from yuxi_k8s.app.localrun import (
     image_runner,
     kit_database,
 )
+from yuxi_k8s.cluster.kube import poll
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +94,32 @@ def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioEndpoint]:
             yield endpoint
     except LocalRunError as exc:
         require(False, str(exc))
+
+
+@pytest.fixture(scope="module")
+def model_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The kit's model stand-in where the application's vllm embedding model points."""
+    with socket.socket() as probe:
+        free = probe.connect_ex(("127.0.0.1", STANDIN_PORT)) != 0
+    require(
+        free, f"port {STANDIN_PORT} on loopback (the app's vllm embedding URL) is taken by another process"
+    )
+    log = tmp_path_factory.mktemp("standin") / "standin.log"
+    args = [sys.executable, "-m", "yuxi_k8s.probes.model_standin", "--host", "127.0.0.1"]
+    args += ["--port", str(STANDIN_PORT), "--chunk-delay", "0"]
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    try:
+
+        def listening() -> bool:
+            assert proc.poll() is None, log.read_text()
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", STANDIN_PORT)) == 0
+
+        poll("the model stand-in to listen", listening, 30, interval=0.2)
+        yield
+    finally:
+        procfs.stop_child(proc)
 
 
 @pytest.fixture(scope="session")

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from yuxi_k8s import apt, paths
-from yuxi_k8s.app import rootfs
+from yuxi_k8s.app import rootfs, web_assets
 from yuxi_k8s.app.source import Source, tree_key
 from yuxi_k8s.cache import build_once, is_built
 from yuxi_k8s.cluster import oci
@@ -389,24 +389,23 @@ def pnpm_binary(version: str) -> Path:
     )
 
 
-def npm_tarball(version: str) -> Path:
-    """npm *version* as published (its dependencies bundled), for the api image's npx."""
+def npm_pack(name: str, version: str) -> Path:
+    """The npm registry's tarball of package *name* at *version*, as published (cached)."""
+    basename = name.rsplit("/", 1)[-1]
+    folder = paths.cache_dir("tools", f"{name.replace('/', '+')}-{version}")
 
     def fetch(tmp: Path) -> None:
-        _npm(
-            "pack",
-            f"npm@{version}",
-            "--registry",
-            NPM_REGISTRY,
-            "--pack-destination",
-            str(tmp),
-            what="npm pack",
-        )
+        flags = ("--registry", NPM_REGISTRY, "--pack-destination", str(tmp))
+        _npm("pack", f"{name}@{version}", *flags, what=f"npm pack {name}@{version}")
 
-    return (
-        _fetch_once(paths.cache_dir("tools", f"npm-{version}"), f"npm {version}", fetch)
-        / f"npm-{version}.tgz"
-    )
+    # Scoped packages pack as <scope>-<name>-<version>.tgz.
+    packed = name.lstrip("@").replace("/", "-") if name.startswith("@") else basename
+    return _fetch_once(folder, f"{name} {version} from npm", fetch) / f"{packed}-{version}.tgz"
+
+
+def npm_tarball(version: str) -> Path:
+    """npm *version* as published (its dependencies bundled), for the api image's npx."""
+    return npm_pack("npm", version)
 
 
 def node_version() -> tuple[int, int]:
@@ -753,11 +752,32 @@ class _Builder:
             build_once(_images_cache("web-dist", key), lambda out: _pnpm_build(web, pnpm, out, log)) / "dist"
         )
 
+    def _web_cdn_packages(self, dist: Path) -> tuple[list[web_assets.CdnFile], dict[tuple[str, str], Path]]:
+        """What the bundle loads from unpkg.com, and each pinned package's checked npm tarball."""
+        files = web_assets.cdn_files(dist)
+        pins = web_assets.load_pins()
+        missing = web_assets.unpinned(files, pins)
+        if missing:
+            raise ImageError(
+                f"web: the bundle loads {', '.join(missing)} from {web_assets.CDN}, which "
+                f"{web_assets.PINS_FILE.name} does not pin (add name, version and the registry's integrity)"
+            )
+        tarballs: dict[tuple[str, str], Path] = {}
+        for key in sorted({f.key for f in files}):
+            tarball = npm_pack(*key)
+            try:
+                web_assets.check_integrity(tarball, pins[key].integrity)
+            except web_assets.AssetError as exc:
+                raise ImageError(f"web: {exc}") from None
+            tarballs[key] = tarball
+        return files, tarballs
+
     def web(self) -> rootfs.Stage:
         def make() -> rootfs.Stage:
             dist = self.web_dist()
             system = self._system("web-system", self.core(), WEB_PACKAGES)
             kit = paths.repo_root()
+            cdn_files, tarballs = self._web_cdn_packages(dist)
 
             def build(root: Path, log: Path) -> None:
                 html = root / "usr/share/nginx/html"
@@ -774,8 +794,13 @@ class _Builder:
                 for conf in sorted((kit / NGINX_CONFIG).glob("*.conf")):
                     target = "nginx.conf" if conf.name == "nginx.conf" else f"yuxi/{conf.name}"
                     shutil.copy(conf, root / "etc/nginx" / target)
+                copied = web_assets.install(html, cdn_files, tarballs)
+                scripts = web_assets.point_bundle_here(html)
+                where = web_assets.LOCAL_PREFIX
+                rootfs.say(f"web: {copied} CDN files served from {where} ({scripts} scripts)")
 
-            inputs = _digest(tree_key(dist), tree_key(kit / NGINX_CONFIG))
+            pins = oci.sha256_file(web_assets.PINS_FILE)
+            inputs = _digest(tree_key(dist), tree_key(kit / NGINX_CONFIG), pins)
             return rootfs.derive(
                 system, "web", inputs, build, readable=["/usr/share/nginx/html", "/etc/nginx"]
             )
