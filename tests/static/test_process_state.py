@@ -144,9 +144,11 @@ def test_a_renamed_test_a_lost_anchor_and_a_missing_module_are_reported(
     for rel in {t.split("::")[0] for r in rows for t in r.tests if t.startswith("tests/")}:
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO_ROOT / rel, repo / rel)
-    for module in (REPO_ROOT / "src" / "yuxi_k8s" / "app" / "integration").glob("*.py"):
-        if module.name != "settings_binding.py":  # every kit module but the one row 14 names
-            (repo / "src" / "yuxi_k8s" / "app" / "integration" / module.name).touch()
+    for module in {r.decision.module for r in rows if r.decision.module}:
+        if module != "yuxi_k8s.app.integration.settings_binding":  # every kit module but row 14's
+            target = repo / "src" / Path(*module.split(".")).with_suffix(".py")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.touch()
     test_file = repo / "tests" / "app" / "test_settings_binding.py"
     text = test_file.read_text(encoding="utf-8")
     test_file.write_text(
