@@ -26,9 +26,9 @@ class Servers:
         server.wait_ready()
         return server
 
-    def start_worker(self, name: str) -> Worker:
-        """The app's ARQ worker with the same settings (not waited for: a queued job waits for it)."""
-        worker = Worker(self.runner, self.env, self.tmp_path / f"{name}.log")
+    def start_worker(self, name: str, **env: str) -> Worker:
+        """The app's ARQ worker with the same settings and *env* (not waited for: a queued job waits)."""
+        worker = Worker(self.runner, {**self.env, **env}, self.tmp_path / f"{name}.log")
         self.workers.append(worker)
         return worker
 

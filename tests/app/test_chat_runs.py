@@ -13,6 +13,10 @@ Here: two api processes, the worker and the model stand-in streaming one word ev
 made through A and read through A, A killed (SIGKILL) after the first words, the client resumes
 through B as the web page does: the whole answer, every event of the run's stream once. The
 baseline: the plain streamed chat through A, A killed the same way: the answer is lost.
+
+The worker stopped (SIGTERM, as a rollout or scale-in of the worker does) in the middle of an
+answer finishes it first with the kit (arq's drain, ``integration.chat_runs``); with the app's own
+settings (``YUXI_K8S_WORKER_DRAIN_S=0``) arq cancels the run at once and the answer is cut.
 """
 
 from __future__ import annotations
@@ -91,6 +95,16 @@ def _chat_setup(server: Server, auth: dict[str, str], standin: str) -> tuple[int
     return config_id, str(thread.json()["id"])
 
 
+def _start_run(server: Server, auth: dict[str, str], standin: str) -> tuple[str, str]:
+    """A run of the chat agent on the stand-in, made through *server*: (run id, thread id)."""
+    config_id, thread_id = _chat_setup(server, auth, standin)
+    body = {"query": QUERY, "agent_config_id": config_id, "thread_id": thread_id}
+    meta = {"request_id": str(uuid.uuid4())}
+    made = call(server, "POST", "/api/chat/runs", auth, json={**body, "meta": meta})
+    assert made.status_code == 200, made.text
+    return str(made.json()["run_id"]), thread_id
+
+
 def _sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     """Server-sent events as (event, data) from a response's lines."""
     event, data = "message", []
@@ -120,11 +134,12 @@ class RunReader:
         self.last_seq = "0"
         self.taken: list[str] = []  # the seqs taken, in order
         self.text = ""
-        self.finished = False
-        self.closed: str | None = None  # the run's status in the `close` event that ended a read
+        # How the last read ended: the run's last event (finished, error, interrupted) as the page
+        # stops on it, or "close:<status>" when the stream closed on an ended run.
+        self.ended: str | None = None
 
     def read(self, server: Server, on_word: Callable[[int], None] = lambda n: None) -> None:
-        """Read through *server* until the run finished; ``on_word(n)`` after the n-th word taken."""
+        """Read through *server* until the run ended; ``on_word(n)`` after the n-th word taken."""
         url = f"{server.url}/api/chat/runs/{self.run_id}/events"
         words = 0
         with httpx.stream(
@@ -147,11 +162,10 @@ class RunReader:
                         words += 1
                         on_word(words)
                 if event in ("finished", "error", "interrupted"):
-                    assert event == "finished", data
-                    self.finished = True
+                    self.ended = event
                     return
                 if event == "close" and data.get("status"):
-                    self.finished, self.closed = True, str(data["status"])
+                    self.ended = f"close:{data['status']}"
                     return
 
 
@@ -173,12 +187,7 @@ def test_a_run_read_through_a_killed_replica_is_resumed_through_the_other_whole(
     a, b = processes.start("a"), processes.start("b")
     worker = processes.start_worker("worker")
     auth = admin_headers(a)
-    config_id, thread_id = _chat_setup(a, auth, standin)
-    body = {"query": QUERY, "agent_config_id": config_id, "thread_id": thread_id}
-    made = call(a, "POST", "/api/chat/runs", auth, json={**body, "meta": {"request_id": str(uuid.uuid4())}})
-    assert made.status_code == 200, made.text
-    run_id = made.json()["run_id"]
-
+    run_id, thread_id = _start_run(a, auth, standin)
     reader = RunReader(run_id, auth)
     before_kill = ""
 
@@ -194,7 +203,7 @@ def test_a_run_read_through_a_killed_replica_is_resumed_through_the_other_whole(
     assert before_kill and ANSWER.startswith(before_kill) and before_kill != ANSWER, before_kill
     reader.read(b)  # the web page reconnects from the last seq it took, here through B
 
-    assert reader.finished and reader.text == ANSWER, reader.text
+    assert reader.ended == "finished" and reader.text == ANSWER, (reader.ended, reader.text)
     stream = redis.Redis.from_url(loopback_services.redis_url, decode_responses=True)
     written = [seq for seq, _ in stream.xrange(f"run:events:{run_id}")]
     assert reader.taken == written  # every event the worker wrote, once, in order
@@ -207,7 +216,7 @@ def test_a_run_read_through_a_killed_replica_is_resumed_through_the_other_whole(
     again = RunReader(run_id, auth)
     again.last_seq = reader.last_seq
     again.read(b)
-    assert again.finished and again.taken == [] and again.closed == "completed", again.closed
+    assert again.ended == "close:completed" and again.taken == [], (again.ended, again.taken)
 
 
 def test_the_plain_streamed_chat_through_a_killed_replica_loses_the_answer(
@@ -237,3 +246,34 @@ def test_the_plain_streamed_chat_through_a_killed_replica_loses_the_answer(
     assert active.status_code == 200 and active.json()["run"] is None, active.text
     history = call(b, "GET", f"/api/chat/thread/{thread_id}/history", auth)
     assert history.status_code == 200 and ANSWER not in history.text, history.text[:2000]
+
+
+def _stop_the_worker_mid_answer(processes: Servers, standin: str, **worker_env: str) -> tuple[RunReader, str]:
+    """A run read through api A; its worker sent SIGTERM (as a rollout does) after the first words,
+    the reading goes on to the run's end. The reader and the run's status."""
+    a = processes.start("a")
+    worker = processes.start_worker("worker", **worker_env)
+    auth = admin_headers(a)
+    run_id, _ = _start_run(a, auth, standin)
+    reader = RunReader(run_id, auth)
+
+    def stop_worker(words: int) -> None:
+        if words == WORDS_BEFORE_KILL:
+            worker.check_running("worker")
+            worker.proc.terminate()  # not waited for: the events go on meanwhile, or not
+
+    reader.read(a, stop_worker)
+    worker.proc.wait(timeout=120)
+    return reader, call(a, "GET", f"/api/chat/runs/{run_id}", auth).json()["run"]["status"]
+
+
+def test_a_worker_stopped_mid_answer_finishes_it_before_it_exits(processes: Servers, standin: str) -> None:
+    reader, status = _stop_the_worker_mid_answer(processes, standin)
+    assert (reader.ended, status) == ("finished", "completed")
+    assert reader.text == ANSWER, reader.text
+
+
+def test_the_apps_own_worker_stopped_mid_answer_cuts_it(processes: Servers, standin: str) -> None:
+    reader, status = _stop_the_worker_mid_answer(processes, standin, YUXI_K8S_WORKER_DRAIN_S="0")
+    assert (reader.ended, status) == ("interrupted", "cancelled")
+    assert ANSWER.startswith(reader.text) and reader.text != ANSWER, reader.text

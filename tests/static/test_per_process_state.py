@@ -97,6 +97,24 @@ def test_the_run_events_cursor_is_exclusive(cursor: str, start: str) -> None:
     assert chat_runs.exclusive(cursor) == start
 
 
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(None, chat_runs.DEFAULT_DRAIN_S), ("", chat_runs.DEFAULT_DRAIN_S), ("0", 0), (" 90 ", 90)],
+)
+def test_the_worker_drain_is_whole_seconds(value: str | None, seconds: int) -> None:
+    env = {} if value is None else {chat_runs.DRAIN_ENV: value}
+    assert chat_runs.drain_seconds(env) == seconds
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "ten"])
+def test_a_bad_worker_drain_is_one_line(value: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        chat_runs.drain_seconds({chat_runs.DRAIN_ENV: value})
+    assert str(caught.value) == (
+        f"YUXI_K8S_WORKER_DRAIN_S must be a whole number of seconds (0 for none), got {value!r}"
+    )
+
+
 def test_the_local_worker_runs_the_worker_deployments_command() -> None:
     import yaml
 
