@@ -1,10 +1,10 @@
-"""Start app processes (the real API under yuxi-k8s-app) on loopback sharing one database and Redis."""
+"""Start app processes (the API and the worker, under yuxi-k8s-app) on loopback, on one database and Redis."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from yuxi_k8s.app.localrun import AppRunner, Server, app_env
+from yuxi_k8s.app.localrun import AppRunner, Server, Worker, app_env
 
 
 class Servers:
@@ -18,6 +18,7 @@ class Servers:
         self.tmp_path = tmp_path
         self.env = app_env(db_url, self.saves, REDIS_URL=redis_url, **env)
         self.started: list[Server] = []
+        self.workers: list[Worker] = []
 
     def start(self, name: str, *, kit: bool = True) -> Server:
         server = Server(self.runner, self.env, self.tmp_path / f"{name}.log", kit=kit)
@@ -25,6 +26,12 @@ class Servers:
         server.wait_ready()
         return server
 
+    def start_worker(self, name: str, **env: str) -> Worker:
+        """The app's ARQ worker with the same settings and *env* (not waited for: a queued job waits)."""
+        worker = Worker(self.runner, {**self.env, **env}, self.tmp_path / f"{name}.log")
+        self.workers.append(worker)
+        return worker
+
     def stop(self) -> None:
-        for server in self.started:
-            server.terminate()
+        for process in [*self.started, *self.workers]:
+            process.terminate()

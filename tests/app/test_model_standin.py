@@ -12,9 +12,7 @@ with the real knowledge-base tools bound, gets a ``query_kb`` call.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +29,8 @@ TIKTOKEN_CACHE_DIR = "/app/.venv/lib/python3.13/site-packages/llama_index/core/_
 
 @pytest.fixture
 def standin() -> Iterator[str]:
-    model_standin.Handler.chunk_delay = 0.0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), model_standin.Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with model_standin.serving(chunk_delay=0.0) as url:
+        yield url
 
 
 def _run_actor(runner: AppRunner, standin: str, tmp_path: Path) -> dict[str, Any]:

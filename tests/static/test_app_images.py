@@ -222,6 +222,35 @@ def test_npm_mirror_urls_become_the_public_registry() -> None:
     assert "sha512-abc" in rewritten
 
 
+def test_the_web_build_turns_the_runs_api_on_and_keys_its_cache_on_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Row 17 of the per-process state: the chat page sends through the runs API only with this flag.
+    assert images.WEB_BUILD_ENV == {"VITE_USE_RUNS_API": "true"}
+    host = {"PATH": "/usr/bin", "VITE_USE_RUNS_API": "false", "VITE_API_URL": "http://elsewhere"}
+    env = images.web_build_env(host)
+    assert env == {
+        "PATH": "/usr/bin",
+        "CI": "1",
+        "npm_config_registry": images.NPM_REGISTRY,
+        "VITE_USE_RUNS_API": "true",
+    }, "the host's own VITE_* never reach the build"
+    key = images.web_dist_key("tree", "10.0.0", 20)
+    assert len(key) == 20 and key == images.web_dist_key("tree", "10.0.0", 20)
+    monkeypatch.setattr(images, "WEB_BUILD_ENV", {"VITE_USE_RUNS_API": "false"})
+    assert images.web_dist_key("tree", "10.0.0", 20) != key, "a build without the flag is another build"
+
+
+def test_the_pinned_web_reads_the_runs_flag_and_resumes_from_the_last_seq(pinned_tree: Path) -> None:
+    web = pinned_tree / "web" / "src"
+    chat = (web / "components" / "AgentChatComponent.vue").read_text(encoding="utf-8")
+    assert "import.meta.env.VITE_USE_RUNS_API === 'true'" in chat, "the flag the web build sets moved"
+    client = (web / "apis" / "agent_api.js").read_text(encoding="utf-8")
+    assert "/api/chat/runs/${runId}/events?after_seq=" in client
+    stream = (web / "composables" / "useAgentRunStream.js").read_text(encoding="utf-8")
+    assert "startRunStream(threadId, runId, ts.runLastSeq)" in stream, "the reconnect from the last seq"
+
+
 # --- names, pins, versions ----------------------------------------------------------------
 def test_image_names_follow_the_registry_prefix_and_the_manifests() -> None:
     assert (

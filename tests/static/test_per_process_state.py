@@ -1,4 +1,5 @@
-"""Pure parts of the per-process-state integration: credential masking, client address, nginx header."""
+"""Pure parts of the per-process-state integration: credential masking, client address, nginx header,
+the run events' cursor, the worker's command."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import pytest
 
 from yuxi_k8s import paths
-from yuxi_k8s.app.integration import logs
+from yuxi_k8s.app.integration import chat_runs, logs
 from yuxi_k8s.app.integration.login_limit import client_address
 
 ENV = {
@@ -80,3 +81,45 @@ def test_the_web_nginx_replaces_forwarded_for_with_the_address_it_saw() -> None:
     assert "include /etc/nginx/yuxi/real-ip.conf;" in directives
     kustomization = (paths.repo_root() / "base/kustomization.yaml").read_text()
     assert "real-ip.conf=config/nginx/real-ip.conf" in kustomization
+
+
+@pytest.mark.parametrize(
+    ("cursor", "start"),
+    [
+        ("1796674926490-0", "(1796674926490-0"),  # after the client's last event, not from it
+        ("(1796674926490-0", "(1796674926490-0"),
+        ("0-0", "0-0"),  # the app's "from the first event" stays as it is
+        ("0", "0"),
+        ("", ""),
+    ],
+)
+def test_the_run_events_cursor_is_exclusive(cursor: str, start: str) -> None:
+    assert chat_runs.exclusive(cursor) == start
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(None, chat_runs.DEFAULT_DRAIN_S), ("", chat_runs.DEFAULT_DRAIN_S), ("0", 0), (" 90 ", 90)],
+)
+def test_the_worker_drain_is_whole_seconds(value: str | None, seconds: int) -> None:
+    env = {} if value is None else {chat_runs.DRAIN_ENV: value}
+    assert chat_runs.drain_seconds(env) == seconds
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "ten"])
+def test_a_bad_worker_drain_is_one_line(value: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        chat_runs.drain_seconds({chat_runs.DRAIN_ENV: value})
+    assert str(caught.value) == (
+        f"YUXI_K8S_WORKER_DRAIN_S must be a whole number of seconds (0 for none), got {value!r}"
+    )
+
+
+def test_the_local_worker_runs_the_worker_deployments_command() -> None:
+    import yaml
+
+    from yuxi_k8s.app.localrun import Worker
+
+    manifest = yaml.safe_load((paths.repo_root() / "components/worker/worker.Deployment.yaml").read_text())
+    container = manifest["spec"]["template"]["spec"]["containers"][0]
+    assert tuple(container["command"]) == Worker.COMMAND

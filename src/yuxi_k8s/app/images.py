@@ -52,7 +52,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,6 +120,11 @@ NPM_MIRRORS = {
     "https://registry.npm.taobao.org/": NPM_REGISTRY,
 }
 
+# Vite's build-time variables the web build gets (and only these: the host's own VITE_* are dropped).
+# VITE_USE_RUNS_API=true: the chat page sends through the runs API (POST /api/chat/runs, run by the
+# worker, its events read back from Redis, resumed from the last seq on any replica); without it the
+# api process streams the answer itself and a rollout or scale-in cuts it (per-process state, row 17).
+WEB_BUILD_ENV = {"VITE_USE_RUNS_API": "true"}
 NGINX_CONFIG = "base/config/nginx"  # nginx.conf, and the files it includes from /etc/nginx/yuxi/
 IMAGE_FILES = Path(__file__).resolve().parent / "imagefiles"
 SERVER_IMAGE_FILES = Path(__file__).resolve().parents[1] / "server" / "imagefiles"
@@ -252,6 +257,19 @@ def _digest(*parts: str) -> str:
 
 def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def web_build_env(base: Mapping[str, str]) -> dict[str, str]:
+    """The environment of ``pnpm install`` and ``pnpm run build``: *base* without its ``VITE_*``
+    variables, the public npm registry, and :data:`WEB_BUILD_ENV`."""
+    kept = {k: v for k, v in base.items() if not k.startswith("VITE_")}
+    return {**kept, "CI": "1", "npm_config_registry": NPM_REGISTRY, **WEB_BUILD_ENV}
+
+
+def web_dist_key(web_tree: str, pnpm_version: str, node_major: int) -> str:
+    """The web build's cache key: the source (its :func:`tree_key`), the tools and :data:`WEB_BUILD_ENV`."""
+    build_env = json.dumps(WEB_BUILD_ENV, sort_keys=True)
+    return _digest(web_tree, pnpm_version, f"node{node_major}", NPM_REGISTRY, build_env)[:20]
 
 
 def parse_pins(text: str) -> dict[str, str]:
@@ -485,7 +503,7 @@ def _pnpm_build(web: Path, pnpm: Path, out: Path, log: Path) -> None:
         if rewritten:
             rootfs.say(f"web: pnpm-lock.yaml points at {NPM_REGISTRY} ({rewritten} mirror URLs rewritten)")
         (work / ".npmrc").write_text(f"registry={NPM_REGISTRY}\n")
-        env = {**os.environ, "CI": "1", "npm_config_registry": NPM_REGISTRY}
+        env = web_build_env(os.environ)
         flags = [f"--registry={NPM_REGISTRY}", "--config.manage-package-manager-versions=false"]
         flags.append(f"--store-dir={_downloads('pnpm-store')}")
         log.unlink(missing_ok=True)
@@ -745,7 +763,7 @@ class _Builder:
             raise ImageError(
                 f"building the web app needs Node.js >= 20.19 on this machine (found {major}.{minor})"
             )
-        key = _digest(tree_key(web), pnpm_version, f"node{major}", NPM_REGISTRY)[:20]
+        key = web_dist_key(tree_key(web), pnpm_version, major)
         pnpm = pnpm_binary(pnpm_version)
         log = _images_cache("web-dist", f"{key}.log")
         return (
@@ -1078,6 +1096,7 @@ __all__ = [
     "NEO4J_JVM_MEMORY",
     "NEO4J_UID",
     "REPOSITORIES",
+    "WEB_BUILD_ENV",
     "api_tree",
     "build_all",
     "check_registry",
@@ -1090,4 +1109,6 @@ __all__ = [
     "reference",
     "rewrite_mirrors",
     "select",
+    "web_build_env",
+    "web_dist_key",
 ]

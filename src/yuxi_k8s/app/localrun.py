@@ -208,35 +208,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Server:
-    """The real API under uvicorn on loopback: through yuxi-k8s-app, or plain (the baseline)."""
+class AppProcess:
+    """A process of the application on loopback, its output in *log*."""
 
-    def __init__(self, runner: AppRunner, env: Mapping[str, str], log: Path, *, kit: bool = True) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, runner: AppRunner, args: Sequence[str], env: Mapping[str, str], log: Path) -> None:
         self.log = log
         self._log = log.open("w")
-        uvicorn = ["uvicorn", "server.main:app", "--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = runner.popen(
-            ["yuxi-k8s-app", *uvicorn] if kit else uvicorn, env, stdout=self._log, stderr=subprocess.STDOUT
-        )
+        self.proc = runner.popen(args, env, stdout=self._log, stderr=subprocess.STDOUT)
 
-    def wait_ready(self, timeout: float = 240) -> None:
-        import httpx
-
-        from yuxi_k8s.cluster.kube import poll
-
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"server exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}"
-                )
-            try:
-                return httpx.get(self.url + "/api/system/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        poll(f"the app on {self.url} to answer", ready, timeout, interval=0.5)
+    def check_running(self, what: str = "process") -> None:
+        """AssertionError with the log's tail if the process has exited."""
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{what} exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
 
     def terminate(self, timeout: float = 120) -> None:
         """SIGTERM, as the kubelet sends it, and wait for the process to end."""
@@ -248,3 +231,38 @@ class Server:
                 self.proc.kill()
                 raise
         self._log.close()
+
+
+class Server(AppProcess):
+    """The real API under uvicorn on loopback: through yuxi-k8s-app, or plain (the baseline)."""
+
+    def __init__(self, runner: AppRunner, env: Mapping[str, str], log: Path, *, kit: bool = True) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        uvicorn = ["uvicorn", "server.main:app", "--host", "127.0.0.1", "--port", str(self.port)]
+        super().__init__(runner, ["yuxi-k8s-app", *uvicorn] if kit else uvicorn, env, log)
+
+    def wait_ready(self, timeout: float = 240) -> None:
+        import httpx
+
+        from yuxi_k8s.cluster.kube import poll
+
+        def ready() -> bool:
+            self.check_running("server")
+            try:
+                return httpx.get(self.url + "/api/system/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        poll(f"the app on {self.url} to answer", ready, timeout, interval=0.5)
+
+
+class Worker(AppProcess):
+    """The app's ARQ worker on loopback as the worker Deployment runs it (``yuxi-k8s-app arq ...``):
+    it takes the agent runs the api queued in Redis and writes their events back there. arq has no
+    readiness signal; a queued job waits for it."""
+
+    COMMAND = ("yuxi-k8s-app", "arq", "server.worker_main.WorkerSettings")
+
+    def __init__(self, runner: AppRunner, env: Mapping[str, str], log: Path) -> None:
+        super().__init__(runner, self.COMMAND, env, log)

@@ -45,6 +45,7 @@ Pointing Yuxi-Know v0.6.1 at it (facts of that version):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import signal
@@ -52,6 +53,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -351,6 +353,23 @@ class Handler(BaseHTTPRequestHandler):
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
+
+
+@contextlib.contextmanager
+def serving(chunk_delay: float, host: str = "127.0.0.1") -> Iterator[str]:
+    """The stand-in in a thread of this process on a free port (for tests): its base URL. The word
+    pace is the class's, so it holds for every stand-in of this process until the block ends."""
+    before = Handler.chunk_delay
+    Handler.chunk_delay = chunk_delay
+    server = ThreadingHTTPServer((host, 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        Handler.chunk_delay = before
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from yuxi_k8s.app.integration import SUPPORTED_VERSIONS, knowledge, logs, oidc, subagents
+from yuxi_k8s.app.integration import SUPPORTED_VERSIONS, chat_runs, knowledge, logs, oidc, subagents
 from yuxi_k8s.app.integration.app_redis import app_redis_url
 from yuxi_k8s.app.integration.settings_binding import REQUIRED_CONFIG_ATTRIBUTES, SettingsBinding
 from yuxi_k8s.app.integration.startup import StartupLock
@@ -226,6 +226,13 @@ def start(*, with_tasks: bool) -> Runtime:
     missing += _missing_knowledge(kb_modules)
     subagent_service = importlib.import_module("yuxi.services.subagent_service")
     missing += subagents.missing_attributes(subagent_service)
+    run_service = importlib.import_module("yuxi.services.agent_run_service") if with_tasks else None
+    run_worker = None if with_tasks else importlib.import_module("yuxi.services.run_worker")
+    if run_service is not None:
+        missing += chat_runs.missing_attributes(run_service)
+    if run_worker is not None:
+        missing += chat_runs.missing_worker_attributes(run_worker)
+    drain_s = chat_runs.drain_seconds(os.environ) if run_worker is not None else 0
     if missing:
         raise IntegrationError(f"Yuxi-Know {version} lacks what database mode patches: {', '.join(missing)}")
     logs.show_process_log(log_config, log_file)
@@ -245,6 +252,10 @@ def start(*, with_tasks: bool) -> Runtime:
             oidc.install(oidc_service.OIDCUtils, oidc.SharedTokens(redis_client(app_redis_url())))
         replica_id = lease.replica_id if lease is not None else f"{os.uname().nodename}-{os.getpid()}"
         subagents.install(subagent_service, store.engine)  # type: ignore[attr-defined]
+        if run_service is not None:
+            chat_runs.install(run_service)
+        if run_worker is not None:
+            chat_runs.install_worker_drain(run_worker, drain_s)
         kb_binding = _bind_knowledge(kb_modules, knowledge.Coherence(store.engine, replica_id))  # type: ignore[attr-defined]
     except Exception:
         store.close()
