@@ -24,13 +24,14 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.app.browser import journey
 from tests.app.full_mode import DOCUMENT, EMBED_MODEL, STANDIN_PORT, full_mode_env
-from tests.app.http import StartServer
 from tests.app.kit_nginx import KitNginx
+from tests.app.servers import Servers
 from tests.services_fixtures import LoopbackServices
 from tests.support import require
 from yuxi_k8s import paths
 from yuxi_k8s.app import images, source
 from yuxi_k8s.app.localdeps import MinioEndpoint
+from yuxi_k8s.app.localrun import AppRunner
 from yuxi_k8s.state import Settings, open_config
 
 ADMIN = ("journey_admin", "Journey-pass-1")
@@ -105,7 +106,7 @@ def _ask(page: Any, question: str) -> None:
 
 
 def test_a_user_builds_a_knowledge_base_in_the_browser_and_the_other_replica_serves_all_of_it(
-    servers: StartServer,
+    app_runner: AppRunner,
     kit_db: str,
     minio: MinioEndpoint,
     milvus_uri: str,
@@ -116,8 +117,11 @@ def test_a_user_builds_a_knowledge_base_in_the_browser_and_the_other_replica_ser
     web_tree = images.image_tree(source.resolve(), "web")
     require((web_tree / "usr/sbin/nginx").exists(), f"nginx in the web image tree {web_tree}")
     _seed_settings(kit_db)
-    env = {**full_mode_env(milvus_uri, minio), "REDIS_URL": loopback_services.redis_url}
-    a, b = servers("a", **env), servers("b", **env)
+    processes = Servers(
+        app_runner, kit_db, loopback_services.redis_url, tmp_path, **full_mode_env(milvus_uri, minio)
+    )
+    a, b = processes.start("a"), processes.start("b")
+    processes.start_worker("worker")  # the chat page sends runs (VITE_USE_RUNS_API): the worker answers
     nginx = KitNginx(web_tree, tmp_path / "nginx", [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"])
     kb_name = f"lighthouse-{uuid.uuid4().hex[:6]}"
     question = f'What does the knowledge base "{kb_name}" say about who cleans the Harbour Lighthouse lamp?'
@@ -199,3 +203,4 @@ def test_a_user_builds_a_knowledge_base_in_the_browser_and_the_other_replica_ser
             assert not seen.problems(), "\n".join(seen.problems())
     finally:
         nginx.stop()
+        processes.stop()
