@@ -230,8 +230,10 @@ def remote_entries(folder: Path, doc: dict) -> list[str]:
         for entry in _strings_of(doc.get(name)):
             if "\n" in entry:
                 continue  # an inline generator or transformer, not a path
-            if URL.search(entry) or not (folder / entry).exists():
+            if URL.search(entry):
                 found.append(f"{name}: {entry}")
+            elif not (folder / entry).exists():
+                found.append(f"{name}: {entry} (no local path: kustomize would try it as a repository)")
     found += [f"{name}: {entry}" for name, entry in _file_entries(doc) if URL.search(entry)]
     return found
 
