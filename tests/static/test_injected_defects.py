@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import copy
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -139,6 +141,85 @@ def drop_api_ingress(objs: Objects) -> None:
     for p in policies_for(objs, "api"):
         if "Ingress" in p["spec"].get("policyTypes", []):
             objs.remove(p)
+
+
+def sandbox_namespace(objs: Objects) -> dict[str, Any]:
+    return one(objs, "Namespace", "sandboxes")
+
+
+def drop_sandbox_deny(objs: Objects) -> None:
+    ns = sandbox_namespace(objs)["metadata"]["name"]
+    objs.remove(
+        next(
+            p
+            for p in objs
+            if p["kind"] == "NetworkPolicy"
+            and p["metadata"]["namespace"] == ns
+            and p["metadata"]["name"] == "default-deny"
+        )
+    )
+
+
+def privileged_exception(objs: Objects) -> None:
+    labels = sandbox_namespace(objs)["metadata"]["labels"]
+    labels["pod-security.kubernetes.io/enforce"] = "privileged"
+    for mode in ("audit", "warn"):
+        labels.pop(f"pod-security.kubernetes.io/{mode}")
+
+
+def sandbox_token(objs: Objects) -> None:
+    ns = sandbox_namespace(objs)["metadata"]["name"]
+    objs.remove(
+        next(
+            o
+            for o in objs
+            if o["kind"] == "ServiceAccount"
+            and o["metadata"]["name"] == "default"
+            and o["metadata"]["namespace"] == ns
+        )
+    )
+
+
+def provisioner_account(objs: Objects) -> dict[str, Any]:
+    sa = one(objs, "ServiceAccount", "sandbox-provisioner")
+    return {
+        "kind": "ServiceAccount",
+        "name": sa["metadata"]["name"],
+        "namespace": sa["metadata"]["namespace"],
+    }
+
+
+def cluster_admin(objs: Objects) -> None:
+    objs.append(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "provisioner-admin", "labels": one(objs, "Role")["metadata"]["labels"]},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "cluster-admin",
+            },
+            "subjects": [provisioner_account(objs)],
+        }
+    )
+
+
+def role_secrets_exec(objs: Objects) -> None:
+    one(objs, "Role")["rules"].append(
+        {"apiGroups": [""], "resources": ["secrets", "pods/exec"], "verbs": ["*"]}
+    )
+
+
+def egress_halves(objs: Objects) -> None:
+    policy = copy.deepcopy(one(objs, "NetworkPolicy"))
+    policy["metadata"]["name"] = "api-anywhere"
+    policy["spec"] = {
+        "podSelector": {"matchLabels": {"app.kubernetes.io/component": "api"}},
+        "policyTypes": ["Egress"],
+        "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/1"}}, {"ipBlock": {"cidr": "128.0.0.0/1"}}]}],
+    }
+    objs.append(policy)
 
 
 CASES: list[tuple[str, str, Callable[[Objects], Any], str]] = [
@@ -470,6 +551,14 @@ CASES: list[tuple[str, str, Callable[[Objects], Any], str]] = [
     ("dev", "web allowed into postgres", web_to_postgres, "YK-NET-008"),
     ("prod", "web allowed into postgres", web_to_postgres, "YK-NET-008"),
     ("prod", "api ingress policy removed", drop_api_ingress, "YK-NET-009"),
+    ("prod", "sandboxes' default deny removed", drop_sandbox_deny, "YK-NET-001"),
+    ("prod", "sandboxes' default deny removed", drop_sandbox_deny, "YK-NET-002"),
+    ("prod", "sandboxes privileged, audit and warn removed", privileged_exception, "YK-NS-003"),
+    ("prod", "sandboxes' default ServiceAccount dropped", sandbox_token, "YK-HARD-004"),
+    ("prod", "provisioner bound to cluster-admin", cluster_admin, "YK-RBAC-001"),
+    ("prod", "provisioner reads Secrets and execs", role_secrets_exec, "YK-RBAC-002"),
+    ("prod", "provisioner reads Secrets and execs", role_secrets_exec, "YK-RBAC-003"),
+    ("prod", "api egress to 0.0.0.0/1 + 128.0.0.0/1", egress_halves, "YK-NET-004"),
     (
         "dev",
         "postgres port typo in a policy",
@@ -490,3 +579,25 @@ def test_injected_defect_is_caught(
     inject(objects)
     found = {v.rule for v in evaluate(env, env, objects, load_config(), strict=True) if v.suppressed is None}
     assert rule_id in found - before, f"{what}: {rule_id} not raised (raised: {sorted(found - before)})"
+
+
+@pytest.mark.parametrize("namespace", ["kube-system", "kube-public", "default"])
+def test_sandbox_namespace_setting_is_refused(tmp_path: Path, namespace: str) -> None:
+    """SANDBOX_NAMESPACE set in prod's site settings to a namespace of Kubernetes or of the app itself:
+    the render relabels it and gives the provisioner `pods create` there; validate refuses it. (The app's
+    own namespace is refused by kustomize already: the Namespace would be defined twice.)"""
+    require_tools("kubectl")
+    for folder in ("base", "components", "overlays"):
+        shutil.copytree(REPO_ROOT / folder, tmp_path / folder)
+    site = tmp_path / "overlays" / "prod" / "app" / "site.ConfigMap.yaml"
+    text = site.read_text()
+    assert "SANDBOX_NAMESPACE: yuxi-prod-sandboxes" in text
+    site.write_text(text.replace("SANDBOX_NAMESPACE: yuxi-prod-sandboxes", f"SANDBOX_NAMESPACE: {namespace}"))
+    rendered = render_one(str(tmp_path / "overlays" / "prod"))
+    assert rendered.error is None, rendered.error
+    found = [
+        v
+        for v in evaluate("prod", "prod", rendered.objects, load_config(), strict=True)
+        if v.rule == "YK-NS-004" and v.suppressed is None
+    ]
+    assert found, f"SANDBOX_NAMESPACE={namespace} passed"

@@ -232,6 +232,29 @@ def test_gitops_entry_points_point_at_real_folders(env: str) -> None:
     assert app_ks["dependsOn"] == [{"name": f"yuxi-know-{env}-migrate"}]
 
 
+@pytest.mark.parametrize("env", ENVS)
+def test_gitops_reach_exactly_the_overlays_namespaces(env: str) -> None:
+    """The AppProject's destinations and the Flux deployer's RoleBindings name the namespaces the overlay
+    renders (the app's and SANDBOX_NAMESPACE): a SANDBOX_NAMESPACE changed on one side only fails here."""
+    rendered = {
+        o["metadata"]["name"] for o in kustomize(ROOT / f"overlays/{env}") if o["kind"] == "Namespace"
+    }
+    project = yaml.safe_load((ROOT / f"gitops/argocd/{env}.AppProject.yaml").read_text())
+    app = yaml.safe_load((ROOT / f"gitops/argocd/{env}.Application.yaml").read_text())
+    assert app["spec"]["project"] == project["metadata"]["name"]
+    assert {d["namespace"] for d in project["spec"]["destinations"]} == rendered
+    flux = kustomize(ROOT / f"gitops/flux/{env}")
+    [account] = [o for o in flux if o["kind"] == "ServiceAccount"]
+    bound = {
+        o["metadata"]["namespace"]
+        for o in flux
+        if o["kind"] == "RoleBinding" and o["subjects"][0]["name"] == account["metadata"]["name"]
+    }
+    assert bound == rendered
+    for ks in (o for o in flux if o["kind"] == "Kustomization"):
+        assert ks["spec"]["serviceAccountName"] == account["metadata"]["name"], ks["metadata"]["name"]
+
+
 # --- patches, pins, generated credentials ----------------------------------------------------
 
 POSITIONAL = re.compile(r"/\d+(/|$)")

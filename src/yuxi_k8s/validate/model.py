@@ -16,6 +16,11 @@ POD_TEMPLATE_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "R
 LONG_RUNNING_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet")
 REPLICATED_KINDS = ("Deployment", "StatefulSet", "ReplicaSet")
 COMPONENT = "app.kubernetes.io/component"
+# Namespaces where pods are made at run time, not from the render: the sandbox provisioner's
+# (kubernetes backend) creates its sandbox pods in the namespace its variable names, and the kit
+# labels the Namespace it makes for them with this component.
+RUN_TIME_POD_VARIABLES = ("K8S_NAMESPACE",)
+SANDBOXES = "sandboxes"
 # Pods an operator creates from a custom resource in the render: CloudNativePG instances carry the
 # Cluster's inheritedMetadata labels plus these, and listen on these ports.
 CNPG_PORTS = (
@@ -298,6 +303,18 @@ class Context:
     def containers(self) -> Iterator[Container]:
         for w in self.workloads:
             yield from w.containers
+
+    @cached_property
+    def sandbox_namespaces(self) -> dict[str, Resource]:
+        """namespace -> the object naming it, for every namespace whose pods are made at run time: the
+        Namespaces labelled component `sandboxes` and the K8S_NAMESPACE given to a container."""
+        found = {ns.name: ns for ns in self.of_kind("Namespace") if ns.labels.get(COMPONENT) == SANDBOXES}
+        for c in self.containers():
+            for entry in as_mappings(c.spec.get("env")):
+                value = entry.get("value")
+                if entry.get("name") in RUN_TIME_POD_VARIABLES and isinstance(value, str) and value:
+                    found.setdefault(value, c.workload.resource)
+        return found
 
     def pods_in(self, namespace: str) -> list[Workload]:
         return [w for w in self.workloads if w.namespace == namespace]

@@ -75,11 +75,23 @@ def env_credentials(ctx: Context) -> Iterator[Finding]:
             if value and (is_credential_name(str(env.get("name", ""))) or TOKEN_VALUE.search(value)):
                 yield c.workload.resource, f"{c.label()} env {env['name']} is a literal credential"
         for field in ("command", "args"):
-            line = " ".join(map(str, c.spec.get(field) or []))
+            items = list(map(str, c.spec.get(field) or []))
+            line = " ".join(items)
             match = FLAG_SECRET.search(line) or TOKEN_VALUE.search(line)
             if match:
-                shown = match.group(0)[:14]
-                yield c.workload.resource, f"{c.label()} {field} passes a literal credential ({shown}...)"
+                # Where it is, never what: reports end up in CI logs and code-scanning alerts.
+                at = _item_at(items, match.start())
+                yield c.workload.resource, f"{c.label()} {field}[{at}] passes a literal credential"
+
+
+def _item_at(items: list[str], offset: int) -> int:
+    """The index of the list item in which *offset* of ``" ".join(items)`` falls."""
+    end = 0
+    for i, item in enumerate(items):
+        end += len(item) + 1
+        if offset < end:
+            return i
+    return len(items) - 1
 
 
 @rule(

@@ -51,3 +51,22 @@ def default_service_account(ctx: Context) -> Iterator[Finding]:
     for w in ctx.workloads:
         if (w.pod_spec.get("serviceAccountName") or "default") == "default":
             yield w.resource, "pod runs as the default ServiceAccount"
+
+
+@rule(
+    "YK-HARD-004",
+    family=FAMILY,
+    title="Pods made at run time mount no token",
+    message="The sandbox pods the provisioner creates at run time are not in the render, run as the "
+    "`default` ServiceAccount of their namespace and carry its token unless that account says otherwise: "
+    "an agent's shell command (any chat user's) can read it and call the Kubernetes API.",
+    fix="Add a ServiceAccount `default` with `automountServiceAccountToken: false` to the sandboxes' "
+    "namespace (components/sandbox-provisioner/namespace does).",
+)
+def run_time_pods_token(ctx: Context) -> Iterator[Finding]:
+    for namespace, res in sorted(ctx.sandbox_namespaces.items(), key=lambda item: item[0]):
+        sa = ctx.find("ServiceAccount", namespace, "default")
+        if sa is None:
+            yield res, f"namespace {namespace} has no ServiceAccount default in the render"
+        elif sa.obj.get("automountServiceAccountToken") is not False:
+            yield sa, f"ServiceAccount {namespace}/default mounts its token in every pod made at run time"

@@ -13,7 +13,11 @@ from yuxi_k8s.validate.model import COMPONENT, POD_TEMPLATE_KINDS, Context, Reso
 from yuxi_k8s.validate.rules import Finding, rule
 
 FAMILY = "metadata"
-PSA_ENFORCE = "pod-security.kubernetes.io/enforce"
+PSA = "pod-security.kubernetes.io/"
+PSA_ENFORCE = f"{PSA}enforce"
+# The one Pod Security exception accepted (the sandboxes' namespace: upstream's sandbox pod runs as
+# root): baseline enforced, restricted audited and warned.
+PSA_EXCEPTION = {"enforce": "baseline", "audit": "restricted", "warn": "restricted"}
 REQUIRED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by")
 
 
@@ -29,6 +33,61 @@ def psa_labels(ctx: Context) -> Iterator[Finding]:
         value = ns.labels.get(PSA_ENFORCE)
         if value != "restricted":
             yield ns, f"{PSA_ENFORCE} is {value or 'unset'}"
+
+
+@rule(
+    "YK-NS-003",
+    family=FAMILY,
+    title="Pod Security exceptions stay baseline",
+    message="A namespace that does not enforce restricted (an allowed exception of YK-NS-001, such as the "
+    "sandboxes') must still enforce baseline and audit and warn restricted: `privileged`, or the audit "
+    "and warn labels removed, admits privileged pods with host access in silence. This rule cannot be "
+    "opted out of.",
+    fix="Label the Namespace `pod-security.kubernetes.io/enforce: baseline`, `audit: restricted` and "
+    "`warn: restricted` (or enforce restricted).",
+    suppressible=False,
+)
+def psa_exception(ctx: Context) -> Iterator[Finding]:
+    for ns in ctx.of_kind("Namespace"):
+        if ns.labels.get(PSA_ENFORCE) == "restricted":
+            continue
+        wrong = [
+            f"{PSA}{mode} is {ns.labels.get(PSA + mode) or 'unset'}"
+            for mode, level in PSA_EXCEPTION.items()
+            if ns.labels.get(PSA + mode) != level
+        ]
+        if wrong:
+            yield ns, f"{', '.join(wrong)}: an exception must be exactly baseline, audit/warn restricted"
+
+
+def _reserved(name: str, app_namespaces: set[str]) -> str | None:
+    """Why *name* cannot hold sandboxes, or None."""
+    if name.startswith("kube-") or name == "default":
+        return f"{name} belongs to Kubernetes itself"
+    if name in app_namespaces:
+        return f"{name} is a namespace of the application's own pods"
+    return None
+
+
+@rule(
+    "YK-NS-004",
+    family=FAMILY,
+    title="The sandboxes' namespace is their own",
+    message="The sandboxes' namespace (SANDBOX_NAMESPACE) is relabelled Pod Security baseline, denied all "
+    "traffic, capped by a quota and opened to the provisioner's `pods create`: set to kube-system, "
+    "default or the application's namespace, that weakens and breaks what already runs there, and the "
+    "right to create pods there is the right to read every Secret there.",
+    fix="Set SANDBOX_NAMESPACE in overlays/<env>/app/site.ConfigMap.yaml to a namespace of its own "
+    "(e.g. `yuxi-prod-sandboxes`): not kube-*, not default, not the application's.",
+)
+def sandbox_namespace_own(ctx: Context) -> Iterator[Finding]:
+    app_namespaces = {w.namespace for w in ctx.workloads} | {
+        ns.name for ns in ctx.of_kind("Namespace") if ns.name not in ctx.sandbox_namespaces
+    }
+    for name, res in sorted(ctx.sandbox_namespaces.items(), key=lambda item: item[0]):
+        why = _reserved(name, app_namespaces)
+        if why:
+            yield res, f"sandboxes' namespace {why}"
 
 
 @rule(

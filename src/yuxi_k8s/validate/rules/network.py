@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, collapse_addresses, ip_network
 from typing import Any
 
-from yuxi_k8s.validate.model import Context, Resource, selector_matches
+from yuxi_k8s.validate.model import Context, Resource, as_mapping, as_mappings, selector_matches
 from yuxi_k8s.validate.rules import Finding, rule
 
 FAMILY = "network"
 DNS_PORTS = {53, "53", "dns", "dns-tcp"}
-EVERYWHERE = {"0.0.0.0/0", "::/0"}
+# The whole address space of each IP version: ipBlocks whose CIDRs together cover one of them are open
+# to every address (their `except` lists notwithstanding: a few holes do not make a rule narrow).
+EVERYWHERE: tuple[IPv4Network | IPv6Network, ...] = (ip_network("0.0.0.0/0"), ip_network("::/0"))
 
 
 def _types(policy: Resource) -> list[str]:
@@ -31,16 +34,18 @@ def _denies_all(policy: Resource, direction: str) -> bool:
     )
 
 
-def _namespaces_with_pods(ctx: Context) -> list[tuple[str, Resource]]:
-    seen: dict[str, Resource] = {}
+def _namespaces(ctx: Context) -> list[tuple[str, Resource]]:
+    """Every namespace the render creates (its Namespace objects) or runs pods in, with the object a
+    finding is reported on: the Namespace, else the first workload there."""
+    seen: dict[str, Resource] = {ns.name: ns for ns in ctx.of_kind("Namespace")}
     for w in ctx.workloads:
         seen.setdefault(w.namespace, w.resource)
-    return sorted(seen.items())
+    return sorted(seen.items(), key=lambda item: item[0])
 
 
 def _deny_rule(direction: str) -> Any:
     def check(ctx: Context) -> Iterator[Finding]:
-        for ns, first in _namespaces_with_pods(ctx):
+        for ns, first in _namespaces(ctx):
             if not any(p.namespace == ns and _denies_all(p, direction) for p in ctx.of_kind("NetworkPolicy")):
                 yield first, f"namespace {ns or '(unset)'} has no default-deny {direction} NetworkPolicy"
 
@@ -52,7 +57,8 @@ rule(
     family=FAMILY,
     title="Default deny ingress",
     message="Without a default-deny ingress policy every pod accepts connections from anywhere "
-    "in the cluster.",
+    "in the cluster. Every namespace the render creates needs one, also those whose pods are made at "
+    "run time (the sandboxes').",
     fix="Add a NetworkPolicy with `podSelector: {}`, `policyTypes: [Ingress]` and no ingress rules.",
 )(_deny_rule("Ingress"))
 
@@ -60,7 +66,8 @@ rule(
     "YK-NET-002",
     family=FAMILY,
     title="Default deny egress",
-    message="Without a default-deny egress policy a compromised pod can reach anything.",
+    message="Without a default-deny egress policy a compromised pod can reach anything. Every namespace "
+    "the render creates needs one, also those whose pods are made at run time (the sandboxes').",
     fix="Add a NetworkPolicy with `podSelector: {}`, `policyTypes: [Egress]` and no egress rules.",
 )(_deny_rule("Egress"))
 
@@ -88,12 +95,40 @@ def _ports_only_dns(rule_: dict[str, Any]) -> bool:
     return bool(ports) and all(p.get("port") in DNS_PORTS for p in ports)
 
 
+def _selects_all(selector: Any) -> bool:
+    """A label selector that any object can satisfy: absent, empty, or only `Exists` expressions (a
+    label anyone creating a pod or namespace can set)."""
+    selector = as_mapping(selector)
+    if as_mapping(selector.get("matchLabels")):
+        return False
+    return all(e.get("operator") == "Exists" for e in as_mappings(selector.get("matchExpressions")))
+
+
 def _open_peer(peer: dict[str, Any]) -> str | None:
-    block = peer.get("ipBlock") or {}
-    if block.get("cidr") in EVERYWHERE and not block.get("except"):
-        return f"ipBlock {block['cidr']} without except"
-    if peer.get("namespaceSelector") == {} and not peer.get("podSelector"):
-        return "every pod of every namespace (namespaceSelector: {})"
+    if (
+        "namespaceSelector" in peer
+        and _selects_all(peer["namespaceSelector"])
+        and _selects_all(peer.get("podSelector"))
+    ):
+        return f"every pod of every namespace (namespaceSelector: {peer['namespaceSelector']})"
+    return None
+
+
+def _open_blocks(peers: list[Any]) -> str | None:
+    """The rule's ipBlocks when together they cover every IPv4 or every IPv6 address."""
+    blocks = [as_mapping(as_mapping(p).get("ipBlock")) for p in peers]
+    cidrs = [str(b["cidr"]) for b in blocks if b.get("cidr")]
+    networks = []
+    for cidr in cidrs:
+        try:
+            networks.append(ip_network(cidr, strict=False))
+        except ValueError:
+            continue  # not a CIDR: the schema check's to report
+    for everything in EVERYWHERE:
+        same = [n for n in networks if n.version == everything.version]
+        if same and list(collapse_addresses(same)) == [everything]:  # type: ignore[arg-type]
+            excepts = any(b.get("except") for b in blocks)
+            return f"every address (ipBlock {', '.join(cidrs)}{' whatever its except' if excepts else ''})"
     return None
 
 
@@ -101,7 +136,9 @@ def _open_peer(peer: dict[str, Any]) -> str | None:
     "YK-NET-004",
     family=FAMILY,
     title="No allow-everything rule",
-    message="A rule without peers, or with 0.0.0.0/0 or every namespace as peer, undoes the default deny.",
+    message="A rule without peers, or with every address (0.0.0.0/0 with or without `except`, CIDRs that "
+    "together cover every IPv4 or IPv6 address such as 0.0.0.0/1 + 128.0.0.0/1) or every namespace "
+    "(a namespaceSelector of `Exists` expressions only) as peer, undoes the default deny.",
     fix="Name the peers (podSelector/namespaceSelector/ipBlock with a narrow CIDR) and the ports.",
 )
 def allow_everything(ctx: Context) -> Iterator[Finding]:
@@ -115,9 +152,10 @@ def allow_everything(ctx: Context) -> Iterator[Finding]:
                         continue  # DNS to any resolver; the usual exception
                     yield policy, f"{direction}[{i}] has no `{peers_key}`: allows every peer"
                     continue
-                for peer in peers:
-                    why = _open_peer(peer)
-                    if why and not (direction == "egress" and _ports_only_dns(item)):
+                if direction == "egress" and _ports_only_dns(item):
+                    continue
+                for why in [_open_peer(as_mapping(peer)) for peer in peers] + [_open_blocks(peers)]:
+                    if why:
                         yield policy, f"{direction}[{i}] allows {why}"
 
 
