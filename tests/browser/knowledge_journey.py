@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from tests.app.full_mode import DOCUMENT
+from tests.app.full_mode import DOCUMENT, EMBED_MODEL
 from tests.browser.harness import Journey
 
 CHAT_MODEL = "standin/standin-chat"
@@ -117,10 +117,14 @@ def first_knowledge_base(
     document.write_text(DOCUMENT)
     sign_in(seen, base, admin)
 
-    # A knowledge base (Milvus, the site's default embedding model).
+    # A knowledge base (Milvus, the stand-in's embedding model).
     page.goto(base + "/database")
     page.get_by_role("button", name="新建知识库").first.click()
     page.get_by_placeholder("新建知识库名称").fill(kb_name)
+    # The form takes the site's embedding model as its default only if the settings had loaded
+    # when the page was built (upstream's DataBaseView): choose it, as a user then must.
+    page.locator(".new-database-modal .ant-select").first.click()
+    page.locator(".ant-select-item-option", has_text=EMBED_MODEL).first.click()
     seen.shot("new-knowledge-base")
     page.locator(".ant-modal-footer button.ant-btn-primary").click()
     page.get_by_text(kb_name).first.wait_for()
