@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests.browser.harness import journey
+from tests.browser.knowledge_journey import CHAT_MODEL, first_knowledge_base
 from tests.e2e.kube import Kube, client_pod, is_ready, wait_pod_succeeded
 from tests.e2e.run import RUN_ID, forget_namespace, register_namespace
 from tests.e2e.stack import (
@@ -53,6 +55,7 @@ SCENARIO_ORDER = (
     "test_failover_when_an_api_container_is_killed_with_sigkill",
     "test_failover_during_a_rolling_restart",
     "test_a_rolling_restart_keeps_a_task_running_on_the_other_replica",
+    "test_a_user_in_a_browser_builds_a_knowledge_base_through_the_web_service",
     "test_network_policies_allow_the_apps_flows_and_refuse_the_rest",
     "test_switch_to_file_mode_and_back_serves_the_same_settings",
 )
@@ -677,6 +680,40 @@ def _probe(stack: AppStack, pod: str, container: str, targets: list[str]) -> lis
     res = stack.kube.exec(stack.namespace, pod, *args, container=container, timeout=60)
     found = json.loads(res.stdout.strip().splitlines()[-1])
     return [found[t] for t in targets]
+
+
+# --- 8. a user in a real browser, through the web Service ------------------------------------
+def test_a_user_in_a_browser_builds_a_knowledge_base_through_the_web_service(
+    stack: AppStack, run_dir: Path, tmp_path: Path
+) -> None:
+    """The browser journey of the app tier (tests/browser/knowledge_journey.py) on the cluster:
+    headless Chromium on this machine opens the web Service as a user would from theirs
+    (``kubectl port-forward service/web``); the web's nginx sends the API calls through the api
+    Service to both replicas. One api pod is deleted after the agent's answer; the conversation,
+    the knowledge base and its document are all still there after a reload, and the agent answers
+    again. Screenshots and journey.txt in the run folder (browser-journey/)."""
+    stack.kube.wait_deployment(stack.namespace, "api", 300)
+    token = _token(stack)
+    # The site's models: the stand-in answers, titles and embeds (as an operator sets them).
+    for key, value in (
+        ("fast_model", CHAT_MODEL),
+        ("default_model", CHAT_MODEL),
+        ("embed_model", EMBED_MODEL),
+    ):
+        setting = json.dumps({"key": key, "value": value})
+        assert stack.client("post", "/api/system/config", setting, token=token)["status"] == 200
+
+    def lose_one_replica() -> None:
+        victim = sorted(stack.api_pods())[0]
+        stack.kube.run("delete", "pod", victim, "--wait=false", ns=stack.namespace)
+
+    admin = (ADMIN["user_id"], ADMIN["password"])
+    with (
+        stack.kube.port_forward(stack.namespace, "service/web", 80) as base,
+        journey(run_dir / "browser-journey") as seen,
+    ):
+        first_knowledge_base(seen, base, admin, tmp_path, lose_one_replica)
+    stack.kube.wait_deployment(stack.namespace, "api", 300)
 
 
 @pytest.mark.usefixtures("network_policy")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
+import re
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -71,6 +75,42 @@ class Kubectl:
         )
         dry_run = ["--dry-run=server"] if server_side_dry_run else []
         return self.run("apply", "-f", "-", *dry_run, ns=ns, input=body, timeout=180).stdout
+
+    @contextlib.contextmanager
+    def port_forward(self, ns: str, target: str, port: int, *, timeout: float = 60) -> Iterator[str]:
+        """``kubectl port-forward`` of *target* (``service/web``) *port* to a free loopback port,
+        for the block: its ``http://127.0.0.1:PORT`` URL. The way a user opens a Service from
+        their machine; the connection enters the pod from its own loopback."""
+        command = [self.binary, "--kubeconfig", self.kubeconfig, "-n", ns, "port-forward"]
+        command += ["--address", "127.0.0.1", target, f":{port}"]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        ports: queue.Queue[str | None] = queue.Queue()
+
+        def read() -> None:
+            # kubectl prints "Forwarding from 127.0.0.1:PORT -> 8080" once it listens, then a line
+            # per connection: read to the end, or a full pipe would stall the forwarding.
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                found = re.search(r"Forwarding from 127\.0\.0\.1:(\d+)", line)
+                if found:
+                    ports.put(found.group(1))
+            ports.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        try:
+            try:
+                local = ports.get(timeout=timeout)
+            except queue.Empty:
+                raise KubectlError(f"kubectl port-forward {target}: no port after {timeout:.0f} s") from None
+            if local is None:
+                raise KubectlError(f"kubectl port-forward {target} ended: exit {proc.wait()}")
+            yield f"http://127.0.0.1:{local}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
     def reachable(self, timeout: float = 5) -> bool:
         try:
