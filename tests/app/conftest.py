@@ -90,15 +90,25 @@ def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioEndpoint]:
         require(False, str(exc))
 
 
-@pytest.fixture(scope="session")
-def milvus_tree() -> Path:
+def _image_tree(name: str) -> Path:
     try:
         from yuxi_k8s.app import images, source
 
-        return images.image_tree(source.resolve(), "milvus")
+        return images.image_tree(source.resolve(), name)
     except LocalRunError as exc:
         require(False, str(exc))
         raise
+
+
+@pytest.fixture(scope="session")
+def milvus_tree() -> Path:
+    return _image_tree("milvus")
+
+
+@pytest.fixture(scope="session")
+def provisioner_tree() -> Path:
+    """The sandbox-provisioner image's file tree (the application's provisioner)."""
+    return _image_tree("sandbox-provisioner")
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from yuxi_k8s.app.integration import SUPPORTED_VERSIONS, knowledge, logs, oidc, skills, subagents
+from yuxi_k8s.app.integration import SUPPORTED_VERSIONS, knowledge, logs, oidc, sandboxes, skills, subagents
 from yuxi_k8s.app.integration.app_redis import app_redis_url
 from yuxi_k8s.app.integration.settings_binding import REQUIRED_CONFIG_ATTRIBUTES, SettingsBinding
 from yuxi_k8s.app.integration.startup import StartupLock
@@ -228,6 +228,8 @@ def start(*, with_tasks: bool) -> Runtime:
     missing += subagents.missing_attributes(subagent_service)
     skill_service = importlib.import_module("yuxi.services.skill_service")
     missing += skills.missing_attributes(skill_service)
+    sandbox_provider = importlib.import_module("yuxi.agents.backends.sandbox.provider")
+    missing += sandboxes.missing_attributes(sandbox_provider)
     if missing:
         raise IntegrationError(f"Yuxi-Know {version} lacks what database mode patches: {', '.join(missing)}")
     logs.show_process_log(log_config, log_file)
@@ -248,6 +250,7 @@ def start(*, with_tasks: bool) -> Runtime:
         replica_id = lease.replica_id if lease is not None else f"{os.uname().nodename}-{os.getpid()}"
         subagents.install(subagent_service, store.engine)  # type: ignore[attr-defined]
         skills.install(skill_service)
+        sandboxes.install(sandbox_provider)
         kb_binding = _bind_knowledge(kb_modules, knowledge.Coherence(store.engine, replica_id))  # type: ignore[attr-defined]
     except Exception:
         store.close()
