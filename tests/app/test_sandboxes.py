@@ -38,7 +38,7 @@ def provisioner(provisioner_tree: Path, tmp_path: Path) -> Iterator[StartProvisi
 
         def start(**env: str) -> str:
             return stack.enter_context(
-                provisioner_server(provisioner_tree, tmp_path / "provisioner.log", **env)
+                provisioner_server(provisioner_tree, tmp_path / "provisioner.log", env)
             )
 
         yield start

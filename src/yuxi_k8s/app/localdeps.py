@@ -29,7 +29,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,12 +237,14 @@ def milvus_server(
 
 
 @contextlib.contextmanager
-def provisioner_server(tree: Path, log: Path, *, timeout: float = 60, **env: str) -> Iterator[str]:
+def provisioner_server(
+    tree: Path, log: Path, env: Mapping[str, str] | None = None, *, timeout: float = 60
+) -> Iterator[str]:
     """The sandbox-provisioner image's server (``uvicorn app:app``, its command) from *tree*
     (``images.image_tree(src, "sandbox-provisioner")``) on a free loopback port; yields its URL.
 
     The application's provisioner with its memory backend by default (``PROVISIONER_BACKEND``;
-    *env* adds or overrides its variables, e.g. ``SANDBOX_IDLE_TIMEOUT_SECONDS``): it keeps the
+    *env* adds to or overrides its variables, e.g. ``SANDBOX_IDLE_TIMEOUT_SECONDS``): it keeps the
     sandboxes' records and reaps idle ones, no container runs. Its output goes to *log*.
     """
     import httpx
@@ -261,7 +263,7 @@ def provisioner_server(tree: Path, log: Path, *, timeout: float = 60, **env: str
     with log.open("w") as out:
         proc = subprocess.Popen(
             command,
-            env={**image_env, "PROVISIONER_BACKEND": "memory", **env},
+            env={**image_env, "PROVISIONER_BACKEND": "memory", **(env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
