@@ -8,15 +8,17 @@ database of this test with the kit's schema at head, as the migrate Job leaves i
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.app.full_mode import STANDIN_PORT
+from tests.app.full_mode import HOLD_WORD, STANDIN_PORT
 from tests.app.http import StartServer
 from tests.app.replicas import Replica
 from tests.services_fixtures import LoopbackServices
@@ -106,7 +108,7 @@ def model_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     )
     log = tmp_path_factory.mktemp("standin") / "standin.log"
     args = [sys.executable, "-m", "yuxi_k8s.probes.model_standin", "--host", "127.0.0.1"]
-    args += ["--port", str(STANDIN_PORT), "--chunk-delay", "0"]
+    args += ["--port", str(STANDIN_PORT), "--chunk-delay", "0", "--hold-word", HOLD_WORD]
     with log.open("w") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -119,18 +121,30 @@ def model_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         poll("the model stand-in to listen", listening, 30, interval=0.2)
         yield
     finally:
+        with contextlib.suppress(httpx.HTTPError):  # a held embedding would keep a process waiting
+            httpx.post(f"http://127.0.0.1:{STANDIN_PORT}/hold/release", timeout=5)
         procfs.stop_child(proc)
+
+
+def _image_tree(name: str) -> Path:
+    try:
+        from yuxi_k8s.app import images, source
+
+        return images.image_tree(source.resolve(), name)
+    except LocalRunError as exc:
+        require(False, str(exc))
+        raise
 
 
 @pytest.fixture(scope="session")
 def milvus_tree() -> Path:
-    try:
-        from yuxi_k8s.app import images, source
+    return _image_tree("milvus")
 
-        return images.image_tree(source.resolve(), "milvus")
-    except LocalRunError as exc:
-        require(False, str(exc))
-        raise
+
+@pytest.fixture(scope="session")
+def provisioner_tree() -> Path:
+    """The sandbox-provisioner image's file tree (the application's provisioner)."""
+    return _image_tree("sandbox-provisioner")
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from yuxi_k8s.app.localdeps import MinioEndpoint
 
 EMBED_MODEL = "vllm/Qwen/Qwen3-Embedding-0.6B"  # the catalogue's URL: http://localhost:8000/v1/embeddings
 STANDIN_PORT = 8000
+HOLD_WORD = "Holdfast"  # the stand-in holds an embedding of a text with it (--hold-word) until released
 # LightRAG and the embedding truncation load tiktoken encodings; offline they come from here.
 TIKTOKEN_CACHE = "/app/.venv/lib/python3.13/site-packages/llama_index/core/_static/tiktoken_cache"
 DOCUMENT = (

@@ -1,4 +1,4 @@
-"""Drive settings replicas of the real application (tests/app/actors/replica.py) line by line."""
+"""Drive actors in the real application's processes (tests/app/actors/*.py) line by line."""
 
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ ACTOR = "tests/app/actors/replica.py"
 
 
 class Replica:
-    """One settings replica (tests/app/actors/replica.py) spoken to line by line."""
+    """One settings replica (tests/app/actors/replica.py, or another *actor* speaking the same
+    JSON lines) spoken to line by line."""
 
-    def __init__(self, runner: AppRunner, env: Mapping[str, str], log: Path) -> None:
+    def __init__(self, runner: AppRunner, env: Mapping[str, str], log: Path, actor: str = ACTOR) -> None:
         self.log = log
         self._log = log.open("w")
         self.proc = runner.popen(
-            ["python", runner.in_checkout(ACTOR)],
+            ["python", runner.in_checkout(actor)],
             env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -48,14 +49,21 @@ class Replica:
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
 
-    def ask(self, op: str, timeout: float = 60, **args: Any) -> dict[str, Any]:
+    def send(self, op: str, **args: Any) -> None:
+        """Ask without waiting for the answer (:meth:`answer` reads it): to run several at once."""
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
         self.proc.stdin.flush()
+
+    def answer(self, op: str, timeout: float = 60) -> dict[str, Any]:
         reply = self._read(timeout)
         if "error" in reply:
             raise AssertionError(f"{op} failed: {reply['error']}\n{reply.get('trace', '')}")
         return reply
+
+    def ask(self, op: str, timeout: float = 60, **args: Any) -> dict[str, Any]:
+        self.send(op, **args)
+        return self.answer(op, timeout)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

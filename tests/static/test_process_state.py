@@ -92,7 +92,7 @@ def test_a_row_without_a_decision_is_reported() -> None:
     [
         ("7", {"kind": "maybe"}, "copy.yaml: row 7: decision kind 'maybe' is not one of"),
         ("7", {"text": " "}, "copy.yaml: row 7: the decision has no `text`"),
-        ("3", {"issue": None}, "copy.yaml: row 3: is open without the issue that tracks it"),
+        ("7", {"kind": "open", "issue": None}, "copy.yaml: row 7: is open without the issue that tracks it"),
         (
             "16",
             {"kind": "kit"},

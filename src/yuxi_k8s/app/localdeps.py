@@ -29,17 +29,19 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from yuxi_k8s import paths, procfs
-from yuxi_k8s.app.images import NEO4J_COMMAND, NEO4J_JVM_MEMORY, NEO4J_UID
+from yuxi_k8s.app.images import NEO4J_COMMAND, NEO4J_JVM_MEMORY, NEO4J_UID, PYTHON_ENV, VENV_PATH
 from yuxi_k8s.app.localrun import LocalRunError, chroot_runner, free_port
 from yuxi_k8s.cluster.oci import DEFAULT_PATH
 from yuxi_k8s.pinned_tools import pinned_tool
 
 MILVUS_ENTRYPOINT = ("yuxi-milvus",)
+PROVISIONER_USER = "10001:10001"  # the sandbox-provisioner image's user and working directory
+PROVISIONER_DIR = "/app"
 PUBLISHED_MILVUS_LITE = ("milvus-lite", "server")  # without the kit's mends, to show what they mend
 NEO4J_USER = "neo4j"
 NEO4J_READY = "neo4j: ready"  # the launcher's line once Bolt listens
@@ -234,6 +236,56 @@ def milvus_server(
         yield f"http://127.0.0.1:{port}"
 
 
+@contextlib.contextmanager
+def provisioner_server(
+    tree: Path, log: Path, env: Mapping[str, str] | None = None, *, timeout: float = 60
+) -> Iterator[str]:
+    """The sandbox-provisioner image's server (``uvicorn app:app``, its command) from *tree*
+    (``images.image_tree(src, "sandbox-provisioner")``) on a free loopback port; yields its URL.
+
+    The application's provisioner with its memory backend by default (``PROVISIONER_BACKEND``;
+    *env* adds to or overrides its variables, e.g. ``SANDBOX_IDLE_TIMEOUT_SECONDS``): it keeps the
+    sandboxes' records and reaps idle ones, no container runs. Its output goes to *log*.
+    """
+    import httpx
+
+    from yuxi_k8s.cluster.kube import poll
+
+    if not (tree / PROVISIONER_DIR.lstrip("/") / "app.py").is_file():
+        raise LocalRunError(
+            f"{tree} is not a sandbox-provisioner image tree ({PROVISIONER_DIR}/app.py missing)"
+        )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    image_env = dict(item.split("=", 1) for item in (VENV_PATH, *PYTHON_ENV))
+    server = ["uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port)]
+    command = [*_chrooted(tree, PROVISIONER_USER), "/usr/bin/env", "-C", PROVISIONER_DIR, *server]
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            command,
+            env={**image_env, "PROVISIONER_BACKEND": "memory", **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise LocalRunError(f"the sandbox provisioner exited ({proc.returncode}):\n{_tail(log)}")
+            try:
+                return httpx.get(f"{url}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            poll(f"the sandbox provisioner on {url}", ready, timeout, interval=0.3)
+        except TimeoutError as exc:
+            raise LocalRunError(f"{exc}:\n{_tail(log)}") from None
+        yield url
+    finally:
+        procfs.stop_child(proc)
+
+
 __all__ = [
     "MILVUS_ENTRYPOINT",
     "NEO4J_READY",
@@ -243,4 +295,5 @@ __all__ = [
     "minio_server",
     "neo4j_command",
     "neo4j_server",
+    "provisioner_server",
 ]

@@ -20,7 +20,10 @@
 - ``POST /api/embed`` (and the older ``/api/embeddings``): the same vectors as Ollama answers;
 - ``POST /v1/rerank`` (and DashScope's ``.../text-rerank``): a relevance score per document
   (the cosine of their vectors), best first;
-- ``GET /stats``: how many of each were served (a test proves the app called it).
+- ``GET /stats``: how many of each were served (a test proves the app called it);
+- with ``--hold-word WORD`` (tests only): an embedding request with WORD in one of its texts
+  waits until ``POST /hold/release`` (``held`` in the stats counts them; ``POST /hold/arm``
+  holds the next ones again), so a test can keep a file "indexing" on one replica.
 
 It ignores every other parameter.
 
@@ -63,7 +66,16 @@ from yuxi_k8s.probes import standin_graph, standin_vectors
 MODEL = "standin-chat"
 KB_TOOL = "query_kb"  # Yuxi-Know v0.6.1's knowledge-base tool (yuxi/agents/toolkits/kbs/tools.py)
 MAX_TOOL_ECHO = 2000
-STATS = {"completions": 0, "streamed": 0, "lightrag": 0, "tool_calls": 0, "embeddings": 0, "reranks": 0}
+STATS = {
+    "completions": 0,
+    "streamed": 0,
+    "lightrag": 0,
+    "tool_calls": 0,
+    "embeddings": 0,
+    "reranks": 0,
+    "held": 0,
+}
+HOLD_RELEASED = threading.Event()
 _STATS_LOCK = threading.Lock()
 # A knowledge base named in quotes: ASCII, CJK double (U+201C/D) or corner (U+300C/D) quotes.
 _NAMED_KB = re.compile(
@@ -156,6 +168,7 @@ def embedding_inputs(value: Any) -> list[str]:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     chunk_delay = 0.2
+    hold_word: str | None = None
     dimensions: dict[str, int] = standin_vectors.DIMENSIONS
 
     def log_message(self, fmt: str, *args: Any) -> None:  # one line per request on stderr, short
@@ -200,6 +213,10 @@ class Handler(BaseHTTPRequestHandler):
         return next((handler for end, handler in endings.items() if path.endswith(end)), None)
 
     def do_POST(self) -> None:
+        if self.path in ("/hold/release", "/hold/arm"):  # let held requests go / hold the next ones
+            (HOLD_RELEASED.set if self.path == "/hold/release" else HOLD_RELEASED.clear)()
+            self._json(200, {"held": not HOLD_RELEASED.is_set()})
+            return
         handler = self._route()
         if handler is None:
             self._error(404, f"no route {self.path}")
@@ -220,6 +237,9 @@ class Handler(BaseHTTPRequestHandler):
     # --- embeddings and rerank ------------------------------------------------------------
     def _vectors(self, model: str, texts: list[str], dimensions: Any = None) -> list[list[float]]:
         dim = standin_vectors.dimension_for(model, dimensions, self.dimensions)
+        if self.hold_word and any(self.hold_word in t for t in texts):
+            _count(held=1)
+            HOLD_RELEASED.wait()
         _count(embeddings=len(texts))
         return [standin_vectors.embed(text, dim) for text in texts]
 
@@ -389,8 +409,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="MODEL=DIM",
         help="the vector length for an embedding model name (adds to or replaces the built-in table)",
     )
+    parser.add_argument(
+        "--hold-word",
+        default=None,
+        help="tests only: hold embedding requests with this word until POST /hold/release",
+    )
     args = parser.parse_args(argv)
     Handler.chunk_delay = args.chunk_delay
+    Handler.hold_word = args.hold_word
     try:
         Handler.dimensions = {
             **standin_vectors.DIMENSIONS,

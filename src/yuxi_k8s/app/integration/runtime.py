@@ -17,7 +17,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from yuxi_k8s.app.integration import SUPPORTED_VERSIONS, chat_runs, knowledge, logs, oidc, subagents
+from yuxi_k8s.app.integration import (
+    SUPPORTED_VERSIONS,
+    chat_runs,
+    knowledge,
+    logs,
+    oidc,
+    sandboxes,
+    skills,
+    subagents,
+)
 from yuxi_k8s.app.integration.app_redis import app_redis_url
 from yuxi_k8s.app.integration.settings_binding import REQUIRED_CONFIG_ATTRIBUTES, SettingsBinding
 from yuxi_k8s.app.integration.startup import StartupLock
@@ -233,6 +242,10 @@ def start(*, with_tasks: bool) -> Runtime:
     if run_worker is not None:
         missing += chat_runs.missing_worker_attributes(run_worker)
     drain_s = chat_runs.drain_seconds(os.environ) if run_worker is not None else 0
+    skill_service = importlib.import_module("yuxi.services.skill_service")
+    missing += skills.missing_attributes(skill_service)
+    sandbox_provider = importlib.import_module("yuxi.agents.backends.sandbox.provider")
+    missing += sandboxes.missing_attributes(sandbox_provider)
     if missing:
         raise IntegrationError(f"Yuxi-Know {version} lacks what database mode patches: {', '.join(missing)}")
     logs.show_process_log(log_config, log_file)
@@ -256,6 +269,8 @@ def start(*, with_tasks: bool) -> Runtime:
             chat_runs.install(run_service)
         if run_worker is not None:
             chat_runs.install_worker_drain(run_worker, drain_s)
+        skills.install(skill_service)
+        sandboxes.install(sandbox_provider)
         kb_binding = _bind_knowledge(kb_modules, knowledge.Coherence(store.engine, replica_id))  # type: ignore[attr-defined]
     except Exception:
         store.close()

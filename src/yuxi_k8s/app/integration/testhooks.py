@@ -5,7 +5,9 @@ show that a rolling restart leaves running tasks alone. ``POST
 /api/yuxi-k8s/test/tasks {"seconds": N}`` (admin only, through the app's own
 dependency) enqueues a task through the app's own Tasker that reports progress
 for N seconds. ``GET /api/yuxi-k8s/test/subagent-specs`` shows the subagent specs
-this process's agents would use (the app's own cached read). Every response carries
+this process's agents would use (the app's own cached read). ``POST
+/api/yuxi-k8s/test/sandbox {"thread_id": t}`` gets the thread's sandbox the way a sandbox
+tool call does (the app's provider, creating it if missing). Every response carries
 ``X-Yuxi-K8s-Replica`` (the pod's host name), so a test knows which replica answered.
 
 Imported only when enabled, inside the app's process (FastAPI resolves the
@@ -26,7 +28,9 @@ HOSTNAME = socket.gethostname()
 _auth = importlib.import_module("server.utils.auth_middleware")
 _task_service = importlib.import_module("yuxi.services.task_service")
 _subagent_service = importlib.import_module("yuxi.services.subagent_service")
+_sandbox_provider = importlib.import_module("yuxi.agents.backends.sandbox.provider")
 Seconds = Annotated[float, Body(embed=True)]
+ThreadId = Annotated[str, Body(embed=True)]
 Admin = Annotated[Any, Depends(_auth.get_admin_user)]
 
 
@@ -57,6 +61,17 @@ async def subagent_specs(user: Admin) -> dict[str, Any]:
     return {"specs": {s["name"]: s.get("description") for s in specs}, "replica": HOSTNAME}
 
 
+async def thread_sandbox(thread_id: ThreadId, user: Admin) -> dict[str, Any]:
+    """The thread's sandbox as a tool call gets it (ProvisionerSandboxBackend._get_client)."""
+    provider = _sandbox_provider.get_sandbox_provider()
+    connection = await asyncio.to_thread(
+        provider.get, thread_id, user_id=str(user.id), create_if_missing=True
+    )
+    if connection is None:
+        raise HTTPException(status_code=503, detail=f"no sandbox for thread {thread_id}")
+    return {"sandbox_id": connection.sandbox_id, "replica": HOSTNAME}
+
+
 def install(app: FastAPI) -> None:
     @app.middleware("http")
     async def name_the_replica(request: Request, call_next: Any) -> Any:
@@ -66,3 +81,4 @@ def install(app: FastAPI) -> None:
 
     app.add_api_route("/api/yuxi-k8s/test/tasks", enqueue_test_task, methods=["POST"])
     app.add_api_route("/api/yuxi-k8s/test/subagent-specs", subagent_specs, methods=["GET"])
+    app.add_api_route("/api/yuxi-k8s/test/sandbox", thread_sandbox, methods=["POST"])
