@@ -65,10 +65,11 @@ def sign_in(seen: Journey, base: str, admin: tuple[str, str]) -> None:
 
 def wait_indexed(page: Any, file_name: str) -> int:
     """Wait for the file's row to show it indexed; returns how often the list's refresh button was
-    pressed. The page refreshes itself every 5 s only while a file shows a processing status: a
-    read that lands between the parse and the index steps (status ``parsed``) stops it, and a
-    user then presses refresh (needed in 2 of the first 5 runs here; not yet known whether a
-    replica with a stale view answers that read or the app alone does the same)."""
+    pressed. The page refreshes itself every 5 s only while a file shows a processing status
+    (waiting, parsing, indexing), and checks once, a second after the upload. A file is stored
+    ``uploaded`` until its task starts and ``parsed`` between the parse and the index steps:
+    when that one read lands on either, the page stops refreshing and a user presses refresh
+    (needed in 2 of the first 5 runs here; the application's own timing, as with one replica)."""
     done = page.locator("tr", has_text=file_name).locator(".anticon-check-circle")
     for pressed in range(INDEX_WAIT_S // REFRESH_EVERY_S):
         try:
@@ -165,5 +166,6 @@ def first_knowledge_base(
     page.get_by_text("Coastal Guild").first.wait_for(timeout=ANSWER_WAIT_MS)
     _ask(page, f'Once more: what does the knowledge base "{kb_name}" say about the lens?')
     page.get_by_text(ANSWER_START).nth(1).wait_for(timeout=ANSWER_WAIT_MS)
+    page.get_by_text("Coastal Guild").nth(1).wait_for(timeout=ANSWER_WAIT_MS)  # streamed to its end
     seen.shot("answer-from-the-other-replica")
     assert not seen.problems(), "\n".join(seen.problems())
