@@ -329,8 +329,25 @@ def _index(stack: AppStack, base: str, db_id: str, upload: dict[str, Any]) -> No
     assert added["status"] == 200, added
 
 
-def test_a_milvus_knowledge_base_made_on_one_replica_is_listed_and_read_on_the_other(stack: AppStack) -> None:
+def test_a_milvus_knowledge_base_made_on_one_replica_is_listed_and_read_on_the_other(
+    stack: AppStack, run_dir: Path
+) -> None:
     a, b = _pinned(stack)
+    # The figure first: 50 knowledge bases made through the replicas in turn, each timed until the
+    # other one reads it (then deleted), from the client pod with each request pinned to a pod.
+    pods = stack.api_pods()
+    result = stack.module_cmd(
+        "yuxi_k8s.probes.kb_visibility",
+        "--pods", json.dumps(pods), "--token", _token(stack),
+        "--embed-model", EMBED_MODEL, "--count", "50", "--prefix", f"visibility-{RUN_ID}",
+    )  # fmt: skip
+    FIGURES["kb_visibility"] = {
+        k: result[k] for k in ("replicas", "count", "missed", "p50_s", "p99_s", "max_s", "create_p50_s")
+    }
+    _write_figures(run_dir, "kb_visibility.json", result)
+    print(f"\nkb_visibility: {json.dumps(FIGURES['kb_visibility'])}")
+    assert result["missed"] == 0, result["rounds"][:3]
+
     name = f"lighthouse-{RUN_ID}"
     db_id = _make_kb(stack, a, name)
     KNOWLEDGE.update(db_id=db_id, name=name)
@@ -347,7 +364,9 @@ def test_a_milvus_knowledge_base_made_on_one_replica_is_listed_and_read_on_the_o
     }
 
 
-def test_a_document_indexed_through_one_replica_is_found_by_a_query_on_the_other(stack: AppStack) -> None:
+def test_a_document_indexed_through_one_replica_is_found_by_a_query_on_the_other(
+    stack: AppStack, run_dir: Path
+) -> None:
     a, b = _pinned(stack)
     db_id = KNOWLEDGE["db_id"]
     uploaded = _on(
@@ -361,6 +380,7 @@ def test_a_document_indexed_through_one_replica_is_found_by_a_query_on_the_other
         DOCUMENT,
     )
     assert uploaded["status"] == 200, uploaded
+    started = time.monotonic()
     _index(stack, a, db_id, uploaded["body"])
 
     def indexed_on_both() -> bool:
@@ -380,6 +400,9 @@ def test_a_document_indexed_through_one_replica_is_found_by_a_query_on_the_other
     answer = _on(stack, b, "post", f"/api/knowledge/databases/{db_id}/query", query)
     assert answer["status"] == 200, answer
     assert "Coastal Guild" in json.dumps(answer["body"]), answer
+    # From the add through A to an answer on B (the polls above are every 2 s: an upper bound).
+    FIGURES["document_queryable_on_b_s"] = round(time.monotonic() - started, 1)
+    _write_figures(run_dir, "document.json", {"added_to_answer_on_b_s": FIGURES["document_queryable_on_b_s"]})
 
 
 def test_an_agent_on_the_other_replica_answers_from_the_knowledge_base_tool(stack: AppStack) -> None:

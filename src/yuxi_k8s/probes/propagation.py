@@ -23,12 +23,18 @@ import urllib.request
 from typing import Any
 
 
-def call(url: str, token: str, body: dict[str, Any] | None = None, timeout: float = 5.0) -> tuple[int, Any]:
+def call(
+    url: str,
+    token: str,
+    body: dict[str, Any] | None = None,
+    timeout: float = 5.0,
+    method: str | None = None,
+) -> tuple[int, Any]:
+    """One JSON call (GET, or POST with *body*, unless *method* says): status and parsed body."""
     data = None if body is None else json.dumps(body).encode()
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
-    request = urllib.request.Request(
-        url, data=data, headers=headers, method="GET" if body is None else "POST"
-    )
+    verb = method or ("GET" if body is None else "POST")
+    request = urllib.request.Request(url, data=data, headers=headers, method=verb)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read() or b"null")
