@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import redis
 
 from tests.app.http import admin_headers, call
+from tests.app.runs_reader import RunReader
 from tests.app.servers import Servers
 from tests.services_fixtures import LoopbackServices
 from yuxi_k8s.app import images, source
@@ -105,70 +105,6 @@ def _start_run(server: Server, auth: dict[str, str], standin: str) -> tuple[str,
     return str(made.json()["run_id"]), thread_id
 
 
-def _sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Server-sent events as (event, data) from a response's lines."""
-    event, data = "message", []
-    for line in lines:
-        if not line:
-            if data:
-                yield event, json.loads("\n".join(data))
-            event, data = "message", []
-        elif line.startswith("event:"):
-            event = line[6:].strip() or "message"
-        elif line.startswith("data:"):
-            data.append(line[5:].strip())
-
-
-def _seq(text: str) -> tuple[int, int]:
-    major, _, minor = text.partition("-")
-    return int(major), int(minor)
-
-
-class RunReader:
-    """The web page's run client (useAgentRunStream.js): events after the last seq it took, and a
-    reconnect from there; strict where the page is lenient: an event sent twice fails."""
-
-    def __init__(self, run_id: str, auth: dict[str, str]) -> None:
-        self.run_id = run_id
-        self.auth = auth
-        self.last_seq = "0"
-        self.taken: list[str] = []  # the seqs taken, in order
-        self.text = ""
-        # How the last read ended: the run's last event (finished, error, interrupted) as the page
-        # stops on it, or "close:<status>" when the stream closed on an ended run.
-        self.ended: str | None = None
-
-    def read(self, server: Server, on_word: Callable[[int], None] = lambda n: None) -> None:
-        """Read through *server* until the run ended; ``on_word(n)`` after the n-th word taken."""
-        url = f"{server.url}/api/chat/runs/{self.run_id}/events"
-        words = 0
-        with httpx.stream(
-            "GET", url, params={"after_seq": self.last_seq}, headers=self.auth, timeout=60
-        ) as r:
-            assert r.status_code == 200, r.read()
-            for event, data in _sse(r.iter_lines()):
-                seq = data.get("seq")
-                if seq is not None:
-                    # The web page skips these; the kit's cursor (integration.chat_runs) sends none.
-                    assert self.last_seq == "0" or _seq(seq) > _seq(self.last_seq), (
-                        f"event {seq} sent again after {self.last_seq}"
-                    )
-                    self.last_seq = seq
-                    self.taken.append(seq)
-                payload = data.get("payload") or {}
-                for chunk in payload.get("items") or [payload.get("chunk") or {}]:
-                    if chunk.get("status") == "loading" and isinstance(chunk.get("response"), str):
-                        self.text += chunk["response"]
-                        words += 1
-                        on_word(words)
-                if event in ("finished", "error", "interrupted"):
-                    self.ended = event
-                    return
-                if event == "close" and data.get("status"):
-                    self.ended = f"close:{data['status']}"
-                    return
-
-
 def _kill(server: Server) -> None:
     """SIGKILL: the process ends at once, as when its node is lost or its grace period runs out."""
     server.proc.kill()
@@ -199,13 +135,13 @@ def test_a_run_read_through_a_killed_replica_is_resumed_through_the_other_whole(
             _kill(a)
 
     with pytest.raises(httpx.HTTPError):  # A's connection breaks off mid-stream
-        reader.read(a, kill_a)
+        reader.read(a.url, kill_a)
     assert before_kill and ANSWER.startswith(before_kill) and before_kill != ANSWER, before_kill
-    reader.read(b)  # the web page reconnects from the last seq it took, here through B
+    reader.read(b.url)  # the web page reconnects from the last seq it took, here through B
 
     assert reader.ended == "finished" and reader.text == ANSWER, (reader.ended, reader.text)
     stream = redis.Redis.from_url(loopback_services.redis_url, decode_responses=True)
-    written = [seq for seq, _ in stream.xrange(f"run:events:{run_id}")]
+    written = [seq for seq, _ in stream.xrange(f"run:events:{run_id}") or []]
     assert reader.taken == written  # every event the worker wrote, once, in order
     run = call(b, "GET", f"/api/chat/runs/{run_id}", auth).json()["run"]
     assert run["status"] == "completed", run
@@ -215,7 +151,7 @@ def test_a_run_read_through_a_killed_replica_is_resumed_through_the_other_whole(
     # event every second and keeps the connection open for 30 minutes).
     again = RunReader(run_id, auth)
     again.last_seq = reader.last_seq
-    again.read(b)
+    again.read(b.url)
     assert again.ended == "close:completed" and again.taken == [], (again.ended, again.taken)
 
 
@@ -262,7 +198,7 @@ def _stop_the_worker_mid_answer(processes: Servers, standin: str, **worker_env: 
             worker.check_running("worker")
             worker.proc.terminate()  # not waited for: the events go on meanwhile, or not
 
-    reader.read(a, stop_worker)
+    reader.read(a.url, stop_worker)
     worker.proc.wait(timeout=120)
     return reader, call(a, "GET", f"/api/chat/runs/{run_id}", auth).json()["run"]["status"]
 

@@ -20,8 +20,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from tests.app.runs_reader import RunReader
 from tests.browser.harness import journey
 from tests.browser.knowledge_journey import CHAT_MODEL, first_knowledge_base
 from tests.e2e.kube import Kube, client_pod, is_ready, wait_pod_succeeded
@@ -55,6 +57,7 @@ SCENARIO_ORDER = (
     "test_failover_when_an_api_container_is_killed_with_sigkill",
     "test_failover_during_a_rolling_restart",
     "test_a_rolling_restart_keeps_a_task_running_on_the_other_replica",
+    "test_an_answer_read_through_the_web_survives_a_rolling_restart_of_the_api",
     "test_a_user_in_a_browser_builds_a_knowledge_base_through_the_web_service",
     "test_network_policies_allow_the_apps_flows_and_refuse_the_rest",
     "test_switch_to_file_mode_and_back_serves_the_same_settings",
@@ -703,6 +706,70 @@ def _probe(stack: AppStack, pod: str, container: str, targets: list[str]) -> lis
     res = stack.kube.exec(stack.namespace, pod, *args, container=container, timeout=60)
     found = json.loads(res.stdout.strip().splitlines()[-1])
     return [found[t] for t in targets]
+
+
+# --- 7b. an answer in flight across a rolling restart of the api (row 17) -----------------------
+ROLLOUT_WORDS = 600  # 120 s at the stand-in's 0.2 s a word: longer than the api's rollout here
+
+
+def test_an_answer_read_through_the_web_survives_a_rolling_restart_of_the_api(
+    stack: AppStack, run_dir: Path
+) -> None:
+    """A chat answer as the kit's web page reads it (the runs API: the worker answers, the events
+    come back through any api replica), through the web Service, while every api pod is replaced:
+    the reader reconnects from its last seq and gets the whole answer, each event once."""
+    stack.kube.wait_deployment(stack.namespace, "api", 300)
+    query = " ".join(f"word{n}" for n in range(ROLLOUT_WORDS))
+    with stack.kube.port_forward(stack.namespace, "service/web", 80) as base:
+        form = {"username": ADMIN["user_id"], "password": ADMIN["password"]}
+        token = httpx.post(f"{base}/api/auth/token", data=form, timeout=30).json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        agent = f"{base}/api/chat/agent/ChatbotAgent"
+        config_id = httpx.get(f"{agent}/configs", headers=auth, timeout=30).json()["configs"][0]["id"]
+        plain = {"model": "standin/standin-chat", "tools": [], "knowledges": []}  # no tools: one answer
+        context = {"config_json": {"context": plain}}
+        put = httpx.put(f"{agent}/configs/{config_id}", headers=auth, json=context, timeout=30)
+        assert put.status_code == 200, put.text
+        thread = httpx.post(
+            f"{base}/api/chat/thread", headers=auth, json={"agent_id": "ChatbotAgent", "title": "rollout"}
+        )
+        assert thread.status_code == 200, thread.text
+        body = {"query": query, "agent_config_id": config_id, "thread_id": thread.json()["id"]}
+        made = httpx.post(
+            f"{base}/api/chat/runs", headers=auth, json={**body, "meta": {"request_id": RUN_ID}}, timeout=30
+        )
+        assert made.status_code == 200, made.text
+        reader = RunReader(str(made.json()["run_id"]), auth)
+        started = time.monotonic()
+        marks: dict[str, float] = {}
+
+        def restart_after_five_words(words: int) -> None:
+            if words == 5 and "restart" not in marks:
+                stack.kube.run("rollout", "restart", "deployment/api", ns=stack.namespace)
+                marks["restart"] = time.monotonic() - started
+
+        reads = 0
+        while reader.ended is None and time.monotonic() - started < 600:
+            reads += 1  # each read after the first is the page's reconnect from its last seq
+            try:
+                reader.read(base, restart_after_five_words)
+            except httpx.HTTPError:  # cut, or no api ready behind nginx for a moment
+                time.sleep(0.5)  # the page's own pause before it reconnects (useAgentRunStream.js)
+        marks["answered"] = time.monotonic() - started
+        stack.kube.run("rollout", "status", "deployment/api", "--timeout=300s", ns=stack.namespace)
+        marks["rolled_out"] = time.monotonic() - started
+    figure = {
+        "words": ROLLOUT_WORDS,
+        "reconnects": reads - 1,
+        "events": len(reader.taken),
+        **{f"{k}_s": round(v, 1) for k, v in marks.items()},
+    }
+    FIGURES["answer_across_rollout"] = figure
+    _write_figures(run_dir, "answer_across_rollout.json", figure)
+    print(f"\nanswer_across_rollout: {json.dumps(figure)}")
+    assert "restart" in marks, "the answer ended before its fifth word"
+    assert reader.ended == "finished", figure
+    assert reader.text == f"stand-in answer: {query}", reader.text[-200:]
 
 
 # --- 8. a user in a real browser, through the web Service ------------------------------------
