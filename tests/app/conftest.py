@@ -8,15 +8,23 @@ database of this test with the kit's schema at head, as the migrate Job leaves i
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.app.full_mode import STANDIN_PORT, full_mode_env
 from tests.app.http import StartServer
 from tests.app.replicas import Replica
 from tests.services_fixtures import LoopbackServices
 from tests.support import require
+from yuxi_k8s import procfs
 from yuxi_k8s.app.localdeps import MinioEndpoint
 from yuxi_k8s.app.localrun import (
     AppRunner,
@@ -26,6 +34,7 @@ from yuxi_k8s.app.localrun import (
     image_runner,
     kit_database,
 )
+from yuxi_k8s.cluster.oci import ImageError
 
 
 @pytest.fixture(scope="session")
@@ -108,3 +117,72 @@ def milvus_uri(milvus_tree: Path) -> Iterator[str]:
 
     with milvus_server(milvus_tree) as uri:
         yield uri
+
+
+@contextlib.contextmanager
+def _standin(port: int, log: Path) -> Iterator[str]:
+    """The kit's model stand-in on 127.0.0.1:*port* (where the app's catalogue sends a model)."""
+    from yuxi_k8s.cluster.kube import poll
+
+    with socket.socket() as probe:
+        free = probe.connect_ex(("127.0.0.1", port)) != 0
+    require(free, f"port {port} on loopback (a model URL of the app's catalogue) is taken by another process")
+    args = [sys.executable, "-m", "yuxi_k8s.probes.model_standin", "--host", "127.0.0.1"]
+    args += ["--port", str(port), "--chunk-delay", "0"]
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    try:
+
+        def listening() -> bool:
+            assert proc.poll() is None, log.read_text()
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        poll(f"the model stand-in on port {port} to listen", listening, 30, interval=0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        procfs.stop_child(proc)
+
+
+@pytest.fixture(scope="session")
+def model_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The stand-in where the app's ``vllm/...`` models and (full_mode_env) the ``openai`` provider point."""
+    with _standin(STANDIN_PORT, tmp_path_factory.mktemp("standin") / "standin.log") as url:
+        yield url
+
+
+OLLAMA_PORT = 11434
+
+
+@pytest.fixture(scope="session")
+def ollama_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second stand-in where the app's ``ollama/...`` embedding models point (another model)."""
+    with _standin(OLLAMA_PORT, tmp_path_factory.mktemp("ollama") / "standin.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def neo4j_tree() -> Path:
+    try:
+        from yuxi_k8s.app import images, source
+
+        return images.image_tree(source.resolve(), "neo4j")
+    except (LocalRunError, ImageError) as exc:
+        require(False, f"the neo4j image tree: {exc}")
+        raise
+
+
+@pytest.fixture(scope="session")
+def neo4j(neo4j_tree: Path) -> Iterator[dict[str, Any]]:
+    """The kit's neo4j image on loopback: ``uri``, ``user``, ``password`` (and ``start_s``)."""
+    from yuxi_k8s.app.localdeps import neo4j_server
+
+    started = time.monotonic()
+    with neo4j_server(neo4j_tree) as (uri, user, password):
+        yield {"uri": uri, "user": user, "password": password, "start_s": time.monotonic() - started}
+
+
+@pytest.fixture(scope="session")
+def graph_env(minio: MinioEndpoint, milvus_uri: str, neo4j: dict[str, Any]) -> dict[str, str]:
+    """Full mode with every store on loopback: MinIO, Milvus and Neo4j (LightRAG, the graph service)."""
+    return full_mode_env(milvus_uri, minio, neo4j)

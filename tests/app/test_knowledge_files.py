@@ -10,77 +10,22 @@ edits the knowledge base.
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
-import pytest
 
+from tests.app.full_mode import EMBED_MODEL, add_document, full_mode_env, kb_files
 from tests.app.http import StartServer, admin_headers, call
-from tests.support import require
-from yuxi_k8s import procfs
 from yuxi_k8s.app.localdeps import MinioEndpoint
-from yuxi_k8s.app.localrun import Server
 from yuxi_k8s.cluster.kube import poll
 from yuxi_k8s.state.settings import libpq_url
 
-EMBED_MODEL = "vllm/Qwen/Qwen3-Embedding-0.6B"  # the catalogue's URL: http://localhost:8000/v1/embeddings
-STANDIN_PORT = 8000
-# LightRAG and the embedding truncation load tiktoken encodings; offline they come from here.
-TIKTOKEN_CACHE = "/app/.venv/lib/python3.13/site-packages/llama_index/core/_static/tiktoken_cache"
 DOCUMENT = (
     "Harbour Lighthouse Maintenance\n\n"
     "The Harbour Lighthouse lamp is cleaned every Tuesday by the Coastal Guild.\n"
     "Its lens was made in Glasgow and weighs four tonnes.\n"
 )
-
-
-@pytest.fixture(scope="module")
-def model_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The kit's model stand-in where the application's vllm embedding model points."""
-    with socket.socket() as probe:
-        free = probe.connect_ex(("127.0.0.1", STANDIN_PORT)) != 0
-    require(
-        free, f"port {STANDIN_PORT} on loopback (the app's vllm embedding URL) is taken by another process"
-    )
-    log = tmp_path_factory.mktemp("standin") / "standin.log"
-    args = [sys.executable, "-m", "yuxi_k8s.probes.model_standin", "--host", "127.0.0.1"]
-    args += ["--port", str(STANDIN_PORT), "--chunk-delay", "0"]
-    with log.open("w") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    try:
-
-        def listening() -> bool:
-            assert proc.poll() is None, log.read_text()
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", STANDIN_PORT)) == 0
-
-        poll("the model stand-in to listen", listening, 30, interval=0.2)
-        yield
-    finally:
-        procfs.stop_child(proc)
-
-
-def _full_mode(milvus_uri: str, minio: MinioEndpoint) -> dict[str, str]:
-    return {
-        "LITE_MODE": "false",
-        "MILVUS_URI": milvus_uri,
-        "YUXI_SKIP_APP_INIT": "1",  # the graph service (Neo4j) is not part of these flows
-        "RUNNING_IN_DOCKER": "",  # else Milvus' embedding calls go to host.docker.internal
-        "TIKTOKEN_CACHE_DIR": TIKTOKEN_CACHE,
-        **minio.app_env(),
-    }
-
-
-def _files(server: Server, auth: dict[str, str], db_id: str) -> dict[str, dict[str, Any]]:
-    reply = call(server, "GET", f"/api/knowledge/databases/{db_id}", auth)
-    assert reply.status_code == 200, reply.text
-    return dict(reply.json().get("files") or {})
 
 
 def _file_rows(db_url: str, db_id: str) -> dict[str, str]:
@@ -97,7 +42,7 @@ def test_a_document_indexed_through_one_replica_is_found_and_stays_deleted_throu
     model_standin: None,
     tmp_path: Path,
 ) -> None:
-    env = _full_mode(milvus_uri, minio)
+    env = full_mode_env(milvus_uri, minio)
     a, b = servers("a", **env), servers("b", **env)
     auth = admin_headers(a)
     name = f"docs-{uuid.uuid4().hex[:6]}"
@@ -110,32 +55,16 @@ def test_a_document_indexed_through_one_replica_is_found_and_stays_deleted_throu
 
     doc = tmp_path / "lighthouse.md"
     doc.write_text(DOCUMENT)
-    with doc.open("rb") as fh:
-        uploaded = call(a, "POST", f"/api/knowledge/files/upload?db_id={db_id}", auth, files={"file": fh})
-    assert uploaded.status_code == 200, uploaded.text
-    path, digest = uploaded.json()["file_path"], uploaded.json()["content_hash"]
-    params = {
-        "content_type": "file",
-        "auto_index": True,
-        "content_hashes": {path: digest},
-    }  # as the web sends
-    added = call(
-        a,
-        "POST",
-        f"/api/knowledge/databases/{db_id}/documents",
-        auth,
-        json={"items": [path], "params": params},
-    )
-    assert added.status_code == 200, added.text
+    add_document(a, auth, db_id, doc)
 
     def indexed_on_b() -> bool:
-        files = _files(b, auth, db_id)
+        files = kb_files(b, auth, db_id)
         failed = [f for f in files.values() if str(f.get("status", "")).startswith("error")]
         assert not failed, failed
         return bool(files) and all(f.get("status") in ("indexed", "done") for f in files.values())
 
     poll("the document to be indexed, seen on B", indexed_on_b, 180, interval=1)
-    assert _files(a, auth, db_id).keys() == _files(b, auth, db_id).keys()
+    assert kb_files(a, auth, db_id).keys() == kb_files(b, auth, db_id).keys()
     answer = call(
         b,
         "POST",
@@ -146,7 +75,7 @@ def test_a_document_indexed_through_one_replica_is_found_and_stays_deleted_throu
     assert answer.status_code == 200, answer.text
     assert "Coastal Guild" in str(answer.json()["result"]), answer.text
 
-    (file_id,) = _files(a, auth, db_id)
+    (file_id,) = kb_files(a, auth, db_id)
     gone = call(a, "DELETE", f"/api/knowledge/databases/{db_id}/documents/{file_id}", auth)
     assert gone.status_code == 200, gone.text
     changed = call(b, "PUT", f"/api/knowledge/databases/{db_id}/query-params", auth, json={"top_k": 3})
@@ -157,4 +86,4 @@ def test_a_document_indexed_through_one_replica_is_found_and_stays_deleted_throu
     assert renamed.status_code == 200, renamed.text
     assert _file_rows(kit_db, db_id) == {}, "a deleted document came back"
     for server in (a, b):
-        assert _files(server, auth, db_id) == {}
+        assert kb_files(server, auth, db_id) == {}

@@ -20,7 +20,8 @@
 - ``POST /api/embed`` (and the older ``/api/embeddings``): the same vectors as Ollama answers;
 - ``POST /v1/rerank`` (and DashScope's ``.../text-rerank``): a relevance score per document
   (the cosine of their vectors), best first;
-- ``GET /stats``: how many of each were served (a test proves the app called it).
+- ``GET /stats``: how many of each were served (a test proves the app called it); embeddings
+  also per model name (``embeddings:<model>``).
 
 It ignores every other parameter.
 
@@ -218,7 +219,7 @@ class Handler(BaseHTTPRequestHandler):
     # --- embeddings and rerank ------------------------------------------------------------
     def _vectors(self, model: str, texts: list[str], dimensions: Any = None) -> list[list[float]]:
         dim = standin_vectors.dimension_for(model, dimensions, self.dimensions)
-        _count(embeddings=len(texts))
+        _count(**{"embeddings": len(texts), f"embeddings:{model}": len(texts)})
         return [standin_vectors.embed(text, dim) for text in texts]
 
     def _embeddings(self, request: dict[str, Any]) -> None:
