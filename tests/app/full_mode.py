@@ -24,6 +24,7 @@ def full_mode_env(
     env = {
         "LITE_MODE": "false",
         "MILVUS_URI": milvus_uri,
+        "MILVUS_DB_NAME": "default",  # as base/config/api-settings.env: LightRAG's Milvus storage needs it
         "RUNNING_IN_DOCKER": "",  # else Milvus' embedding calls go to host.docker.internal
         "TIKTOKEN_CACHE_DIR": TIKTOKEN_CACHE,
         "OPENAI_API_BASE": f"http://127.0.0.1:{STANDIN_PORT}/v1",  # the `openai` provider: the stand-in
