@@ -172,9 +172,10 @@ def neo4j_tree() -> Path:
         raise
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def neo4j(neo4j_tree: Path) -> Iterator[dict[str, Any]]:
-    """The kit's neo4j image on loopback: ``uri``, ``user``, ``password`` (and ``start_s``)."""
+    """The kit's neo4j image on loopback, one per test module (the graph's vector index is one per
+    database, made by the first upload): ``uri``, ``user``, ``password`` (and ``start_s``)."""
     from yuxi_k8s.app.localdeps import neo4j_server
 
     started = time.monotonic()
@@ -182,7 +183,7 @@ def neo4j(neo4j_tree: Path) -> Iterator[dict[str, Any]]:
         yield {"uri": uri, "user": user, "password": password, "start_s": time.monotonic() - started}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def graph_env(minio: MinioEndpoint, milvus_uri: str, neo4j: dict[str, Any]) -> dict[str, str]:
     """Full mode with every store on loopback: MinIO, Milvus and Neo4j (LightRAG, the graph service)."""
     return full_mode_env(milvus_uri, minio, neo4j)

@@ -6,9 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from tests.app.http import call
 from yuxi_k8s.app.localdeps import MinioEndpoint
 from yuxi_k8s.app.localrun import Server
+from yuxi_k8s.state.settings import libpq_url
 
 EMBED_MODEL = "vllm/Qwen/Qwen3-Embedding-0.6B"  # the catalogue's URL: http://localhost:8000/v1/embeddings
 STANDIN_PORT = 8000
@@ -56,3 +59,12 @@ def add_document(server: Server, auth: dict[str, str], db_id: str, doc: Path) ->
     body = {"items": [path], "params": params}
     added = call(server, "POST", f"/api/knowledge/databases/{db_id}/documents", auth, json=body)
     assert added.status_code == 200, added.text
+
+
+def file_rows(db_url: str, db_id: str) -> dict[str, dict[str, str]]:
+    """The knowledge base's files as the application's table has them: file id -> filename, status."""
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        rows = conn.execute(
+            "SELECT file_id, filename, status FROM knowledge_files WHERE db_id = %s", (db_id,)
+        )
+        return {r[0]: {"filename": r[1], "status": r[2]} for r in rows}

@@ -13,25 +13,16 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import psycopg
-
-from tests.app.full_mode import EMBED_MODEL, add_document, full_mode_env, kb_files
+from tests.app.full_mode import EMBED_MODEL, add_document, file_rows, full_mode_env, kb_files
 from tests.app.http import StartServer, admin_headers, call
 from yuxi_k8s.app.localdeps import MinioEndpoint
 from yuxi_k8s.cluster.kube import poll
-from yuxi_k8s.state.settings import libpq_url
 
 DOCUMENT = (
     "Harbour Lighthouse Maintenance\n\n"
     "The Harbour Lighthouse lamp is cleaned every Tuesday by the Coastal Guild.\n"
     "Its lens was made in Glasgow and weighs four tonnes.\n"
 )
-
-
-def _file_rows(db_url: str, db_id: str) -> dict[str, str]:
-    with psycopg.connect(libpq_url(db_url)) as conn:
-        rows = conn.execute("SELECT file_id, status FROM knowledge_files WHERE db_id = %s", (db_id,))
-        return {r[0]: r[1] for r in rows}
 
 
 def test_a_document_indexed_through_one_replica_is_found_and_stays_deleted_through_the_other(
@@ -84,6 +75,6 @@ def test_a_document_indexed_through_one_replica_is_found_and_stays_deleted_throu
         b, "PUT", f"/api/knowledge/databases/{db_id}", auth, json={"name": f"{name}-b", "description": "x"}
     )
     assert renamed.status_code == 200, renamed.text
-    assert _file_rows(kit_db, db_id) == {}, "a deleted document came back"
+    assert file_rows(kit_db, db_id) == {}, "a deleted document came back"
     for server in (a, b):
         assert kb_files(server, auth, db_id) == {}
