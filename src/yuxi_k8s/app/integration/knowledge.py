@@ -46,6 +46,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from yuxi_k8s.app.integration import env_seconds
+from yuxi_k8s.app.integration.advisory import advisory_lock, held_in_thread
 from yuxi_k8s.app.integration.counters import ChangeCounter
 from yuxi_k8s.state.errors import error_line
 from yuxi_k8s.state.models import KB_CHANGE_SEQUENCE, SCHEMA
@@ -159,15 +160,8 @@ class Coherence:
         self.replica_id = replica_id
         self.changes = ChangeCounter(engine, KB_CHANGE_SEQUENCE)
 
-    @contextlib.contextmanager
-    def cluster_lock(self) -> Any:
-        with self.engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
-                conn.commit()
+    def cluster_lock(self) -> contextlib.AbstractContextManager[None]:
+        return advisory_lock(self.engine, LOCK_KEY)
 
     def claim(self, file_id: str) -> None:
         with self.engine.begin() as conn:
@@ -257,15 +251,12 @@ class KnowledgeBinding:
             return
         if self._thread_lock is None:
             self._thread_lock = asyncio.Lock()
-        async with self._thread_lock:
-            stack = contextlib.ExitStack()
-            await asyncio.to_thread(stack.enter_context, self.coherence.cluster_lock())
+        async with held_in_thread(self._thread_lock, self.coherence.cluster_lock()):
             token = _holding_lock.set(True)
             try:
                 yield
             finally:
                 _holding_lock.reset(token)
-                await asyncio.to_thread(stack.close)
 
     async def advance(self) -> None:
         try:
