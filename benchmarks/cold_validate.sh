@@ -19,14 +19,16 @@ for ((i = 1; i <= runs; i++)); do
     git clone --quiet "$here" "$tmp/clone"
     git -C "$tmp/clone" checkout --quiet "$(git -C "$here" rev-parse "$rev")"
     start=$(date +%s.%N)
+    # CPU seconds (user + sys of make and everything it ran) say what an idle machine would need.
     env -u YUXI_K8S_CACHE XDG_CACHE_HOME="$tmp/cache" GOCACHE="$tmp/gocache" GOMODCACHE="$tmp/gomod" \
-      PIP_CACHE_DIR="$tmp/pip" UV_CACHE_DIR="$tmp/uv" \
+      PIP_CACHE_DIR="$tmp/pip" UV_CACHE_DIR="$tmp/uv" /usr/bin/time -f '%U %S' -o "$tmp.cpu" \
       make -C "$tmp/clone" --no-print-directory validate >"$tmp.log" 2>&1 ||
       { tail -n 20 "$tmp.log" >&2; echo "cold_validate: make validate failed at $rev (log $tmp.log)" >&2; exit 1; }
     t=$(echo "$(date +%s.%N) - $start" | bc)
-    printf 'run %d  %-12s %6.1f s  (load %s)\n' "$i" "$rev" "$t" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    cpu=$(awk '{print $1 + $2}' "$tmp.cpu")
+    printf 'run %d  %-12s %6.1f s  cpu %5.1f s  (load %s)\n' "$i" "$rev" "$t" "$cpu" "$(cut -d' ' -f1-3 /proc/loadavg)"
     times[$rev]+="$t "
-    rm -rf "$tmp" "$tmp.log"
+    rm -rf "$tmp" "$tmp.log" "$tmp.cpu"
   done
 done
 for rev in "$@"; do
