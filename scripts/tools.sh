@@ -123,21 +123,23 @@ build_uv() {
     echo "tools.sh: tools/versions.env says uv $UV_VERSION but $req disagrees; update both" >&2
     exit 1
   }
-  "$py" -m pip --version >/dev/null 2>&1 ||
-    { echo "tools.sh: fetching uv needs pip for $py (Debian: apt-get install python3-pip)" >&2; exit 1; }
   cached_build uv "$UV_VERSION" "$cache/uv-$UV_VERSION" uv -- fetch_uv "$py" "$req" "$cache/uv-$UV_VERSION"
 }
 
 # fetch_uv PYTHON REQUIREMENTS DIR: DIR/uv from the wheel pip downloads (hashes checked).
 fetch_uv() {
-  local py=$1 req=$2 dir=$3
+  local py req=$2 dir=$3
+  # The interpreter itself, not a venv on PATH (make's PATH has .venv/bin, whose venv has no pip
+  # after `scripts/venv.sh validate`). Each step ends the fetch on failure (cached_build runs this
+  # under `if`, where set -e does not apply).
+  py=$("$1" -c 'import os, sys; print(os.path.realpath(sys.executable))') || return 1
+  "$py" -m pip --version >/dev/null 2>&1 ||
+    { echo "tools.sh: fetching uv needs pip for $py (Debian: apt-get install python3-pip)" >&2; return 1; }
   PIP_FIND_LINKS="" "$py" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-    --platform "musllinux_1_1_$(uname -m)" --require-hashes -r "$req" -d "$dir/wheel"
+    --platform "musllinux_1_1_$(uname -m)" --require-hashes -r "$req" -d "$dir/wheel" || return 1
   "$py" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])' \
-    "$dir"/wheel/uv-*.whl "uv-$UV_VERSION.data/scripts/uv" "$dir/wheel"
-  mv "$dir/wheel/uv-$UV_VERSION.data/scripts/uv" "$dir/uv"
-  chmod 755 "$dir/uv"
-  rm -rf "$dir/wheel"
+    "$dir"/wheel/uv-*.whl "uv-$UV_VERSION.data/scripts/uv" "$dir/wheel" || return 1
+  mv "$dir/wheel/uv-$UV_VERSION.data/scripts/uv" "$dir/uv" && chmod 755 "$dir/uv" && rm -rf "$dir/wheel"
 }
 
 build_kubeconform() { go_install kubeconform "$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd/kubeconform; }
