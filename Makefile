@@ -13,10 +13,22 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # --- set-up ---------------------------------------------------------------
-.PHONY: venv tools tools-validate tools-scan
-venv: $(VENV)/.stamp ## Create the Python venv with the package and its pinned dev tools
-$(VENV)/.stamp: pyproject.toml constraints.txt scripts/venv.sh
+.PHONY: venv venv-validate tools tools-validate tools-scan schemas
+VENV_INPUTS := pyproject.toml constraints.txt scripts/venv.sh tools/uv/requirements.txt
+venv: $(VENV)/.stamp ## Create the Python venv with the package and its pinned dev tools (uv from PyPI)
+$(VENV)/.stamp: $(VENV_INPUTS)
 	scripts/venv.sh
+
+venv-validate: $(VENV)/.stamp-validate ## Only what `make validate` needs in the venv (make venv adds the dev tools)
+$(VENV)/.stamp-validate: $(VENV_INPUTS)
+	scripts/venv.sh validate
+
+# The stamp only spares a warm `make validate` the extra start-up: the check prepares whatever the
+# cache lacks itself, so a cache emptied since costs time, never a wrong result.
+schemas: $(VENV)/.stamp-schemas ## Prepare the pinned core and CRD schemas in the cache (fetches the CRDs once)
+$(VENV)/.stamp-schemas: $(VENV)/.stamp-validate src/yuxi_k8s/validate/versions.py
+	python -m yuxi_k8s.validate --prepare-schemas
+	touch $@
 
 tools-validate: ## Build the pinned kubeconform into bin/ (kustomize comes with the venv's kubectl)
 	scripts/tools.sh kubeconform
@@ -33,7 +45,9 @@ dev-secrets: ## Write overlays/dev/app/{postgres,secrets,provider-keys}.env (ran
 	scripts/dev-secrets.sh
 
 # The paths checked are listed once, in src/yuxi_k8s/validate/entry_points.txt (the tests read it too).
-validate: venv tools-validate dev-secrets ## Render, schema-check and policy-check every overlay and GitOps entry point
+# Its set-up runs side by side: the venv then the schemas, beside the kubeconform build (Go).
+validate: ## Render, schema-check and policy-check every overlay and GitOps entry point
+	@$(MAKE) --no-print-directory -j3 schemas tools-validate dev-secrets
 	python -m yuxi_k8s.validate --entry-points  # = yuxi-k8s validate, without loading the other concerns
 
 scan: venv tools-scan dev-secrets ## checkov (an outside scanner) on the rendered staging and prod overlays

@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 export PATH="$here/bin:$here/.venv/bin:$PATH"
 
-make --no-print-directory venv tools-validate tools-scan dev-secrets
+make --no-print-directory -j4 venv tools-validate tools-scan dev-secrets  # side by side, as make validate
 if [[ $# -gt 0 ]]; then
   exec python -m pytest "$@"
 fi

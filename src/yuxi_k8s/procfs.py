@@ -1,4 +1,5 @@
-"""What ``/proc`` says about processes (Linux): one answer to "is it still running?", and one way
+"""What ``/proc`` says about processes (Linux): one answer to "is it still running?", one way to
+stop processes by pid (:func:`terminate`: a signal, one shared grace period, then SIGKILL) and one
 to stop a child process (:func:`stop_child`).
 
 A pid file outlives its process, and pids get reused, so "the process exists" is not enough:
@@ -8,10 +9,13 @@ name pattern, a process whose command name is another program's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
+import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +61,39 @@ def cwd(pid: int) -> str | None:
         return os.readlink(f"/proc/{pid}/cwd").removesuffix(" (deleted)")
     except OSError:
         return None
+
+
+def cwd_removed(pid: int) -> bool:
+    """*pid*'s working directory has been deleted since it entered it (its checkout is gone)."""
+    try:
+        return os.readlink(f"/proc/{pid}/cwd").endswith(" (deleted)")
+    except OSError:
+        return False
+
+
+def terminate(pids: Iterable[int], timeout: float = 5.0, first: signal.Signals = signal.SIGTERM) -> list[int]:
+    """Send *first* to every pid, wait up to *timeout* seconds for all of them together, then SIGKILL
+    those still running (and wait for them). Returns the pids that needed SIGKILL. Nothing is reaped:
+    a zombie counts as gone (:func:`alive`), and the owner of a child's ``Popen`` still waits on it."""
+    targets = [pid for pid in pids if alive(pid)]
+    _signal(targets, first)
+    _wait_gone(targets, timeout)
+    slow = [pid for pid in targets if alive(pid)]
+    _signal(slow, signal.SIGKILL)
+    _wait_gone(slow, 5.0)
+    return slow
+
+
+def _signal(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _wait_gone(pids: list[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def listening_pids(port: int) -> set[int]:

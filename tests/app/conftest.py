@@ -12,13 +12,15 @@ import contextlib
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.app.full_mode import HOLD_WORD, STANDIN_PORT
+from tests.app.full_mode import HOLD_WORD, STANDIN_PORT, full_mode_env
 from tests.app.http import StartServer
 from tests.app.replicas import Replica
 from tests.services_fixtures import LoopbackServices
@@ -33,7 +35,7 @@ from yuxi_k8s.app.localrun import (
     image_runner,
     kit_database,
 )
-from yuxi_k8s.cluster.kube import poll
+from yuxi_k8s.cluster.oci import ImageError
 
 
 @pytest.fixture(scope="session")
@@ -98,34 +100,6 @@ def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioEndpoint]:
         require(False, str(exc))
 
 
-@pytest.fixture(scope="module")
-def model_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The kit's model stand-in where the application's vllm embedding model points."""
-    with socket.socket() as probe:
-        free = probe.connect_ex(("127.0.0.1", STANDIN_PORT)) != 0
-    require(
-        free, f"port {STANDIN_PORT} on loopback (the app's vllm embedding URL) is taken by another process"
-    )
-    log = tmp_path_factory.mktemp("standin") / "standin.log"
-    args = [sys.executable, "-m", "yuxi_k8s.probes.model_standin", "--host", "127.0.0.1"]
-    args += ["--port", str(STANDIN_PORT), "--chunk-delay", "0", "--hold-word", HOLD_WORD]
-    with log.open("w") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    try:
-
-        def listening() -> bool:
-            assert proc.poll() is None, log.read_text()
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", STANDIN_PORT)) == 0
-
-        poll("the model stand-in to listen", listening, 30, interval=0.2)
-        yield
-    finally:
-        with contextlib.suppress(httpx.HTTPError):  # a held embedding would keep a process waiting
-            httpx.post(f"http://127.0.0.1:{STANDIN_PORT}/hold/release", timeout=5)
-        procfs.stop_child(proc)
-
-
 def _image_tree(name: str) -> Path:
     try:
         from yuxi_k8s.app import images, source
@@ -154,3 +128,75 @@ def milvus_uri(milvus_tree: Path) -> Iterator[str]:
 
     with milvus_server(milvus_tree) as uri:
         yield uri
+
+
+@contextlib.contextmanager
+def _standin(port: int, log: Path) -> Iterator[str]:
+    """The kit's model stand-in on 127.0.0.1:*port* (where the app's catalogue sends a model)."""
+    from yuxi_k8s.cluster.kube import poll
+
+    with socket.socket() as probe:
+        free = probe.connect_ex(("127.0.0.1", port)) != 0
+    require(free, f"port {port} on loopback (a model URL of the app's catalogue) is taken by another process")
+    args = [sys.executable, "-m", "yuxi_k8s.probes.model_standin", "--host", "127.0.0.1"]
+    args += ["--port", str(port), "--chunk-delay", "0", "--hold-word", HOLD_WORD]
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    try:
+
+        def listening() -> bool:
+            assert proc.poll() is None, log.read_text()
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        poll(f"the model stand-in on port {port} to listen", listening, 30, interval=0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(httpx.HTTPError):  # a held embedding would keep a process waiting
+            httpx.post(f"http://127.0.0.1:{port}/hold/release", timeout=5)
+        procfs.stop_child(proc)
+
+
+@pytest.fixture(scope="session")
+def model_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The stand-in where the app's ``vllm/...`` models and (full_mode_env) the ``openai`` provider point."""
+    with _standin(STANDIN_PORT, tmp_path_factory.mktemp("standin") / "standin.log") as url:
+        yield url
+
+
+OLLAMA_PORT = 11434
+
+
+@pytest.fixture(scope="session")
+def ollama_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second stand-in where the app's ``ollama/...`` embedding models point (another model)."""
+    with _standin(OLLAMA_PORT, tmp_path_factory.mktemp("ollama") / "standin.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def neo4j_tree() -> Path:
+    try:
+        from yuxi_k8s.app import images, source
+
+        return images.image_tree(source.resolve(), "neo4j")
+    except (LocalRunError, ImageError) as exc:
+        require(False, f"the neo4j image tree: {exc}")
+        raise
+
+
+@pytest.fixture(scope="module")
+def neo4j(neo4j_tree: Path) -> Iterator[dict[str, Any]]:
+    """The kit's neo4j image on loopback, one per test module (the graph's vector index is one per
+    database, made by the first upload): ``uri``, ``user``, ``password`` (and ``start_s``)."""
+    from yuxi_k8s.app.localdeps import neo4j_server
+
+    started = time.monotonic()
+    with neo4j_server(neo4j_tree) as (uri, user, password):
+        yield {"uri": uri, "user": user, "password": password, "start_s": time.monotonic() - started}
+
+
+@pytest.fixture(scope="module")
+def graph_env(minio: MinioEndpoint, milvus_uri: str, neo4j: dict[str, Any]) -> dict[str, str]:
+    """Full mode with every store on loopback: MinIO, Milvus and Neo4j (LightRAG, the graph service)."""
+    return full_mode_env(milvus_uri, minio, neo4j)

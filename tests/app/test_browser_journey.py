@@ -53,7 +53,7 @@ def test_a_user_builds_a_knowledge_base_in_the_browser_and_the_other_replica_ser
     kit_db: str,
     minio: MinioEndpoint,
     milvus_uri: str,
-    model_standin: None,
+    model_standin: str,
     loopback_services: LoopbackServices,
     tmp_path: Path,
 ) -> None:

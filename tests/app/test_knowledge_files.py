@@ -16,36 +16,31 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
-from tests.app.full_mode import DOCUMENT, EMBED_MODEL, HOLD_WORD, STANDIN_PORT, full_mode_env
+from tests.app.full_mode import (
+    DOCUMENT,
+    EMBED_MODEL,
+    HOLD_WORD,
+    STANDIN_PORT,
+    add_document,
+    file_rows,
+    full_mode_env,
+    kb_files,
+)
 from tests.app.http import StartServer, admin_headers, call
 from yuxi_k8s.app.localdeps import MinioEndpoint
 from yuxi_k8s.app.localrun import Server
 from yuxi_k8s.cluster.kube import poll
-from yuxi_k8s.state.settings import libpq_url
 
 HELD_DOCUMENT = f"{HOLD_WORD} Quay\n\nThe {HOLD_WORD} Quay crane lifts forty tonnes.\n"
 STANDIN = f"http://127.0.0.1:{STANDIN_PORT}"
 
 
 @pytest.fixture
-def full_mode(minio: MinioEndpoint, milvus_uri: str, model_standin: None) -> dict[str, str]:
+def full_mode(minio: MinioEndpoint, milvus_uri: str, model_standin: str) -> dict[str, str]:
     """The app's environment for full mode on this module's dependencies (the stand-in up)."""
     return full_mode_env(milvus_uri, minio)
-
-
-def _files(server: Server, auth: dict[str, str], db_id: str) -> dict[str, dict[str, Any]]:
-    reply = call(server, "GET", f"/api/knowledge/databases/{db_id}", auth)
-    assert reply.status_code == 200, reply.text
-    return dict(reply.json().get("files") or {})
-
-
-def _file_rows(db_url: str, db_id: str) -> dict[str, str]:
-    with psycopg.connect(libpq_url(db_url)) as conn:
-        rows = conn.execute("SELECT file_id, status FROM knowledge_files WHERE db_id = %s", (db_id,))
-        return {r[0]: r[1] for r in rows}
 
 
 def _new_kb(server: Server, auth: dict[str, str]) -> tuple[str, str]:
@@ -68,25 +63,6 @@ def _kb_on_two_replicas(
     return a, b, auth, db_id, name
 
 
-def _add_document(server: Server, auth: dict[str, str], db_id: str, doc: Path) -> None:
-    """Upload *doc* and add it, parsed and indexed at once, as the web does."""
-    with doc.open("rb") as fh:
-        uploaded = call(
-            server, "POST", f"/api/knowledge/files/upload?db_id={db_id}", auth, files={"file": fh}
-        )
-    assert uploaded.status_code == 200, uploaded.text
-    path, digest = uploaded.json()["file_path"], uploaded.json()["content_hash"]
-    params = {"content_type": "file", "auto_index": True, "content_hashes": {path: digest}}
-    added = call(
-        server,
-        "POST",
-        f"/api/knowledge/databases/{db_id}/documents",
-        auth,
-        json={"items": [path], "params": params},
-    )
-    assert added.status_code == 200, added.text
-
-
 def test_a_document_indexed_through_one_replica_is_found_and_stays_deleted_through_the_other(
     servers: StartServer, kit_db: str, full_mode: dict[str, str], tmp_path: Path
 ) -> None:
@@ -96,16 +72,16 @@ def test_a_document_indexed_through_one_replica_is_found_and_stays_deleted_throu
 
     doc = tmp_path / "lighthouse.md"
     doc.write_text(DOCUMENT)
-    _add_document(a, auth, db_id, doc)
+    add_document(a, auth, db_id, doc)
 
     def indexed_on_b() -> bool:
-        files = _files(b, auth, db_id)
+        files = kb_files(b, auth, db_id)
         failed = [f for f in files.values() if str(f.get("status", "")).startswith("error")]
         assert not failed, failed
         return bool(files) and all(f.get("status") in ("indexed", "done") for f in files.values())
 
     poll("the document to be indexed, seen on B", indexed_on_b, 180, interval=1)
-    assert _files(a, auth, db_id).keys() == _files(b, auth, db_id).keys()
+    assert kb_files(a, auth, db_id).keys() == kb_files(b, auth, db_id).keys()
     answer = call(
         b,
         "POST",
@@ -116,7 +92,7 @@ def test_a_document_indexed_through_one_replica_is_found_and_stays_deleted_throu
     assert answer.status_code == 200, answer.text
     assert "Coastal Guild" in str(answer.json()["result"]), answer.text
 
-    (file_id,) = _files(a, auth, db_id)
+    (file_id,) = kb_files(a, auth, db_id)
     gone = call(a, "DELETE", f"/api/knowledge/databases/{db_id}/documents/{file_id}", auth)
     assert gone.status_code == 200, gone.text
     changed = call(b, "PUT", f"/api/knowledge/databases/{db_id}/query-params", auth, json={"top_k": 3})
@@ -125,9 +101,9 @@ def test_a_document_indexed_through_one_replica_is_found_and_stays_deleted_throu
         b, "PUT", f"/api/knowledge/databases/{db_id}", auth, json={"name": f"{name}-b", "description": "x"}
     )
     assert renamed.status_code == 200, renamed.text
-    assert _file_rows(kit_db, db_id) == {}, "a deleted document came back"
+    assert file_rows(kit_db, db_id) == {}, "a deleted document came back"
     for server in (a, b):
-        assert _files(server, auth, db_id) == {}
+        assert kb_files(server, auth, db_id) == {}
 
 
 def _held() -> int:
@@ -162,9 +138,9 @@ def _hold_a_document_on(a: Server, auth: dict[str, str], db_id: str, tmp_path: P
     httpx.post(f"{STANDIN}/hold/arm", timeout=10).raise_for_status()
     doc = tmp_path / "quay.md"
     doc.write_text(HELD_DOCUMENT)
-    _add_document(a, auth, db_id, doc)
+    add_document(a, auth, db_id, doc)
     poll("A's embedding of the document to be held", lambda: _held() > held_before, 120, interval=0.5)
-    (file_id,) = _files(a, auth, db_id)
+    (file_id,) = kb_files(a, auth, db_id)
     return str(file_id)
 
 
@@ -176,10 +152,10 @@ def test_a_document_one_replica_is_indexing_is_neither_failed_nor_indexed_again_
     try:
         file_id = _hold_a_document_on(a, auth, db_id, tmp_path)
         # B's reads run the app's repair of interrupted files: A's file is in flight, not failed.
-        assert _files(b, auth, db_id)[file_id]["status"] == "indexing"
+        assert kb_files(b, auth, db_id)[file_id]["status"] == "indexing"
         listed = call(b, "GET", "/api/knowledge/databases", auth)
         assert listed.status_code == 200, listed.text
-        assert _file_rows(kit_db, db_id) == {file_id: "indexing"}
+        assert file_rows(kit_db, db_id)[file_id]["status"] == "indexing"
         # A retry through B while A holds it: refused, and B sent no embedding of its own.
         task = _index_through(b, auth, db_id, file_id)
         items = (task.get("result") or {}).get("items") or []
@@ -191,7 +167,7 @@ def test_a_document_one_replica_is_indexing_is_neither_failed_nor_indexed_again_
 
     poll(
         "A to finish indexing, seen on B",
-        lambda: _files(b, auth, db_id)[file_id]["status"] in ("indexed", "done"),
+        lambda: kb_files(b, auth, db_id)[file_id]["status"] in ("indexed", "done"),
         120,
         interval=1,
     )
@@ -209,7 +185,7 @@ def test_the_application_alone_fails_the_document_being_indexed_and_indexes_it_a
     try:
         file_id = _hold_a_document_on(a, auth, db_id, tmp_path)
         b = servers("b", kit=False, **env)  # B reads the knowledge bases now: the file is indexing
-        assert _files(b, auth, db_id)[file_id]["status"] == "error_indexing"
+        assert kb_files(b, auth, db_id)[file_id]["status"] == "error_indexing"
         asked = call(
             b, "POST", f"/api/knowledge/databases/{db_id}/documents/index", auth, json={"file_ids": [file_id]}
         )

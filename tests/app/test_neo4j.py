@@ -9,37 +9,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import require
-from yuxi_k8s.app.localdeps import NEO4J_READY, neo4j_command, neo4j_server
-from yuxi_k8s.app.localrun import AppRunner, LocalRunError
-from yuxi_k8s.cluster.oci import DEFAULT_PATH, ImageError
+from yuxi_k8s.app.localdeps import NEO4J_READY, neo4j_command
+from yuxi_k8s.app.localrun import AppRunner
+from yuxi_k8s.cluster.oci import DEFAULT_PATH
 
 CLIENT = "tests/app/actors/neo4j_client.py"
-
-
-@pytest.fixture(scope="module")
-def neo4j_tree() -> Path:
-    try:
-        from yuxi_k8s.app import images, source
-
-        return images.image_tree(source.resolve(), "neo4j")
-    except (LocalRunError, ImageError) as exc:
-        require(False, f"the neo4j image tree: {exc}")
-        raise
-
-
-@pytest.fixture(scope="module")
-def neo4j(neo4j_tree: Path) -> Iterator[dict[str, Any]]:
-    started = time.monotonic()
-    with neo4j_server(neo4j_tree) as (uri, user, password):
-        yield {"uri": uri, "user": user, "password": password, "start_s": time.monotonic() - started}
 
 
 def _client(app_runner: AppRunner, neo4j: dict[str, Any]) -> dict[str, Any]:

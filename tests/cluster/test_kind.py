@@ -15,11 +15,12 @@ import pytest
 import yaml
 from tests.kube_fixtures import KubeCluster
 
-from yuxi_k8s.cluster.kind import baseimage, pinned, vmshims
+from yuxi_k8s.cluster.kind import baseimage, vmshims
 from yuxi_k8s.cluster.kind.config import CONTROL_PLANE_CPU, PATCHES_IN_NODE, ClusterConfig, OfflineImages
 from yuxi_k8s.cluster.kind.engine import SNAPSHOT, HostNet
 from yuxi_k8s.cluster.local import layout
 from yuxi_k8s.cluster.providers import kind as kind_provider
+from yuxi_k8s.pinned_tools import pinned_version
 
 FULL = "CapBnd:\t000001ffffffffff\n"
 NO_SYS_RESOURCE = "CapBnd:\t000001fffeffffff\n"  # what these VMs have: bit 24 cleared
@@ -238,7 +239,8 @@ def test_kind_node_runs_the_node_image_kubernetes(kind_cluster: KubeCluster) -> 
     version = kind_cluster.kubectl(
         "get", "nodes", "-o", "jsonpath={.items[0].status.nodeInfo.kubeletVersion}"
     )
-    expected = pinned("KUBERNETES_VERSION") if _offline(kind_cluster) else pinned("KIND_NODE_IMAGE")
+    key = "KUBERNETES_VERSION" if _offline(kind_cluster) else "KIND_NODE_IMAGE"
+    expected = pinned_version(key)
     assert version.stdout.strip() and version.stdout.strip() in expected
 
 

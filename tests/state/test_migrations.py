@@ -37,14 +37,17 @@ def test_upgrade_puts_everything_in_the_kits_schema_and_downgrade_removes_it(emp
     current = run_cli("db", "current", "--database-url", empty_db_url)
     assert current.stdout.strip() == f"{HEAD} (at head)"
 
+    lightrag = run_cli("db", "downgrade", "0006", "--database-url", empty_db_url)
+    assert lightrag.returncode == 0 and f"downgraded {HEAD} -> 0006" in lightrag.stdout
+    assert kit_tables(empty_db_url) == KIT_TABLES - {"lightrag_changes"}
     caches = run_cli("db", "downgrade", "0005", "--database-url", empty_db_url)
-    assert caches.returncode == 0 and f"downgraded {HEAD} -> 0005" in caches.stdout
-    assert kit_tables(empty_db_url) == KIT_TABLES - {"kb_processing", "task_requests"}
+    assert caches.returncode == 0 and "downgraded 0006 -> 0005" in caches.stdout
+    assert kit_tables(empty_db_url) == KIT_TABLES - {"lightrag_changes", "kb_processing", "task_requests"}
     sequences = "SELECT sequence_name FROM information_schema.sequences WHERE sequence_schema = 'yuxi_k8s'"
     assert {row[0] for row in helpers.query(empty_db_url, sequences)} == {"change_seq"}
     down = run_cli("db", "downgrade", "0004", "--database-url", empty_db_url)
     assert down.returncode == 0 and "downgraded 0005 -> 0004" in down.stdout
-    since_0004 = {"replicas", "task_owners", "kb_processing", "task_requests"}
+    since_0004 = {"replicas", "task_owners", "kb_processing", "task_requests", "lightrag_changes"}
     assert kit_tables(empty_db_url) == KIT_TABLES - since_0004
     behind = run_cli("db", "current", "--database-url", empty_db_url)
     assert behind.stdout.strip() == f"0004 (head is {HEAD})"

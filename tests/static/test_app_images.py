@@ -26,6 +26,7 @@ from yuxi_k8s.app.commands import images_in
 from yuxi_k8s.cli import main
 from yuxi_k8s.cluster import oci
 from yuxi_k8s.cluster.oci import BuiltImage, ImageError
+from yuxi_k8s.pinned_tools import pinned_versions
 
 MARKERS = contract.load().source["markers"]
 
@@ -307,7 +308,7 @@ def test_pins_parse_freeze_and_constraints_lines() -> None:
 
 
 def test_the_versions_the_builds_pin_are_set() -> None:
-    pinned = images.pinned_versions()
+    pinned = pinned_versions()
     for key in ("UV_VERSION", "PNPM_VERSION", "IMAGE_NPM_VERSION", "MINIO_VERSION"):
         assert pinned.get(key), f"tools/versions.env has no {key}"
     assert re.fullmatch(r"v0\.0\.0-\d{14}-[0-9a-f]{12}", pinned["MINIO_VERSION"])

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import require_tools
+from yuxi_k8s import pinned_tools
 from yuxi_k8s.cli import main
 from yuxi_k8s.pinned_tools import pinned_tool
 from yuxi_k8s.validate import render
@@ -34,3 +35,23 @@ def test_a_missing_tool_is_one_line_and_exit_3(
     assert main(["validate", "-q", "--no-schema", str(tmp_path)]) == EXIT_INCOMPLETE
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["yuxi-k8s validate: error: kubectl not found: run " + render.HOW_TO_GET["kubectl"]]
+
+
+def test_a_builder_missing_a_tool_is_told_which_build_brings_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pinned_tools, "bin_dir", lambda: Path("/nonexistent"))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(pinned_tools.ToolMissingError) as missing:
+        pinned_tools.require_tool("kubeadm-of-no-one", "kubernetes")
+    assert str(missing.value) == (
+        "kubeadm-of-no-one is not built: run `scripts/tools.sh kubernetes` (or `make tools`)"
+    )
+
+
+def test_the_pinned_versions_are_read_in_one_place(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    text = (pinned_tools.REPO_ROOT / "tools" / "versions.env").read_text()
+    kind = re.search(r"^KIND_VERSION=(\S+)$", text, re.M)
+    assert kind and pinned_tools.pinned_version("KIND_VERSION") == kind.group(1)
+    assert pinned_tools.pinned_versions()["KIND_VERSION"] == kind.group(1)
+    assert pinned_tools.pinned_version("NO_SUCH_PIN") == ""
+    monkeypatch.setattr(pinned_tools, "REPO_ROOT", tmp_path)  # an installed wheel: no checkout
+    assert pinned_tools.pinned_versions() == {} and pinned_tools.pinned_version("KIND_VERSION") == ""

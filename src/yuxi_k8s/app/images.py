@@ -62,7 +62,7 @@ from yuxi_k8s.app.source import Source, tree_key
 from yuxi_k8s.cache import build_once, is_built
 from yuxi_k8s.cluster import oci
 from yuxi_k8s.cluster.oci import DEFAULT_PATH, BuiltImage, ImageError
-from yuxi_k8s.pinned_tools import pinned_tool
+from yuxi_k8s.pinned_tools import pinned_tool, pinned_versions
 
 SUITE = "trixie"  # python3 is 3.13 there; the app's uv.lock allows >=3.12,<3.14
 PYTHON = "/usr/bin/python3.13"
@@ -222,17 +222,6 @@ def deb_version(version: str) -> str:
     """The upstream part of a Debian version: ``5:8.0.2-3+deb13u3`` -> ``8.0.2``."""
     version = version.split(":", 1)[-1]
     return version.rsplit("-", 1)[0] if "-" in version else version
-
-
-def pinned_versions() -> dict[str, str]:
-    """``tools/versions.env`` of the checkout as a mapping."""
-    out: dict[str, str] = {}
-    for line in (paths.repo_root() / "tools" / "versions.env").read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            out[key.strip()] = value.strip()
-    return out
 
 
 def files_digest(root: Path, names: Sequence[str]) -> str:
@@ -541,6 +530,10 @@ class _Builder:
     _stages: dict[str, rootfs.Stage] = field(default_factory=dict)
     _work: tempfile.TemporaryDirectory[str] | None = None
     _minio_build: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.versions:
+            raise ImageError("tools/versions.env not found: building the images needs the yuxi-k8s checkout")
 
     def close(self) -> None:
         if self._work is not None:

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from yuxi_k8s.cluster import oci
-from yuxi_k8s.pinned_tools import pinned_tool
+from yuxi_k8s.pinned_tools import require_tool
 
 REPOSITORY = "localhost/yuxi-k8s"
 
@@ -51,13 +51,6 @@ BUSYBOX_APPLETS = (
     "sh", "cat", "echo", "ls", "mkdir", "rm", "sleep", "test", "true", "false", "wget",
     "nc", "nslookup", "httpd", "hostname", "id", "env", "grep", "sed", "touch", "date", "ip", "timeout",
 )  # fmt: skip
-
-
-def _tool(name: str) -> Path:
-    found = pinned_tool(name)
-    if found is None:
-        raise oci.ImageError(f"{name} is not built; run `scripts/tools.sh {name}` (or `make tools`)")
-    return found.resolve()
 
 
 def pause_image() -> oci.BuiltImage:
@@ -107,7 +100,7 @@ def coredns_image() -> oci.BuiltImage:
     """CoreDNS from the pinned build, nothing else in the image."""
     with tempfile.TemporaryDirectory(prefix="yuxi-coredns-") as tmp:
         root = Path(tmp)
-        shutil.copy2(_tool("coredns"), root / "coredns")
+        shutil.copy2(require_tool("coredns"), root / "coredns")
         return oci.build_from_directory(root, f"{REPOSITORY}/coredns", entrypoint=["/coredns"])
 
 

@@ -20,7 +20,8 @@
 - ``POST /api/embed`` (and the older ``/api/embeddings``): the same vectors as Ollama answers;
 - ``POST /v1/rerank`` (and DashScope's ``.../text-rerank``): a relevance score per document
   (the cosine of their vectors), best first;
-- ``GET /stats``: how many of each were served (a test proves the app called it);
+- ``GET /stats``: how many of each were served (a test proves the app called it); embeddings
+  also per model name (``embeddings:<model>``);
 - with ``--hold-word WORD`` (tests only): an embedding request with WORD in one of its texts
   waits until ``POST /hold/release`` (``held`` in the stats counts them; ``POST /hold/arm``
   holds the next ones again), so a test can keep a file "indexing" on one replica.
@@ -240,7 +241,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.hold_word and any(self.hold_word in t for t in texts):
             _count(held=1)
             HOLD_RELEASED.wait()
-        _count(embeddings=len(texts))
+        _count(**{"embeddings": len(texts), f"embeddings:{model}": len(texts)})
         return [standin_vectors.embed(text, dim) for text in texts]
 
     def _embeddings(self, request: dict[str, Any]) -> None:

@@ -135,6 +135,17 @@ class TaskRequest(Base):
     requested_at: Mapped[datetime] = _now()
 
 
+class LightRagChange(Base):
+    """How often a LightRAG knowledge base's stores (JSON files under ``saves/``) were written, by
+    the application's knowledge-base id (no foreign key): a replica whose LightRAG instance read
+    them at a lower count reloads them (:mod:`yuxi_k8s.app.integration.lightrag_stores`)."""
+
+    __tablename__ = "lightrag_changes"
+    db_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    changed_at: Mapped[datetime] = _now()
+
+
 # Advanced after every write to the application's knowledge-base tables (yuxi_k8s.app.integration.knowledge)
 # and subagents (.subagents): a replica whose cache saw a lower value reloads.
 KB_CHANGE_SEQUENCE = f"{SCHEMA}.kb_change_seq"

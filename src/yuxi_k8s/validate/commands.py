@@ -56,6 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print the pinned upstream CRD files (to kubectl apply before a server-side dry-run) and exit",
     )
     p.add_argument("--rules-doc", action="store_true", help="print docs/rules.md generated from the registry")
+    p.add_argument(
+        "--prepare-schemas",
+        action="store_true",
+        help="prepare the pinned core and CRD schemas in the cache and exit (make validate runs it "
+        "beside the kubeconform build)",
+    )
 
     p.set_defaults(handler=handle)
 
@@ -86,6 +92,11 @@ def _handle(args: argparse.Namespace) -> int:
         from yuxi_k8s.validate.crds import crd_paths
 
         _write("".join(f"{p}\n" for p in crd_paths()), args.output)
+        return 0
+    if args.prepare_schemas:
+        from yuxi_k8s.validate.pipeline import prepare_schemas
+
+        prepare_schemas()
         return 0
     if args.rules_doc:
         from yuxi_k8s.validate.docs import rules_markdown

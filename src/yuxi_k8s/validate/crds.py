@@ -56,35 +56,55 @@ def known_groups() -> frozenset[str]:
     return frozenset(groups)
 
 
-def _download(source: CrdSource) -> Path:
-    """The module zip in Go's download cache (fetched once, verified by go.sum db)."""
+def _json_stream(text: str) -> list[dict[str, Any]]:
+    """The JSON objects ``go mod download -json`` prints one after another."""
+    decoder, out, at = json.JSONDecoder(), [], 0
+    while (at := _skip_space(text, at)) < len(text):
+        try:
+            value, at = decoder.raw_decode(text, at)
+        except json.JSONDecodeError:
+            break
+        if isinstance(value, dict):
+            out.append(value)
+    return out
+
+
+def _skip_space(text: str, at: int) -> int:
+    while at < len(text) and text[at].isspace():
+        at += 1
+    return at
+
+
+def _download(sources: tuple[CrdSource, ...]) -> dict[CrdSource, Path]:
+    """Each module zip in Go's download cache (verified by the checksum database), all through one
+    ``go mod download``, which fetches them concurrently."""
     if not shutil.which("go"):
         raise ToolError("go is required to fetch the pinned CRDs (install golang >= 1.24)")
     proc = subprocess.run(
-        ["go", "mod", "download", "-json", f"{source.module}@{source.version}"],
+        ["go", "mod", "download", "-json", *(f"{s.module}@{s.version}" for s in sources)],
         capture_output=True,
         text=True,
         check=False,
         cwd=tempfile.gettempdir(),
         env={**os.environ, "GOFLAGS": "-mod=mod", "GO111MODULE": "on"},
     )
-    try:
-        info = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        info = {}
-    zip_path = info.get("Zip")
-    if proc.returncode != 0 or not zip_path or not Path(zip_path).exists():
-        reason = info.get("Error") or proc.stderr.strip() or "no zip"
-        raise SchemaSourceError(f"cannot fetch {source.module}@{source.version}: {reason}")
-    return Path(zip_path)
+    infos = {(i.get("Path"), i.get("Version")): i for i in _json_stream(proc.stdout)}
+    zips: dict[CrdSource, Path] = {}
+    for source in sources:
+        info = infos.get((source.module, source.version), {})
+        zip_path = info.get("Zip")
+        if info.get("Error") or not zip_path or not Path(zip_path).exists():
+            reason = info.get("Error") or proc.stderr.strip() or "no zip"
+            raise SchemaSourceError(f"cannot fetch {source.module}@{source.version}: {reason}")
+        zips[source] = Path(zip_path)
+    return zips
 
 
 def raw_dir() -> Path:
     """Folder of the upstream CRD YAML files, fetched once per pinned set."""
 
     def build(folder: Path) -> None:
-        for source in CRD_SOURCES:
-            archive = _download(source)
+        for source, archive in _download(CRD_SOURCES).items():
             with zipfile.ZipFile(archive) as zf:
                 prefix = f"{source.module}@{source.version}/"
                 for inner in source.files:

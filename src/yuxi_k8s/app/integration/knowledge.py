@@ -46,6 +46,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from yuxi_k8s.app.integration import env_seconds
+from yuxi_k8s.app.integration.advisory import advisory_lock, held_in_thread
 from yuxi_k8s.app.integration.counters import ChangeCounter
 from yuxi_k8s.state.errors import error_line
 from yuxi_k8s.state.models import KB_CHANGE_SEQUENCE, SCHEMA
@@ -159,15 +160,8 @@ class Coherence:
         self.replica_id = replica_id
         self.changes = ChangeCounter(engine, KB_CHANGE_SEQUENCE)
 
-    @contextlib.contextmanager
-    def cluster_lock(self) -> Any:
-        with self.engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
-                conn.commit()
+    def cluster_lock(self) -> contextlib.AbstractContextManager[None]:
+        return advisory_lock(self.engine, LOCK_KEY)
 
     def claim(self, file_id: str) -> None:
         with self.engine.begin() as conn:
@@ -186,26 +180,27 @@ class Coherence:
                 {"f": file_id, "r": self.replica_id},
             )
 
-    def claimed_elsewhere(self, file_ids: Iterable[str]) -> set[str]:
-        """The files another replica with a live lease is parsing or indexing."""
-        return self._claimed(file_ids, include_mine=False)
+    def left_alone(self, file_ids: Iterable[str]) -> set[str]:
+        """Of the files this replica's cache shows parsing or indexing, those its repair must not
+        mark interrupted: claimed by a replica with a live lease (this one too), or already
+        settled or gone in the application's table (the cache is older than the row).
 
-    def claimed_live(self, file_ids: Iterable[str]) -> set[str]:
-        """The files any replica with a live lease (this one too) is parsing or indexing."""
-        return self._claimed(file_ids, include_mine=True)
-
-    def _claimed(self, file_ids: Iterable[str], *, include_mine: bool) -> set[str]:
+        One statement, so one snapshot: a replica writes a file's new status before it gives up
+        its claim, so a snapshot that misses the claim sees the status."""
         ids = list(file_ids)
         if not ids:
             return set()
-        mine = "" if include_mine else "AND c.replica_id <> :me"
+        in_flight = ", ".join(f"'{status}'" for status in sorted(INTERMEDIATE))
         with self.engine.connect() as conn:
             rows = conn.execute(
                 text(
-                    f"SELECT c.file_id FROM {SCHEMA}.kb_processing c JOIN {SCHEMA}.replicas r "
-                    f"USING (replica_id) WHERE c.file_id = ANY(:ids) AND r.lease_until > now() {mine}"
+                    "SELECT i.file_id FROM unnest(CAST(:ids AS text[])) AS i(file_id) "
+                    "LEFT JOIN knowledge_files f ON f.file_id = i.file_id "
+                    f"WHERE f.file_id IS NULL OR f.status NOT IN ({in_flight}) OR EXISTS ("
+                    f"SELECT 1 FROM {SCHEMA}.kb_processing c JOIN {SCHEMA}.replicas r USING (replica_id) "
+                    "WHERE c.file_id = i.file_id AND r.lease_until > now())"
                 ),
-                {"ids": ids, "me": self.replica_id},
+                {"ids": ids},
             )
             return {row[0] for row in rows}
 
@@ -257,15 +252,12 @@ class KnowledgeBinding:
             return
         if self._thread_lock is None:
             self._thread_lock = asyncio.Lock()
-        async with self._thread_lock:
-            stack = contextlib.ExitStack()
-            await asyncio.to_thread(stack.enter_context, self.coherence.cluster_lock())
+        async with held_in_thread(self._thread_lock, self.coherence.cluster_lock()):
             token = _holding_lock.set(True)
             try:
                 yield
             finally:
                 _holding_lock.reset(token)
-                await asyncio.to_thread(stack.close)
 
     async def advance(self) -> None:
         try:
@@ -384,15 +376,16 @@ class KnowledgeBinding:
             ]
             # In flight, not orphaned: claimed by a live replica (this one included: the
             # application adds a file to its in-memory queue only after the status is saved,
-            # and a read in between would mark its own work as interrupted), or set here and
-            # not yet written (the save waits for the cluster lock).
+            # and a read in between would mark its own work as interrupted), settled in the
+            # table since this cache was read, or set here and not yet written (the save waits
+            # for the cluster lock).
             synced = (getattr(self, "_yuxi_k8s_synced", None) or {}).get("file", {})
             unsaved = {
                 fid
                 for fid in candidates
                 if (synced.get(fid) or {}).get("status") != self.files_meta[fid].get("status")
             }
-            others = binding.coherence.claimed_live(candidates) if candidates else set()
+            others = binding.coherence.left_alone(candidates) if candidates else set()
             token = claimed_elsewhere.set(frozenset(others | unsaved))
             try:
                 original_check(self, db_id)
@@ -536,7 +529,7 @@ class KnowledgeBinding:
         async with self.guarded():
             repo = self.repos["KnowledgeFileRepository"]()
             if base is None:
-                await self._track_processing(file_id, status)
+                await self._claim_in_flight(file_id, status)
                 await create(instance, file_id)
             else:
                 changes = {
@@ -548,15 +541,17 @@ class KnowledgeBinding:
                     if await repo.get_by_file_id(file_id) is None:
                         self._forget(instance.files_meta, synced, file_id, "file")
                         return
-                    await self._track_processing(file_id, status)
+                    await self._claim_in_flight(file_id, status)
                     await repo.upsert(file_id, changes)  # on an existing row: only these columns
+            # The claim goes only once the settled status is written: another replica's repair
+            # that no longer sees the claim then sees the status (Coherence.left_alone).
+            if status not in INTERMEDIATE:
+                await asyncio.to_thread(self.coherence.release, file_id)
         synced[file_id] = copy.deepcopy(meta)
 
-    async def _track_processing(self, file_id: str, status: Any) -> None:
+    async def _claim_in_flight(self, file_id: str, status: Any) -> None:
         if status in INTERMEDIATE:
             await asyncio.to_thread(self.coherence.claim, file_id)
-        else:
-            await asyncio.to_thread(self.coherence.release, file_id)
 
     async def write_new_benchmarks(self, instance: Any) -> None:
         synced = self._synced(instance, "bench")

@@ -20,7 +20,9 @@ from typing import Any
 from yuxi_k8s.app.integration import (
     SUPPORTED_VERSIONS,
     chat_runs,
+    graph_upload,
     knowledge,
+    lightrag_stores,
     logs,
     oidc,
     sandboxes,
@@ -157,6 +159,10 @@ def wait_for_exported_settings(settings: Settings) -> None:
         time.sleep(2)
 
 
+def _import_all(names: dict[str, str]) -> dict[str, Any]:
+    return {key: importlib.import_module(name) for key, name in names.items()}
+
+
 def _knowledge_modules() -> dict[str, Any]:
     """The application's knowledge-base modules (importing them is what the app itself does)."""
     names = {
@@ -168,7 +174,7 @@ def _knowledge_modules() -> dict[str, Any]:
         "KnowledgeFileRepository": "yuxi.repositories.knowledge_file_repository",
         "EvaluationRepository": "yuxi.repositories.evaluation_repository",
     }
-    return {key: importlib.import_module(name) for key, name in names.items()}
+    return _import_all(names)
 
 
 def _missing_knowledge(modules: dict[str, Any]) -> list[str]:
@@ -207,6 +213,53 @@ def _bind_knowledge(modules: dict[str, Any], coherence: knowledge.Coherence) -> 
     return binding
 
 
+def _graph_modules() -> dict[str, Any]:
+    """LightRAG's and the graph service's modules; none in LITE_MODE, where the app imports neither."""
+    if os.environ.get("LITE_MODE", "").lower() in ("true", "1"):  # the app's own test (yuxi/knowledge)
+        return {}
+    names = {
+        "lightrag_kb": "yuxi.knowledge.implementations.lightrag",
+        "json_kv": "lightrag.kg.json_kv_impl",
+        "json_doc_status": "lightrag.kg.json_doc_status_impl",
+        "lightrag_utils": "lightrag.utils",
+        "graph_service": "yuxi.knowledge.graphs.upload_graph_service",
+    }
+    return _import_all(names)
+
+
+def _missing_graph(modules: dict[str, Any]) -> list[str]:
+    if not modules:
+        return []
+    kb_cls = getattr(modules["lightrag_kb"], "LightRagKB", None)
+    missing = [f"LightRagKB.{n}" for n in lightrag_stores.REQUIRED_KB_ATTRIBUTES if n != "instances"]
+    if kb_cls is not None:
+        missing = [m for m in missing if not hasattr(kb_cls, m.partition(".")[2])]
+    for key, cls_name in (("json_kv", "JsonKVStorage"), ("json_doc_status", "JsonDocStatusStorage")):
+        cls = getattr(modules[key], cls_name, None)
+        names = lightrag_stores.REQUIRED_STORE_ATTRIBUTES
+        missing += [f"{cls_name}.{n}" for n in (names if cls is None else _missing(cls, names))]
+        if not hasattr(modules[key], "write_json"):
+            missing.append(f"{modules[key].__name__}.write_json")
+    if not hasattr(modules["lightrag_utils"], "load_json"):
+        missing.append("lightrag.utils.load_json")
+    service_cls = getattr(modules["graph_service"], "UploadGraphService", None)
+    missing += ["UploadGraphService"] if service_cls is None else graph_upload.missing_attributes(service_cls)
+    return missing
+
+
+def _bind_graph(modules: dict[str, Any], engine: Any) -> None:
+    if not modules:
+        return
+    lightrag_stores.LightRagBinding(
+        lightrag_stores.StoreChanges(engine),
+        kb_cls=modules["lightrag_kb"].LightRagKB,
+        store_classes=(modules["json_kv"].JsonKVStorage, modules["json_doc_status"].JsonDocStatusStorage),
+        store_modules=(modules["json_kv"], modules["json_doc_status"]),
+        load_json=modules["lightrag_utils"].load_json,
+    ).install()
+    graph_upload.install(modules["graph_service"].UploadGraphService, graph_upload.GraphLock(engine))
+
+
 def start(*, with_tasks: bool) -> Runtime:
     """Guard, open the store, bind the app's Config (and the Tasker for the api). Idempotent."""
     global ACTIVE
@@ -233,6 +286,8 @@ def start(*, with_tasks: bool) -> Runtime:
     if oidc_service is not None:
         missing += oidc.missing_attributes(oidc_service.OIDCUtils)
     missing += _missing_knowledge(kb_modules)
+    graph_modules = _graph_modules()
+    missing += _missing_graph(graph_modules)
     subagent_service = importlib.import_module("yuxi.services.subagent_service")
     missing += subagents.missing_attributes(subagent_service)
     run_service = importlib.import_module("yuxi.services.agent_run_service") if with_tasks else None
@@ -272,6 +327,7 @@ def start(*, with_tasks: bool) -> Runtime:
         skills.install(skill_service)
         sandboxes.install(sandbox_provider)
         kb_binding = _bind_knowledge(kb_modules, knowledge.Coherence(store.engine, replica_id))  # type: ignore[attr-defined]
+        _bind_graph(graph_modules, store.engine)  # type: ignore[attr-defined]
     except Exception:
         store.close()
         raise

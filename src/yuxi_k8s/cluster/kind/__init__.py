@@ -10,16 +10,4 @@
 
 from __future__ import annotations
 
-from yuxi_k8s.paths import REPO_ROOT
-
 REPOSITORY = "localhost/yuxi-k8s"
-
-
-def pinned(key: str) -> str:
-    """A value of tools/versions.env (e.g. ``KIND_VERSION``), or "" when the checkout has none."""
-    versions = REPO_ROOT / "tools" / "versions.env"
-    if versions.exists():
-        for line in versions.read_text().splitlines():
-            if line.startswith(f"{key}="):
-                return line.split("=", 1)[1].strip()
-    return ""

@@ -37,8 +37,8 @@ from pathlib import Path
 
 from yuxi_k8s import paths, procfs
 from yuxi_k8s.cluster import oci, system_images
-from yuxi_k8s.cluster.kind import REPOSITORY, config, pinned
-from yuxi_k8s.pinned_tools import pinned_tool
+from yuxi_k8s.cluster.kind import REPOSITORY, config
+from yuxi_k8s.pinned_tools import pinned_version, require_tool
 
 SUITE = "bookworm"
 PACKAGES = (
@@ -106,7 +106,7 @@ class BaseImageError(RuntimeError):
 
 def kind_source() -> Path:
     """The pinned kind module's source (its images/base/files), from the Go module cache."""
-    version = pinned("KIND_VERSION")
+    version = pinned_version("KIND_VERSION")
     if not version:
         raise BaseImageError("KIND_VERSION is missing from tools/versions.env")
     proc = subprocess.run(
@@ -117,13 +117,6 @@ def kind_source() -> Path:
     if proc.returncode != 0:
         raise BaseImageError(f"go mod download sigs.k8s.io/kind@{version}: {proc.stderr.strip()[-300:]}")
     return Path(json.loads(proc.stdout)["Dir"])
-
-
-def _tool(name: str) -> Path:
-    found = pinned_tool(name)
-    if found is None:
-        raise BaseImageError(f"{name} is not built: run `scripts/tools.sh` (make tools)")
-    return found.resolve()
 
 
 def preloaded_images() -> dict[str, oci.BuiltImage]:
@@ -137,11 +130,11 @@ def preloaded_images() -> dict[str, oci.BuiltImage]:
 
 def etcd_image() -> oci.BuiltImage:
     """etcd from the pinned build at /usr/local/bin/etcd (kubeadm's static pod runs `etcd`)."""
-    version = pinned("ETCD_VERSION") or "unknown"
+    version = pinned_version("ETCD_VERSION") or "unknown"
     with tempfile.TemporaryDirectory(prefix="yuxi-etcd-") as tmp:
         root = Path(tmp)
         (root / "usr/local/bin").mkdir(parents=True)
-        shutil.copy2(_tool("etcd"), root / "usr/local/bin/etcd")
+        shutil.copy2(require_tool("etcd"), root / "usr/local/bin/etcd")
         layer = oci.directory_layer(root)
     return oci.build_image(f"{REPOSITORY}/etcd", [layer], tag=f"{version}-{layer.digest[:12]}")
 
@@ -169,7 +162,7 @@ def build(preload: dict[str, oci.BuiltImage] | None = None) -> oci.BuiltImage:
     containerd carries, when the caller already has them (:func:`preloaded_images`)."""
     kind_files = kind_source() / "images" / "base" / "files"
     preload = preload if preload is not None else preloaded_images()
-    containerd = {n: _tool(n) for n in CONTAINERD_BINARIES}
+    containerd = {n: require_tool(n, "containerd") for n in CONTAINERD_BINARIES}
     key = _digest(
         SUITE, *PACKAGES, _files_digest(kind_files), CTR_WRAPPER, json.dumps(cni_config()),
         *(f"{n}={p}" for n, p in sorted(containerd.items())), *(i.name for i in preload.values()),

@@ -257,9 +257,12 @@ class DockerEngine:
 
     def available(self) -> bool:
         """An engine answers: the user's, or ours already running."""
-        if _docker_info(dict(os.environ), timeout=10):
-            return True
-        return self._ours_running()
+        return self.users_engine_answers() or self._ours_running()
+
+    @staticmethod
+    def users_engine_answers() -> bool:
+        """The user's Docker, as their environment configures it, answers ``docker info``."""
+        return _docker_info(dict(os.environ), timeout=10)
 
     def _ours_running(self) -> bool:
         pid = _read_pid()
@@ -350,13 +353,8 @@ class DockerEngine:
                 if net not in ("bridge", "host", "none"):
                     self.docker("network", "rm", net, check=False)
         pid = _read_pid()
-        if pid is not None and procfs.alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 30
-            while procfs.alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if procfs.alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        if pid is not None:
+            procfs.terminate([pid], timeout=30)
         if self._proc is not None:
             self._proc.wait(timeout=10)  # reap it
             self._proc = None

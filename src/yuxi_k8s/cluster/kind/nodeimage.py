@@ -34,10 +34,10 @@ from pathlib import Path
 
 from yuxi_k8s import paths
 from yuxi_k8s.cluster import oci
-from yuxi_k8s.cluster.kind import REPOSITORY, baseimage, pinned
+from yuxi_k8s.cluster.kind import REPOSITORY, baseimage
 from yuxi_k8s.cluster.kind.config import OfflineImages
 from yuxi_k8s.cluster.kind.engine import DockerEngine
-from yuxi_k8s.pinned_tools import pinned_tool
+from yuxi_k8s.pinned_tools import pinned_version, require_tool
 
 BINARIES = ("kubeadm", "kubelet", "kubectl")
 IMAGES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
@@ -57,13 +57,6 @@ class NodeImage:
     offline: OfflineImages
 
 
-def _tool(name: str) -> Path:
-    found = pinned_tool(name)
-    if found is None:
-        raise NodeImageError(f"{name} is not built: run `scripts/tools.sh kubernetes` (make tools)")
-    return found.resolve()
-
-
 def _log(message: str) -> None:
     print(f"==> kind node image: {message}", flush=True)
 
@@ -78,7 +71,7 @@ def kube_image(name: str, version: str) -> oci.BuiltImage:
     with tempfile.TemporaryDirectory(prefix=f"yuxi-{name}-") as tmp:
         root = Path(tmp)
         (root / "usr/local/bin").mkdir(parents=True)
-        shutil.copy2(_tool(name), root / "usr/local/bin" / name)
+        shutil.copy2(require_tool(name, "kubernetes"), root / "usr/local/bin" / name)
         layers = [oci.directory_layer(root)]
     if name == "kube-proxy":
         layers.insert(0, tools_rootfs_layer())
@@ -93,7 +86,7 @@ def server_tarball(version: str, out: Path) -> Path:
         bindir.mkdir(parents=True)
         (root / "version").write_text(version + "\n")
         for name in BINARIES:
-            shutil.copy2(_tool(name), bindir / name)
+            shutil.copy2(require_tool(name, "kubernetes"), bindir / name)
         for name in IMAGES:
             shutil.copy2(kube_image(name, version).archive, bindir / f"{name}.tar")
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -106,10 +99,10 @@ def server_tarball(version: str, out: Path) -> Path:
 
 def _inputs_key(version: str, base: oci.BuiltImage) -> str:
     digest = hashlib.sha256()
-    for part in (version, base.name, pinned("KIND_VERSION"), *TOOLS_PACKAGES):
+    for part in (version, base.name, pinned_version("KIND_VERSION"), *TOOLS_PACKAGES):
         digest.update(part.encode() + b"\0")
     for name in (*BINARIES, *IMAGES):
-        digest.update(oci.sha256_file(_tool(name)).encode())
+        digest.update(oci.sha256_file(require_tool(name, "kubernetes")).encode())
     return digest.hexdigest()[:12]
 
 
@@ -128,7 +121,7 @@ def build_tools() -> None:
 def ensure(engine: DockerEngine, kind: str) -> NodeImage:
     """The local node image in *engine*: found, or built (tools, then base image, then node image)."""
     build_tools()
-    version = pinned("KUBERNETES_VERSION")
+    version = pinned_version("KUBERNETES_VERSION")
     if not version:
         raise NodeImageError("KUBERNETES_VERSION is missing from tools/versions.env")
     t0 = time.monotonic()

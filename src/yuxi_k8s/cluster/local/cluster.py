@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from yuxi_k8s import apt
+from yuxi_k8s import apt, procfs
 from yuxi_k8s.cluster import oci, system_images
 from yuxi_k8s.cluster.kube import Kubectl, KubectlError, poll
 from yuxi_k8s.cluster.local import addons, host, layout, pki, processes
@@ -607,7 +607,7 @@ class LocalCluster:
         strays = host.find_processes_using(
             (str(layout.STATE), str(layout.RUNTIME)), (*BINARIES, "yuxi_k8s.cluster.provisioner")
         )
-        processes.kill_pids(strays, timeout=1)  # leftovers (shims): the cgroup sweep below finishes them
+        procfs.terminate(strays, timeout=1)  # leftovers (shims): the cgroup sweep below finishes them
         note(f"stopped the cluster's processes ({len(strays)} strays)")
         host.remove_cgroups()
         note("killed the pods and removed the cgroups")

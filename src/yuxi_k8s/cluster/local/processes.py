@@ -7,10 +7,8 @@ cgroup, and with open files capped at the host's hard limit.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import resource
-import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -71,42 +69,14 @@ def recorded() -> list[str]:
 
 
 def stop(name: str, timeout: float = 10.0) -> None:
-    pid = _pid_of(name)
-    if pid is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and procfs.alive(pid):
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-    _pidfile(name).unlink(missing_ok=True)
+    stop_all([name], timeout)
 
 
 def stop_all(names: list[str], timeout: float = 5.0) -> list[str]:
-    """Stop several at once: SIGTERM to all, one shared grace period, then SIGKILL.
-    Returns the names that needed SIGKILL."""
+    """Stop several at once: SIGTERM to all, one shared grace period, then SIGKILL
+    (:func:`yuxi_k8s.procfs.terminate`). Returns the names that needed SIGKILL."""
     pids = {name: pid for name in names if (pid := _pid_of(name)) is not None}
-    for pid in pids.values():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(procfs.alive(p) for p in pids.values()):
-        time.sleep(0.1)
-    slow = [name for name, pid in pids.items() if procfs.alive(pid)]
-    kill_pids([pids[name] for name in slow], timeout=2)
+    slow = set(procfs.terminate(pids.values(), timeout=timeout))
     for name in names:
         _pidfile(name).unlink(missing_ok=True)
-    return slow
-
-
-def kill_pids(pids: list[int], timeout: float = 5.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(procfs.alive(p) for p in pids):
-            time.sleep(0.1)
+    return [name for name, pid in pids.items() if pid in slow]

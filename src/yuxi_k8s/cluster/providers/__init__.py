@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
-import subprocess
 from pathlib import Path
 
 from yuxi_k8s.cluster.kube import Kubectl
@@ -33,16 +31,6 @@ def _default_kubeconfig() -> Path | None:
     return path if path.exists() else None
 
 
-def _docker_works() -> bool:
-    docker = shutil.which("docker")
-    if not docker:
-        return False
-    try:
-        return subprocess.run([docker, "info"], capture_output=True, timeout=20, check=False).returncode == 0
-    except subprocess.TimeoutExpired:
-        return False
-
-
 def choose(name: str | None = None) -> ClusterProvider:
     name = name or os.environ.get(ENV) or None
     if name:
@@ -52,7 +40,7 @@ def choose(name: str | None = None) -> ClusterProvider:
     kubeconfig = _default_kubeconfig()
     if kubeconfig is not None and Kubectl(kubeconfig).reachable():
         return ExistingProvider(kubeconfig)
-    if _docker_works() and KindProvider.node_image_available():
+    if KindProvider.node_image_available(users_engine=True):
         return KindProvider()
     if platform.system() == "Linux" and os.geteuid() == 0:
         return LocalProvider()

@@ -32,17 +32,17 @@ import time
 from pathlib import Path
 
 from yuxi_k8s import paths
-from yuxi_k8s.cluster.kind import pinned, storage
+from yuxi_k8s.cluster.kind import storage
 from yuxi_k8s.cluster.kind.config import ClusterConfig, OfflineImages
 from yuxi_k8s.cluster.kind.engine import DockerEngine, EngineError, ensure_packages
 from yuxi_k8s.cluster.kube import Kubectl, poll
 from yuxi_k8s.cluster.local.addons import COREFILE
 from yuxi_k8s.cluster.providers.base import ClusterProvider, ProviderError
-from yuxi_k8s.pinned_tools import pinned_tool
+from yuxi_k8s.pinned_tools import pinned_tool, pinned_version
 
 CLUSTER_NAME = os.environ.get("YUXI_K8S_KIND_CLUSTER", "yuxi-k8s")
 # YUXI_K8S_KIND_IMAGE overrides the node image (kind create cluster --image).
-NODE_IMAGE = os.environ.get("YUXI_K8S_KIND_IMAGE") or pinned("KIND_NODE_IMAGE")
+NODE_IMAGE = os.environ.get("YUXI_K8S_KIND_IMAGE") or pinned_version("KIND_NODE_IMAGE")
 LOCAL_NODE = os.environ.get("YUXI_K8S_KIND_NODE", "") == "local"
 # Labels the provider sets on the node so a later session knows how the cluster was made.
 OFFLINE_LABEL = "yuxi-k8s.io/kind-node-image"
@@ -87,8 +87,10 @@ class KindProvider(ClusterProvider):
         return self._kubeconfig
 
     @staticmethod
-    def node_image_available() -> bool:
-        """kind is built and a running Docker has (or can pull) the pinned node image."""
+    def node_image_available(*, users_engine: bool = False) -> bool:
+        """kind is built and a running Docker has (or can pull) the pinned node image. With
+        *users_engine*, only the user's own Docker counts (``providers.choose``: the kit's dockerd
+        left running does not make kind the default)."""
         try:
             _kind()
         except ProviderError:
@@ -96,7 +98,7 @@ class KindProvider(ClusterProvider):
         if not NODE_IMAGE:
             return False
         engine = DockerEngine()
-        if not engine.available():
+        if not (engine.users_engine_answers() if users_engine else engine.available()):
             return False
         try:
             return _has_or_pulls(engine, NODE_IMAGE, timeout=300)
