@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,8 +78,14 @@ class Journey:
 
 
 @contextlib.contextmanager
-def journey(folder: Path, *, viewport: tuple[int, int] = (1400, 900)) -> Iterator[Journey]:
-    """A fresh headless Chromium page whose traffic stays on loopback; screenshots go to *folder*."""
+def journey(
+    folder: Path, *, viewport: tuple[int, int] = (1400, 900), sites: Mapping[str, str] | None = None
+) -> Iterator[Journey]:
+    """A fresh headless Chromium page whose traffic stays on loopback; screenshots go to *folder*.
+
+    *sites* maps a ``host:port`` the pages name to the loopback URL that reaches it here, as a
+    user's machine resolves the site's own names (e.g. ``web:9000``, where the app's object URLs
+    point, to a ``kubectl port-forward`` of the web Service's port 9000)."""
     from playwright.sync_api import Route, sync_playwright
 
     chromium = ensure_chromium()
@@ -96,8 +102,13 @@ def journey(folder: Path, *, viewport: tuple[int, int] = (1400, 900)) -> Iterato
 
             def route(r: Route) -> None:
                 url = r.request.url
-                host = urlsplit(url).hostname or ""
-                if host in LOOPBACK or url.startswith(("data:", "blob:")):
+                parts = urlsplit(url)
+                host = parts.hostname or ""
+                if parts.netloc in (sites or {}):
+                    # The request goes where the site's name leads from here; the page sees the answer.
+                    local = (sites or {})[parts.netloc] + url.split(parts.netloc, 1)[1]
+                    r.fulfill(response=r.fetch(url=local))
+                elif host in LOOPBACK or url.startswith(("data:", "blob:")):
                     r.continue_()
                 elif url.startswith(STAR_COUNT_API):
                     seen.stand_ins.append(url)

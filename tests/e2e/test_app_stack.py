@@ -63,7 +63,8 @@ SCENARIO_ORDER = (
     "test_switch_to_file_mode_and_back_serves_the_same_settings",
 )
 ADMIN = {"user_id": "e2e_admin", "password": "E2e-admin-pass-1"}
-WEB = "http://web"  # the web Service (port 80 -> nginx on 8080)
+WEB_HOST = "web"  # the web Service's name: HOST_IP in the app's settings
+WEB = f"http://{WEB_HOST}"  # the web Service (port 80 -> nginx on 8080)
 STANDIN = {
     "name": "Stand-in",
     "url": "http://model-standin:8000",
@@ -800,7 +801,9 @@ def test_a_user_in_a_browser_builds_a_knowledge_base_through_the_web_service(
     admin = (ADMIN["user_id"], ADMIN["password"])
     with (
         stack.kube.port_forward(stack.namespace, "service/web", 80) as base,
-        journey(run_dir / "browser-journey") as seen,
+        # The app's object URLs (the admin's avatar of scenario 4) name the web host's port 9000.
+        stack.kube.port_forward(stack.namespace, "service/web", 9000) as objects,
+        journey(run_dir / "browser-journey", sites={f"{WEB_HOST}:9000": objects}) as seen,
     ):
         first_knowledge_base(seen, base, admin, tmp_path, lose_one_replica)
     stack.kube.wait_deployment(stack.namespace, "api", 300)

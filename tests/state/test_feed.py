@@ -8,6 +8,7 @@ reads raise StateUnavailableError. Never empty data, never an unbounded stale vi
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.state import helpers
+from yuxi_k8s import migrations
 from yuxi_k8s.state import DistributedConfig, SchemaError, Settings, StateUnavailableError, open_config
 from yuxi_k8s.state.db_backend import LISTENER_APPLICATION, DatabaseConfig
 
@@ -224,9 +226,10 @@ def _try_set(cfg: DistributedConfig, key: str, value: str) -> bool:
 
 def test_open_fails_closed(empty_db_url: str, tmp_path: Path) -> None:
     # No schema yet: one line that says what to run.
-    with pytest.raises(
-        SchemaError, match=r"is at nothing, this version needs 0006: run `yuxi-k8s db upgrade`"
-    ):
+    needs = re.escape(
+        f"is at nothing, this version needs {migrations.head_revision()}: run `yuxi-k8s db upgrade`"
+    )
+    with pytest.raises(SchemaError, match=needs):
         open_config(Settings(mode="database", database_url=empty_db_url))
     # Nobody listening: StateUnavailableError naming host:port/db, within the connect timeout.
     port = helpers.free_port()
