@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from yuxi_k8s.probes.propagation import address, call, percentile
+from yuxi_k8s.probes.propagation import address, call, percentile, seen_on_the_others
 
 
 def run(
@@ -43,16 +43,15 @@ def run(
         status, made = call(bases, token, body, timeout=30)
         if status != 200:
             raise SystemExit(f"create through {writer} failed: {status} {made}")
-        made_s = time.monotonic() - t0
+        answered = time.monotonic()
+        made_s = answered - t0
         db_id = made["db_id"]
-        seen: dict[str, float] = {}
-        while len(seen) < len(names) - 1 and time.monotonic() - t0 < timeout:
-            for name in names:
-                if name == writer or name in seen:
-                    continue
-                status, _ = call(f"http://{address(pods[name])}/api/knowledge/databases/{db_id}", token)
-                if status == 200:
-                    seen[name] = round(time.monotonic() - t0 - made_s, 4)  # after the create answered
+
+        def reads(where: str, db_id: str = db_id) -> bool:
+            return call(f"http://{where}/api/knowledge/databases/{db_id}", token)[0] == 200
+
+        # Timed from the create's answer, within *timeout* of its request.
+        seen = seen_on_the_others(pods, writer, reads, answered, timeout - made_s)
         status, gone = call(f"{bases}/{db_id}", token, method="DELETE", timeout=30)
         if status != 200:
             raise SystemExit(f"delete of {db_id} through {writer} failed: {status} {gone}")

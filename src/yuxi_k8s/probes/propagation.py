@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 
@@ -53,6 +54,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
+def seen_on_the_others(
+    pods: dict[str, str], writer: str, sees: Callable[[str], bool], since: float, timeout: float
+) -> dict[str, float]:
+    """Ask every replica but *writer* (``sees(host:port)``) until each says yes or *timeout* passed
+    since *since* (a ``time.monotonic()``): the seconds from *since* to each one's first yes."""
+    seen: dict[str, float] = {}
+    while len(seen) < len(pods) - 1 and time.monotonic() - since < timeout:
+        for name in sorted(pods):
+            if name != writer and name not in seen and sees(address(pods[name])):
+                seen[name] = round(time.monotonic() - since, 4)
+    return seen
+
+
 def run(
     pods: dict[str, str], token: str, key: str, changes: int, start: int, timeout: float
 ) -> dict[str, Any]:
@@ -69,14 +83,12 @@ def run(
         )
         if status != 200:
             raise SystemExit(f"write through {writer} failed: {status} {body}")
-        seen: dict[str, float] = {}
-        while len(seen) < len(names) - 1 and time.monotonic() - t0 < timeout:
-            for name in names:
-                if name == writer or name in seen:
-                    continue
-                status, body = call(f"http://{address(pods[name])}/api/system/config", token, timeout=2)
-                if status == 200 and body.get(key) == value:
-                    seen[name] = round(time.monotonic() - t0, 4)
+
+        def serves(where: str, value: int = value) -> bool:
+            status, body = call(f"http://{where}/api/system/config", token, timeout=2)
+            return status == 200 and body.get(key) == value
+
+        seen = seen_on_the_others(pods, writer, serves, t0, timeout)
         rounds.append({"writer": writer, "value": value, "seen_after_s": seen})
     latencies = [t for r in rounds for t in r["seen_after_s"].values()]
     missed = sum(len(names) - 1 - len(r["seen_after_s"]) for r in rounds)
