@@ -148,6 +148,27 @@ def test_name_prefix_reaches_embedded_names(tmp_path: Path, env: str) -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "yx-sandbox-provisioner", "namespace": app_ns}
     ]
+    # The sandboxes' admission policy checks the provisioner's account by its final name, and
+    # admits the image the provisioner runs sandboxes from.
+    policy = next(o for o in objects if ident(o) == ("ConfigMap", "sandbox-policy"))["data"]
+    provisioner = next(o for o in objects if ident(o) == ("Deployment", "yx-sandbox-provisioner"))
+    sandbox_image = next(
+        e["value"]
+        for e in provisioner["spec"]["template"]["spec"]["containers"][0]["env"]
+        if e["name"] == "SANDBOX_IMAGE"
+    )
+    assert policy["provisioner"] == f"system:serviceaccount:{app_ns}:yx-sandbox-provisioner", policy
+    assert policy["image"] == sandbox_image, (policy, sandbox_image)
+    vap = next(o for o in objects if o["kind"] == "ValidatingAdmissionPolicyBinding")
+    sandboxes = next(
+        o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "sandbox-policy"
+    )
+    assert vap["spec"]["paramRef"]["namespace"] == sandboxes["metadata"]["namespace"], vap
+    assert (
+        vap["metadata"]["name"]
+        == vap["spec"]["policyName"]
+        == f"{sandboxes['metadata']['namespace']}.sandbox-provisioner"
+    )
     if env == "dev":
         assert settings["HOST_IP"] == "yx-web"
         assert settings["NEO4J_URI"] == "bolt://yx-neo4j:7687"
