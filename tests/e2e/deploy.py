@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         for ns in (args.namespace, sandbox_namespace(args.namespace)):
             kube.run("delete", "namespace", ns, "--ignore-not-found", "--wait=false")
             print(f"deleting namespace {ns}")
+        # Cluster-scoped, so not in the namespaces: the sandboxes' admission policy.
+        policy = f"{sandbox_namespace(args.namespace)}.sandbox-provisioner"
+        for kind in ("validatingadmissionpolicybinding", "validatingadmissionpolicy"):
+            kube.run("delete", kind, policy, "--ignore-not-found", "--wait=false")
         return 0
 
     t0 = time.monotonic()
@@ -48,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         provider.load_image(image.archive)
     references = {kind: image.name for kind, image in built.items()}
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    tree = prepare_tree(RUN_DIR, args.namespace)
+    tree = prepare_tree(RUN_DIR, args.namespace, references["sandbox-standin"])
     folder = write_kustomization(
         RUN_DIR, "stack", [tree / OVERLAY.relative_to(OVERLAY.parents[2])], references
     )

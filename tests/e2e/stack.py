@@ -53,7 +53,12 @@ BUILT_FOR = {
     "minio": "localhost/yuxi-k8s/yuxi-k8s-minio",
     "neo4j": "localhost/yuxi-k8s/yuxi-k8s-neo4j",
     "milvus": "localhost/yuxi-k8s/yuxi-k8s-milvus",
+    # No image field names it: prepare_tree writes it into SANDBOX_IMAGE of the site settings.
+    "sandbox-standin": "localhost/yuxi-k8s/yuxi-k8s-sandbox-standin",
 }
+# The sandbox image dev names (a third-party registry, unreachable here): the run puts the
+# kit's stand-in in its place.
+DEV_SANDBOX_IMAGE = "enterprise-public-cn-beijing.cr.volces.com/vefaas-public/all-in-one-sandbox:latest"
 
 
 def _replace_once(path: Path, old: str, new: str) -> None:
@@ -63,8 +68,9 @@ def _replace_once(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
-def prepare_tree(run_dir: Path, namespace: str) -> Path:
-    """Copy the manifests into the run folder once: this run's namespaces and credentials."""
+def prepare_tree(run_dir: Path, namespace: str, sandbox_image: str) -> Path:
+    """Copy the manifests into the run folder once: this run's namespaces, credentials and
+    sandbox image (the kit's stand-in the run built, *sandbox_image*)."""
     tree = run_dir / "tree"
     marker = tree / ".ready"
     if marker.exists() and marker.read_text() == namespace:
@@ -79,6 +85,8 @@ def prepare_tree(run_dir: Path, namespace: str) -> Path:
         else:
             shutil.copy2(src, dst)
     rename_namespaces(tree, "dev", namespace)
+    site = tree / "overlays" / "dev" / "app" / "site.ConfigMap.yaml"
+    _replace_once(site, f"SANDBOX_IMAGE: {DEV_SANDBOX_IMAGE}\n", f"SANDBOX_IMAGE: {sandbox_image}\n")
     _replace_once(tree / STANDIN_KUSTOMIZATION, "namespace: yuxi-dev\n", f"namespace: {namespace}\n")
     # Fresh random passwords for this run; only the stand-in's provider key from here.
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_ACCESS_TOKEN"))}
@@ -164,6 +172,19 @@ class AppStack:
             if doc["kind"] == kind and name.rsplit("-", 1)[0] == base_name:
                 return str(name)
         raise KeyError(f"no generated {kind} {base_name}")
+
+    def cluster_scoped(self) -> list[tuple[str, str]]:
+        """(kind, name) of the rendered objects outside any namespace but the Namespaces
+        (e.g. the sandboxes' admission policy): deleting the namespaces leaves them."""
+        return [
+            (d["kind"], d["metadata"]["name"])
+            for d in self.manifests
+            if "namespace" not in d["metadata"] and d["kind"] != "Namespace"
+        ]
+
+    def delete_cluster_scoped(self) -> None:
+        for kind, name in self.cluster_scoped():
+            self.kube.run("delete", kind, name, "--ignore-not-found", "--wait=false", check=False)
 
     # --- deployment --------------------------------------------------------------------
     def deploy(self) -> None:

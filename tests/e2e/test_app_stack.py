@@ -1,8 +1,9 @@
 """The real Yuxi-Know 0.6.1 on a real cluster: overlays/dev through tests/e2e/overlay, in one namespace.
 
-Two api replicas, the worker, web (nginx), the sandbox provisioner (memory backend),
-PostgreSQL, Redis, MinIO, Neo4j and Milvus (milvus-lite's server), all from images built
-from the pinned source or by the kit; full mode (knowledge bases on). The scenarios share one deployed stack
+Two api replicas, the worker, web (nginx), the sandbox provisioner (kubernetes backend, the
+kit's sandbox stand-in), PostgreSQL, Redis, MinIO, Neo4j and Milvus (milvus-lite's server), all
+from images built from the pinned source or by the kit; full mode (knowledge bases on). The
+scenarios share one deployed stack
 (deploying takes most of the time on 2 cores) and run in the order SCENARIO_ORDER
 names (tests/e2e/conftest.py enforces it): later ones build on the admin and the
 stand-in provider the earlier ones created, and the file-mode switch comes last.
@@ -58,6 +59,7 @@ SCENARIO_ORDER = (
     "test_failover_during_a_rolling_restart",
     "test_a_rolling_restart_keeps_a_task_running_on_the_other_replica",
     "test_an_answer_read_through_the_web_survives_a_rolling_restart_of_the_api",
+    "test_a_sandbox_pod_made_through_one_replica_serves_the_other_and_outlives_a_rollout",
     "test_a_user_in_a_browser_builds_a_knowledge_base_through_the_web_service",
     "test_network_policies_allow_the_apps_flows_and_refuse_the_rest",
     "test_switch_to_file_mode_and_back_serves_the_same_settings",
@@ -113,7 +115,7 @@ def stack(
     namespace = reuse or f"yx-{RUN_ID}-app"
     if reuse:
         _adopt_tree(run_dir, namespace)
-    tree = prepare_tree(run_dir, namespace)
+    tree = prepare_tree(run_dir, namespace, app_images["sandbox-standin"])
     folder = write_kustomization(
         run_dir, "stack", [tree / OVERLAY.relative_to(OVERLAY.parents[2])], app_images
     )
@@ -133,6 +135,7 @@ def stack(
         for ns in (namespace, sandbox_namespace(namespace)):
             kube.run("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
             forget_namespace(ns)
+        st.delete_cluster_scoped()
 
 
 def _psql(stack: AppStack, sql: str) -> list[str]:
@@ -682,6 +685,198 @@ def test_a_rolling_restart_keeps_a_task_running_on_the_other_replica(stack: AppS
     _write_figures(run_dir, "tasks.json", FIGURES["task_across_rollout"])
     assert final == "success", FIGURES["task_across_rollout"]
     assert "failed" not in seen, seen
+
+
+# --- 7c. sandboxes for real: the provisioner's kubernetes backend (issues 18 and 20) -------------
+SANDBOX_THREAD = "e2e-sandbox-thread"
+SANDBOX_FILE = "/home/gem/user-data/workspace/e2e-note.txt"
+SANDBOX_NOTE = "written in the sandbox through one replica"
+PROVISIONER = "http://sandbox-provisioner:8002"
+
+
+def _in_sandbox(stack: AppStack, base: str, **body: Any) -> dict[str, Any]:
+    """The thread's sandbox through the replica at *base*, and what the app's tools do there."""
+    answer = stack.client(
+        "post",
+        "/api/yuxi-k8s/test/sandbox",
+        json.dumps({"thread_id": SANDBOX_THREAD, **body}),
+        base=base,
+        token=_token(stack),
+    )
+    assert answer["status"] == 200, answer
+    return dict(answer["body"])
+
+
+def _ask_provisioner(stack: AppStack, api_pod: str, method: str, path: str, body: Any = None) -> Any:
+    """The provisioner's own API from an api pod (the policies let only the api, the worker and
+    nothing else reach it): {"status", "body"}."""
+    code = (
+        "import json, sys, urllib.error, urllib.request\n"
+        "method, url, body = sys.argv[1], sys.argv[2], sys.argv[3]\n"
+        "data = body.encode() if body != 'null' else None\n"
+        "req = urllib.request.Request(url, data=data, method=method, "
+        "headers={'Content-Type': 'application/json'})\n"
+        "try:\n"
+        "    with urllib.request.urlopen(req, timeout=120) as r: out = (r.status, r.read())\n"
+        "except urllib.error.HTTPError as e: out = (e.code, e.read())\n"
+        "print(json.dumps({'status': out[0], 'body': json.loads(out[1] or b'null')}))\n"
+    )
+    args = ("python3", "-c", code, method, f"{PROVISIONER}{path}", json.dumps(body))
+    out = stack.kube.exec(stack.namespace, api_pod, *args, container="api", timeout=180)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _refused_as_provisioner(stack: AppStack, manifest: dict[str, Any]) -> str:
+    """A create of *manifest* in the sandboxes' namespace as the provisioner's account
+    (impersonated; server-side dry run: admission runs, nothing is stored): kubectl's error."""
+    sbx = sandbox_namespace(stack.namespace)
+    account = f"system:serviceaccount:{stack.namespace}:sandbox-provisioner"
+    body = json.dumps(manifest)
+    done = stack.kube.run(
+        "create", "--as", account, "--dry-run=server", "-f", "-", ns=sbx, input=body, check=False
+    )
+    return done.stderr.strip() if done.returncode else ""
+
+
+@pytest.mark.usefixtures("network_policy")
+def test_a_sandbox_pod_made_through_one_replica_serves_the_other_and_outlives_a_rollout(
+    stack: AppStack, run_dir: Path, make_namespace: Callable[..., str]
+) -> None:
+    """The provisioner's kubernetes backend with the kit's entry point: a real sandbox pod and
+    ClusterIP Service in the sandboxes' namespace; a file written by the app's sandbox backend
+    through replica a is read (file API and shell) through replica b; only the app's pods reach
+    the sandbox; the admission policy refuses what the provisioner's Role would otherwise allow;
+    a user's sandboxes are limited; and a rolling restart of the api leaves the sandbox alone."""
+    kube, ns = stack.kube, stack.namespace
+    sbx = sandbox_namespace(ns)
+    kube.wait_deployment(ns, "api", 300)
+    pods = stack.api_pods()
+    a, b = sorted(pods)[:2]
+    figures: dict[str, Any] = {}
+
+    t0 = time.monotonic()
+    made = _in_sandbox(stack, f"http://{pods[a]}:5050", write={"path": SANDBOX_FILE, "content": SANDBOX_NOTE})
+    figures["create_and_write_s"] = round(time.monotonic() - t0, 1)
+    assert made["replica"] == a and made["written"]["error"] is None, made
+    name = f"sandbox-{made['sandbox_id']}"
+    pod = kube.json("get", "pod", name, ns=sbx)
+    service = kube.json("get", "service", name, ns=sbx)
+    assert pod["status"]["phase"] == "Running", pod["status"]
+    assert service["spec"]["type"] == "ClusterIP" and not service["spec"].get("externalIPs"), service["spec"]
+    url = f"http://{name}.{sbx}.svc:8080"
+    record = _ask_provisioner(stack, a, "GET", f"/api/sandboxes/{made['sandbox_id']}")
+    assert record["status"] == 200 and record["body"]["sandbox_url"] == url, record
+
+    read = _in_sandbox(stack, f"http://{pods[b]}:5050", read=SANDBOX_FILE, execute=f"cat {SANDBOX_FILE}")
+    assert read["replica"] == b and read["sandbox_id"] == made["sandbox_id"], read
+    assert SANDBOX_NOTE in read["read"] and SANDBOX_NOTE in read["executed"]["output"], read
+
+    # Who reaches the sandbox: the api; not a pod of the namespace that is none of api, worker,
+    # provisioner; not a pod of another namespace, by the Service or the pod's address.
+    target, direct = f"{name}.{sbx}.svc:8080", f"{pod['status']['podIP']}:8080"
+    other = make_namespace("outside")
+    outsider = client_pod("e2e-outsider", stack.client_image, ["sleep", "3600"], role="stranger")
+    kube.apply([outsider], ns=other)
+    poll("the outsider pod", lambda: is_ready(kube.json("get", "pod", "e2e-outsider", ns=other)), 300)
+    outside = kube.exec(
+        other,
+        "e2e-outsider",
+        "python3",
+        "-m",
+        "yuxi_k8s.probes.app_client",
+        "tcp",
+        target,
+        direct,
+        timeout=60,
+    )
+    reach = {
+        "api": _probe(stack, a, "api", [target]),
+        "client in the app's namespace": _probe(stack, "e2e-client", "main", [target, direct]),
+        "pod in another namespace": list(json.loads(outside.stdout.strip().splitlines()[-1]).values()),
+    }
+    figures["reach"] = reach
+    assert reach["api"] == ["open"], reach
+    assert "open" not in reach["client in the app's namespace"] + reach["pod in another namespace"], reach
+
+    # What the provisioner's account may create: only the kit's sandbox shapes.
+    labels = {"app": "yuxi-sandbox", "sandbox-id": "e2e-forbidden"}
+    spec = {k: v for k, v in pod["spec"].items() if k not in ("nodeName", "tolerations")}
+    as_made = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "e2e-allowed", "labels": labels},
+        "spec": spec,
+    }
+    assert _refused_as_provisioner(stack, as_made) == "", "the sandbox pod's own shape was refused"
+    other_image = json.loads(json.dumps(as_made))
+    other_image["spec"]["containers"][0]["image"] = stack.client_image
+    on_a_node = json.loads(json.dumps(as_made))
+    on_a_node["spec"]["nodeName"] = pod["spec"]["nodeName"]
+    other_claim = json.loads(json.dumps(as_made))
+    for volume in other_claim["spec"]["volumes"]:
+        if "persistentVolumeClaim" in volume:
+            volume["persistentVolumeClaim"]["claimName"] = "saves"
+    service_spec = {"selector": {"sandbox-id": "e2e-forbidden"}, "ports": [{"port": 8080}]}
+    node_port = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "e2e-np", "labels": labels},
+        "spec": {**service_spec, "type": "NodePort"},
+    }
+    external = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "e2e-ext", "labels": labels},
+        "spec": {**service_spec, "externalIPs": ["192.0.2.10"]},
+    }
+    refused = {
+        what: _refused_as_provisioner(stack, manifest)
+        for what, manifest in {
+            "another image": other_image,
+            "nodeName": on_a_node,
+            "another claim": other_claim,
+            "NodePort Service": node_port,
+            "externalIPs": external,
+        }.items()
+    }
+    figures["refused"] = refused
+    for what, error in refused.items():
+        assert "ValidatingAdmissionPolicy" in error and f"{sbx}.sandbox-provisioner" in error, (what, error)
+
+    # One user's sandboxes: YUXI_K8S_SANDBOXES_PER_USER (3) at once, the admin has one already.
+    user = pod["metadata"]["annotations"]["user-id"]
+    extra = [f"e2e-limit-{n}" for n in range(3)]
+    answers = [
+        _ask_provisioner(
+            stack, a, "POST", "/api/sandboxes", {"sandbox_id": sid, "thread_id": sid, "user_id": user}
+        )
+        for sid in extra
+    ]
+    figures["per_user"] = [(x["status"], x["body"].get("detail", "")) for x in answers]
+    for sid in extra:
+        _ask_provisioner(stack, a, "DELETE", f"/api/sandboxes/{sid}")
+    assert [x["status"] for x in answers] == [200, 200, 400], figures["per_user"]
+    assert "YUXI_K8S_SANDBOXES_PER_USER=3" in answers[2]["body"]["detail"], answers[2]
+
+    # A rolling restart of the api: the replicas that stop leave the sandbox (row 11) and the
+    # new ones use it.
+    before = set(pods)
+    t1 = time.monotonic()
+    kube.run("rollout", "restart", "deployment/api", ns=ns)
+    poll(
+        "the rolling restart to replace both api pods",
+        lambda: _full(stack, lambda p: not before & {x["metadata"]["name"] for x in p}),
+        420,
+        interval=1,
+    )
+    figures["rollout_s"] = round(time.monotonic() - t1, 1)
+    after = kube.json("get", "pod", name, ns=sbx)
+    assert after["metadata"]["uid"] == pod["metadata"]["uid"], "the sandbox pod was replaced"
+    fresh = sorted(stack.api_pods())[0]
+    again = _in_sandbox(stack, f"http://{stack.api_pods()[fresh]}:5050", read=SANDBOX_FILE)
+    assert again["sandbox_id"] == made["sandbox_id"] and SANDBOX_NOTE in again["read"], again
+    _ask_provisioner(stack, fresh, "DELETE", f"/api/sandboxes/{made['sandbox_id']}")
+    _write_figures(run_dir, "sandboxes.json", figures)
 
 
 # --- 8. NetworkPolicies with the real app ----------------------------------------------------------

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.static
 ETCD_DROPPED = {(kind, "milvus-etcd") for kind in ("StatefulSet", "Service", "NetworkPolicy")}
 STANDIN = {("Deployment", "model-standin"), ("Service", "model-standin"), ("NetworkPolicy", "model-standin"),
            ("NetworkPolicy", "app-to-model-standin")}  # fmt: skip
+SANDBOX_STANDIN = "localhost/yuxi-k8s/yuxi-k8s-sandbox-standin:test"  # the run's SANDBOX_IMAGE (change 6)
 DEPENDENCY_IMAGES = {
     "postgres": "yuxi-k8s-postgres",
     "redis": "yuxi-k8s-redis",
@@ -88,10 +89,6 @@ def _undo_listed_changes(doc: dict[str, Any]) -> dict[str, Any]:
             env[:] = [e for e in env if e["name"] not in NEO4J_ENV_CHANGED]
         if (kind, name) == ("Deployment", "api"):  # change 5: the test hooks
             env[:] = [e for e in env if e["name"] != "YUXI_K8S_TEST_HOOKS"]
-        if (kind, name) == ("Deployment", "sandbox-provisioner"):  # change 6: memory backend
-            for e in env:
-                if e["name"] == "PROVISIONER_BACKEND":
-                    e["value"] = "<backend>"
     if (kind, name) == ("Deployment", "api"):  # change 3: two replicas
         doc["spec"]["replicas"] = "<replicas>"
     return doc
@@ -109,7 +106,7 @@ def _dev_side(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_e2e_overlay_changes_dev_only_as_listed(tmp_path: Path) -> None:
-    tree = prepare_tree(tmp_path, "yx-diff-app")
+    tree = prepare_tree(tmp_path, "yx-diff-app", SANDBOX_STANDIN)
     dev = render(tree / "overlays" / "dev")
     built = {dep: f"localhost/yuxi-k8s/{repo}:test" for dep, repo in DEPENDENCY_IMAGES.items()}
     folder = write_kustomization(tmp_path, "e2e", [tree / OVERLAY.relative_to(OVERLAY.parents[2])], built)
@@ -135,7 +132,7 @@ def _container(doc: dict[str, Any], name: str) -> dict[str, Any]:
 
 def test_the_e2e_milvus_neo4j_and_sidecars_are_what_the_readme_says(tmp_path: Path) -> None:
     """The fields change 1 and 7 replace, checked for their e2e values."""
-    tree = prepare_tree(tmp_path, "yx-fields-app")
+    tree = prepare_tree(tmp_path, "yx-fields-app", SANDBOX_STANDIN)
     built = {dep: f"localhost/yuxi-k8s/{repo}:test" for dep, repo in DEPENDENCY_IMAGES.items()}
     folder = write_kustomization(tmp_path, "e2e", [tree / OVERLAY.relative_to(OVERLAY.parents[2])], built)
     e2e = {_key(d): d for d in render(folder)}
@@ -163,15 +160,20 @@ def test_the_e2e_milvus_neo4j_and_sidecars_are_what_the_readme_says(tmp_path: Pa
 
 
 def test_every_object_of_the_e2e_render_is_in_the_runs_namespaces(tmp_path: Path) -> None:
-    """Nothing lands in `default` (or anywhere the run does not own and delete)."""
-    tree = prepare_tree(tmp_path, "yx-ns-app")
+    """Nothing lands in `default` (or anywhere the run does not own and delete); the only
+    cluster-scoped objects are the Namespaces and the sandboxes' admission policy, named after
+    the run's sandboxes' namespace (the stack deletes them: AppStack.delete_cluster_scoped)."""
+    tree = prepare_tree(tmp_path, "yx-ns-app", SANDBOX_STANDIN)
     built = {dep: f"localhost/yuxi-k8s/{repo}:test" for dep, repo in DEPENDENCY_IMAGES.items()}
     folder = write_kustomization(tmp_path, "e2e", [tree / OVERLAY.relative_to(OVERLAY.parents[2])], built)
-    cluster_scoped = {"Namespace"}
+    rendered = render(folder)
     wrong = [
         (d["kind"], d["metadata"]["name"], d["metadata"].get("namespace"))
-        for d in render(folder)
-        if d["kind"] not in cluster_scoped
+        for d in rendered
+        if d["kind"] != "Namespace"
         and d["metadata"].get("namespace") not in ("yx-ns-app", "yx-ns-app-sbx")
+        and not d["metadata"]["name"].startswith("yx-ns-app-sbx.")
     ]
     assert not wrong, wrong
+    policy = [d for d in rendered if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "sandbox-policy"]
+    assert policy[0]["data"]["image"] == SANDBOX_STANDIN, policy

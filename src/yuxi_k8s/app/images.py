@@ -67,7 +67,9 @@ from yuxi_k8s.pinned_tools import pinned_tool, pinned_versions
 SUITE = "trixie"  # python3 is 3.13 there; the app's uv.lock allows >=3.12,<3.14
 PYTHON = "/usr/bin/python3.13"
 DEFAULT_REGISTRY = "localhost/yuxi-k8s"
-IMAGES = ("api", "web", "sandbox-provisioner", "postgres", "redis", "minio", "neo4j", "milvus")
+IMAGES = (
+    "api", "web", "sandbox-provisioner", "postgres", "redis", "minio", "neo4j", "milvus", "sandbox-standin",
+)  # fmt: skip
 REPOSITORIES = {
     "api": "yuxi-know-api",
     "web": "yuxi-know-web",
@@ -77,6 +79,7 @@ REPOSITORIES = {
     "minio": "yuxi-k8s-minio",
     "neo4j": "yuxi-k8s-neo4j",
     "milvus": "yuxi-k8s-milvus",
+    "sandbox-standin": "yuxi-k8s-sandbox-standin",
 }
 # The image names the manifests use, which `kustomize edit set image` replaces (the
 # migrate Job runs `yuxi-k8s` from the api image: the kit is installed in it).
@@ -89,6 +92,9 @@ MANIFEST_NAMES = {
     "minio": ("docker.io/minio/minio",),
     "neo4j": ("docker.io/library/neo4j",),
     "milvus": ("docker.io/milvusdb/milvus",),
+    # No manifest names it: the sandbox image is the site setting SANDBOX_IMAGE, which the
+    # e2e tier sets to this stand-in (upstream's sandbox image cannot be had here).
+    "sandbox-standin": (),
 }
 
 CORE_PACKAGES = ("ca-certificates", "tzdata")
@@ -128,6 +134,13 @@ WEB_BUILD_ENV = {"VITE_USE_RUNS_API": "true"}
 NGINX_CONFIG = "base/config/nginx"  # nginx.conf, and the files it includes from /etc/nginx/yuxi/
 IMAGE_FILES = Path(__file__).resolve().parent / "imagefiles"
 SERVER_IMAGE_FILES = Path(__file__).resolve().parents[1] / "server" / "imagefiles"
+# The kit's entry point of the provisioner, beside upstream's app.py (imagefiles/provisioner).
+PROVISIONER_ENTRY = IMAGE_FILES / "provisioner" / "yuxi_k8s_provisioner.py"
+PROVISIONER_COMMAND = ("uvicorn", "yuxi_k8s_provisioner:app", "--host", "0.0.0.0", "--port", "8002")
+# The e2e tier's sandbox: the kit's stand-in server, alone, on Debian's python3.
+SANDBOX_STANDIN = Path(__file__).resolve().parents[1] / "probes" / "sandbox_standin.py"
+SANDBOX_STANDIN_DIR = "/opt/yuxi-sandbox"
+SANDBOX_PORT = 8080
 PGDATA = "/var/lib/postgresql/data/pgdata"
 NEO4J_FILES = IMAGE_FILES / "neo4j"  # pom.xml (the jars, from Maven Central) and Launcher.java
 NEO4J_UID = 7474  # the official image's, which the manifests run it as
@@ -712,6 +725,33 @@ class _Builder:
 
         return self._memo("provisioner", make)
 
+    def provisioner_kit(self) -> rootfs.Stage:
+        """The kit's entry point beside upstream's server: a layer of one file, so a change to it
+        rebuilds nothing else."""
+
+        def make() -> rootfs.Stage:
+            def build(root: Path, log: Path) -> None:
+                shutil.copy2(PROVISIONER_ENTRY, root / "app" / PROVISIONER_ENTRY.name)
+
+            inputs = _digest(oci.sha256_file(PROVISIONER_ENTRY))
+            return rootfs.derive(self.provisioner(), "provisioner-kit", inputs, build, readable=["/app"])
+
+        return self._memo("provisioner-kit", make)
+
+    # -- the e2e tier's sandbox stand-in (upstream's sandbox image is on a third-party registry)
+    def sandbox_standin(self) -> rootfs.Stage:
+        def make() -> rootfs.Stage:
+            def build(root: Path, log: Path) -> None:
+                folder = root / SANDBOX_STANDIN_DIR.lstrip("/")
+                folder.mkdir(parents=True)
+                shutil.copy2(SANDBOX_STANDIN, folder / SANDBOX_STANDIN.name)
+                (root / "home/gem").mkdir(parents=True)
+
+            inputs = _digest(oci.sha256_file(SANDBOX_STANDIN))
+            return rootfs.derive(self.py(), "sandbox-standin", inputs, build, readable=[SANDBOX_STANDIN_DIR])
+
+        return self._memo("sandbox-standin", make)
+
     # -- milvus (milvus-lite's gRPC server, started by the kit's imagefiles/yuxi-milvus)
     def milvus(self) -> rootfs.Stage:
         constraints = IMAGE_FILES / "milvus-constraints.txt"
@@ -924,12 +964,13 @@ class _Builder:
         makers: dict[str, Callable[[], rootfs.Stage]] = {
             "api": self.api_kit,
             "web": self.web,
-            "sandbox-provisioner": self.provisioner,
+            "sandbox-provisioner": self.provisioner_kit,
             "postgres": self.deps,
             "redis": self.deps,
             "minio": self.minio,
             "neo4j": self.neo4j,
             "milvus": self.milvus,
+            "sandbox-standin": self.sandbox_standin,
         }
         return makers[name]()
 
@@ -942,9 +983,12 @@ class _Builder:
             env = (VENV_PATH, "VIRTUAL_ENV=/app/.venv", *PYTHON_ENV)
             return ImageConfig(version, env=env, user="10001:10001", workdir="/app")
         if name == "sandbox-provisioner":
-            cmd = ("uvicorn", "app:app", "--host", "0.0.0.0", "--port", "8002")
             return ImageConfig(
-                version, env=(VENV_PATH, *PYTHON_ENV), user="10001:10001", workdir="/app", cmd=cmd
+                version,
+                env=(VENV_PATH, *PYTHON_ENV),
+                user="10001:10001",
+                workdir="/app",
+                cmd=PROVISIONER_COMMAND,
             )
         if name == "web":
             return ImageConfig(version, user="101:101", cmd=("nginx", "-e", "stderr", "-g", "daemon off;"))
@@ -979,6 +1023,13 @@ class _Builder:
                 entrypoint=("yuxi-milvus",),
                 cmd=cmd,
             )
+        if name == "sandbox-standin":
+            # root, as upstream's sandbox runs (its pod spec sets runAsUser 0): the init
+            # container chmods the thread's folders, the tools write as the agent's user would.
+            script = f"{SANDBOX_STANDIN_DIR}/{SANDBOX_STANDIN.name}"
+            cmd = ("python3", script, "--host", "0.0.0.0", "--port", str(SANDBOX_PORT), "--root", "/home/gem")
+            tag = f"kit-{self.sandbox_standin().key[:12]}"  # the kit's own: changes with the server
+            return ImageConfig(tag, env=PYTHON_ENV, workdir="/home/gem", cmd=cmd)
         raise ImageError(f"unknown image {name}")
 
     def layers(self, stage: rootfs.Stage) -> list[oci.Layer]:

@@ -34,7 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from yuxi_k8s import paths, procfs
-from yuxi_k8s.app.images import NEO4J_COMMAND, NEO4J_JVM_MEMORY, NEO4J_UID, PYTHON_ENV, VENV_PATH
+from yuxi_k8s.app.images import (
+    NEO4J_COMMAND,
+    NEO4J_JVM_MEMORY,
+    NEO4J_UID,
+    PROVISIONER_COMMAND,
+    PYTHON_ENV,
+    VENV_PATH,
+)
 from yuxi_k8s.app.localrun import LocalRunError, chroot_runner, free_port
 from yuxi_k8s.cluster.oci import DEFAULT_PATH
 from yuxi_k8s.pinned_tools import pinned_tool
@@ -240,8 +247,9 @@ def milvus_server(
 def provisioner_server(
     tree: Path, log: Path, env: Mapping[str, str] | None = None, *, timeout: float = 60
 ) -> Iterator[str]:
-    """The sandbox-provisioner image's server (``uvicorn app:app``, its command) from *tree*
-    (``images.image_tree(src, "sandbox-provisioner")``) on a free loopback port; yields its URL.
+    """The sandbox-provisioner image's server (its command: the kit's entry point over upstream's
+    ``app.py``) from *tree* (``images.image_tree(src, "sandbox-provisioner")``) on a free
+    loopback port; yields its URL.
 
     The application's provisioner with its memory backend by default (``PROVISIONER_BACKEND``;
     *env* adds to or overrides its variables, e.g. ``SANDBOX_IDLE_TIMEOUT_SECONDS``): it keeps the
@@ -258,7 +266,7 @@ def provisioner_server(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     image_env = dict(item.split("=", 1) for item in (VENV_PATH, *PYTHON_ENV))
-    server = ["uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port)]
+    server = [*PROVISIONER_COMMAND[:2], "--host", "127.0.0.1", "--port", str(port)]
     command = [*_chrooted(tree, PROVISIONER_USER), "/usr/bin/env", "-C", PROVISIONER_DIR, *server]
     with log.open("w") as out:
         proc = subprocess.Popen(

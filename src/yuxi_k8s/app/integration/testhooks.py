@@ -7,7 +7,9 @@ dependency) enqueues a task through the app's own Tasker that reports progress
 for N seconds. ``GET /api/yuxi-k8s/test/subagent-specs`` shows the subagent specs
 this process's agents would use (the app's own cached read). ``POST
 /api/yuxi-k8s/test/sandbox {"thread_id": t}`` gets the thread's sandbox the way a sandbox
-tool call does (the app's provider, creating it if missing). Every response carries
+tool call does (the app's provider, creating it if missing); with ``"write": {"path": p,
+"content": c}``, ``"read": p`` or ``"execute": cmd`` it also does what the agents' file and
+shell tools do there, through the app's own sandbox backend. Every response carries
 ``X-Yuxi-K8s-Replica`` (the pod's host name), so a test knows which replica answered.
 
 Imported only when enabled, inside the app's process (FastAPI resolves the
@@ -29,8 +31,12 @@ _auth = importlib.import_module("server.utils.auth_middleware")
 _task_service = importlib.import_module("yuxi.services.task_service")
 _subagent_service = importlib.import_module("yuxi.services.subagent_service")
 _sandbox_provider = importlib.import_module("yuxi.agents.backends.sandbox.provider")
+_sandbox_backend = importlib.import_module("yuxi.agents.backends.sandbox.backend")
 Seconds = Annotated[float, Body(embed=True)]
 ThreadId = Annotated[str, Body(embed=True)]
+Write = Annotated[dict[str, str] | None, Body(embed=True)]
+ReadPath = Annotated[str | None, Body(embed=True)]
+Command = Annotated[str | None, Body(embed=True)]
 Admin = Annotated[Any, Depends(_auth.get_admin_user)]
 
 
@@ -61,15 +67,28 @@ async def subagent_specs(user: Admin) -> dict[str, Any]:
     return {"specs": {s["name"]: s.get("description") for s in specs}, "replica": HOSTNAME}
 
 
-async def thread_sandbox(thread_id: ThreadId, user: Admin) -> dict[str, Any]:
-    """The thread's sandbox as a tool call gets it (ProvisionerSandboxBackend._get_client)."""
+async def thread_sandbox(
+    thread_id: ThreadId, user: Admin, write: Write = None, read: ReadPath = None, execute: Command = None
+) -> dict[str, Any]:
+    """The thread's sandbox as a tool call gets it (ProvisionerSandboxBackend._get_client), and
+    what the agents' tools do in it, through the app's backend (the one its tools use)."""
     provider = _sandbox_provider.get_sandbox_provider()
     connection = await asyncio.to_thread(
         provider.get, thread_id, user_id=str(user.id), create_if_missing=True
     )
     if connection is None:
         raise HTTPException(status_code=503, detail=f"no sandbox for thread {thread_id}")
-    return {"sandbox_id": connection.sandbox_id, "replica": HOSTNAME}
+    answer: dict[str, Any] = {"sandbox_id": connection.sandbox_id, "replica": HOSTNAME}
+    backend = _sandbox_backend.ProvisionerSandboxBackend(thread_id, user_id=str(user.id))
+    if write is not None:
+        written = await asyncio.to_thread(backend.write, write["path"], write["content"])
+        answer["written"] = {"path": written.path, "error": written.error}
+    if read is not None:
+        answer["read"] = await asyncio.to_thread(backend.read, read)
+    if execute is not None:
+        done = await asyncio.to_thread(backend.execute, execute)
+        answer["executed"] = {"output": done.output, "exit_code": done.exit_code}
+    return answer
 
 
 def install(app: FastAPI) -> None:

@@ -126,7 +126,7 @@ def _open_blocks(peers: list[Any]) -> str | None:
             continue  # not a CIDR: the schema check's to report
     for everything in EVERYWHERE:
         same = [n for n in networks if n.version == everything.version]
-        if same and list(collapse_addresses(same)) == [everything]:  # type: ignore[arg-type]
+        if same and list(collapse_addresses(same)) == [everything]:  # type: ignore[arg-type,type-var]
             excepts = any(b.get("except") for b in blocks)
             return f"every address (ipBlock {', '.join(cidrs)}{' whatever its except' if excepts else ''})"
     return None
