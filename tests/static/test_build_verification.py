@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.static.test_web_assets import npm_style_tarball
-from yuxi_k8s import paths
+from yuxi_k8s import apt, paths
 from yuxi_k8s.app import images
+from yuxi_k8s.cluster import oci
 from yuxi_k8s.cluster.oci import ImageError
 from yuxi_k8s.pinned_tools import pinned_versions
 
@@ -146,3 +147,44 @@ def test_a_uv_fetched_before_its_hashes_were_checked_is_not_used(tmp_path: Path,
     env = {**os.environ, "YUXI_K8S_CACHE": str(cache)}
     subprocess.run([str(checkout / "scripts/tools.sh"), "uv"], env=env, check=True, capture_output=True)
     assert (checkout / "bin" / "uv").read_text() == f"uv-{version}-{key}"
+
+
+# --- debootstrap ----------------------------------------------------------------------
+def test_debootstrap_checks_the_release_signature_against_debians_keyring(tmp_path: Path) -> None:
+    cmd = oci.debootstrap_command(
+        "trixie", tmp_path / "rootfs", oci.DEBIAN_MIRROR, ["tzdata"], oci.DEBIAN_KEYRING, tmp_path / "debs"
+    )
+    assert cmd[:2] == ["debootstrap", "--variant=minbase"]
+    assert "--keyring=/usr/share/keyrings/debian-archive-keyring.gpg" in cmd
+    assert "--force-check-gpg" in cmd, "a keyring that cannot be read must stop debootstrap, not warn"
+    assert "--no-check-gpg" not in cmd
+    assert cmd[-3:] == ["trixie", str(tmp_path / "rootfs"), oci.DEBIAN_MIRROR]
+
+
+def test_debootstrap_does_not_start_without_the_keyring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[list[str]] = []
+    monkeypatch.setattr(oci, "ROOTFS_DIR", tmp_path / "rootfs")
+    monkeypatch.setattr(oci, "DEBIAN_KEYRING", tmp_path / "no-keyring.gpg")
+    monkeypatch.setattr(oci.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(oci.shutil, "which", lambda name: f"/usr/sbin/{name}")
+    monkeypatch.setattr(oci, "_run", lambda cmd, what, env=None: ran.append(list(cmd)))
+
+    def no_apt(packages: list[str], **kw: object) -> None:
+        assert packages == ["debian-archive-keyring"], "the missing keyring is installed first"
+        raise apt.AptError("missing debian-archive-keyring, and this machine has no apt-get")
+
+    monkeypatch.setattr(oci.apt, "install", no_apt)
+    with pytest.raises(ImageError, match="debian-archive-keyring"):
+        oci.debootstrap_rootfs("trixie", ["tzdata"])
+    assert ran == [], "debootstrap must not run unchecked"
+
+
+def test_a_missing_keyring_is_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(ImageError) as missing:
+        oci.debian_keyring(tmp_path / "debian-archive-keyring.gpg")
+    assert str(missing.value) == (
+        f"{tmp_path / 'debian-archive-keyring.gpg'} is missing: debootstrap would not check the Debian "
+        "archive's signature (apt-get install debian-archive-keyring)"
+    )
