@@ -188,3 +188,26 @@ def test_a_missing_keyring_is_one_clear_line(tmp_path: Path) -> None:
         f"{tmp_path / 'debian-archive-keyring.gpg'} is missing: debootstrap would not check the Debian "
         "archive's signature (apt-get install debian-archive-keyring)"
     )
+
+
+# --- Python packages of the images ----------------------------------------------------------
+def unhashed_pins(text: str) -> list[str]:
+    """The ``name==version`` requirements of a pip requirements file that carry no --hash."""
+    joined = text.replace("\\\n", " ")
+    lines = [line.split("#", 1)[0].strip() for line in joined.splitlines()]
+    return [line.split()[0] for line in lines if "==" in line and "--hash=sha256:" not in line]
+
+
+@pytest.mark.parametrize("name", ["provisioner-constraints.txt", "milvus-constraints.txt"])
+def test_every_pin_of_the_python_images_carries_its_hashes(name: str) -> None:
+    text = (images.IMAGE_FILES / name).read_text()
+    assert images.parse_pins(text), f"{name} pins nothing"
+    assert unhashed_pins(text) == [], f"{name}: pins without --hash"
+
+
+def test_the_provisioner_installs_only_hash_checked_files() -> None:
+    (pinned, _), (upstream, _) = images.provisioner_installs("uv", "/app/.venv/bin/python", "/tmp/p")
+    assert "--require-hashes" in pinned and pinned[-2:] == ["-r", "/tmp/p/constraints.txt"]
+    # upstream's minimum versions cannot carry hashes: that install may only find them installed.
+    assert {"--offline", "--no-cache"} <= set(upstream) and "/tmp/p/requirements.txt" in upstream
+    assert "--index-url" not in upstream

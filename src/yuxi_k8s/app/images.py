@@ -271,6 +271,17 @@ def parse_pins(text: str) -> dict[str, str]:
     return pins
 
 
+def provisioner_installs(uv: str, python: str, folder: str) -> list[tuple[list[str], str]]:
+    """The provisioner venv's installs: the pinned set, every file checked against its hash
+    (``--require-hashes``), then upstream's requirements.txt, met offline by what is installed
+    (its minimum versions cannot carry hashes; ``--offline --no-cache`` lets nothing in)."""
+    base = [uv, "pip", "install", "--python", python]
+    pinned = [*base, "--index-url", PYPI_SIMPLE, "--require-hashes", "-r", f"{folder}/constraints.txt"]
+    upstream = [*base, "--offline", "--no-cache", "-r", f"{folder}/requirements.txt"]
+    upstream += ["-c", f"{folder}/constraints.txt"]
+    return [(pinned, "uv pip install --require-hashes"), (upstream, "upstream's requirements.txt met")]
+
+
 # --- caches and downloads ----------------------------------------------------------
 def _downloads(*parts: str) -> Path:
     return paths.cache_dir("downloads", *parts)
@@ -714,10 +725,8 @@ class _Builder:
                         "provisioner: uv venv",
                         env=_uv_env(),
                     )
-                    install = [uv_cmd, "pip", "install", "--python", "/app/.venv/bin/python"]
-                    install += ["--index-url", PYPI_SIMPLE, "-r", "/tmp/p/requirements.txt"]
-                    install += ["-c", "/tmp/p/constraints.txt"]
-                    ch.run(install, "provisioner: uv pip install", env=_uv_env())
+                    for cmd, what in provisioner_installs(uv_cmd, "/app/.venv/bin/python", "/tmp/p"):
+                        ch.run(cmd, f"provisioner: {what}", env=_uv_env())
 
             inputs = _digest(
                 files_digest(folder, ("app.py", "requirements.txt")), constraints.read_text(), uv_version
