@@ -115,15 +115,17 @@ build_checkov() {
 }
 
 # uv: the static binary from its musllinux wheel on PyPI, fetched with pip and checked against the
-# hashes in tools/uv/requirements.txt (the same cache folder yuxi_k8s.app.images uses for its uv).
-# scripts/venv.sh fills the venv with it. Needs only the host's pip, no Go.
+# hashes in tools/uv/requirements.txt. The folder is keyed by those hashes, so a uv fetched before
+# they were checked (or under other pins) is never used. scripts/venv.sh fills the venv with it and
+# yuxi_k8s.app.images puts it in the image builds. Needs only the host's pip, no Go.
 build_uv() {
-  local req="$here/tools/uv/requirements.txt" py=${PYTHON:-python3}
+  local req="$here/tools/uv/requirements.txt" py=${PYTHON:-python3} dir
   grep -q "^uv==$UV_VERSION " "$req" || {
     echo "tools.sh: tools/versions.env says uv $UV_VERSION but $req disagrees; update both" >&2
     exit 1
   }
-  cached_build uv "$UV_VERSION" "$cache/uv-$UV_VERSION" uv -- fetch_uv "$py" "$req" "$cache/uv-$UV_VERSION"
+  dir="$cache/uv-$UV_VERSION-$(sha256sum "$req" | cut -c1-12)"
+  cached_build uv "$UV_VERSION" "$dir" uv -- fetch_uv "$py" "$req" "$dir"
 }
 
 # fetch_uv PYTHON REQUIREMENTS DIR: DIR/uv from the wheel pip downloads (hashes checked).

@@ -39,6 +39,7 @@ leave out (torch): docs/images.md.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -47,11 +48,9 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +61,7 @@ from yuxi_k8s.app.source import Source, tree_key
 from yuxi_k8s.cache import build_once, is_built
 from yuxi_k8s.cluster import oci
 from yuxi_k8s.cluster.oci import DEFAULT_PATH, BuiltImage, ImageError
-from yuxi_k8s.pinned_tools import pinned_tool, pinned_versions
+from yuxi_k8s.pinned_tools import pinned_tool, pinned_versions, require_tool
 
 SUITE = "trixie"  # python3 is 3.13 there; the app's uv.lock allows >=3.12,<3.14
 PYTHON = "/usr/bin/python3.13"
@@ -285,6 +284,17 @@ def parse_pins(text: str) -> dict[str, str]:
     return pins
 
 
+def provisioner_installs(uv: str, python: str, folder: str) -> list[tuple[list[str], str]]:
+    """The provisioner venv's installs: the pinned set, every file checked against its hash
+    (``--require-hashes``), then upstream's requirements.txt, met offline by what is installed
+    (its minimum versions cannot carry hashes; ``--offline --no-cache`` lets nothing in)."""
+    base = [uv, "pip", "install", "--python", python]
+    pinned = [*base, "--index-url", PYPI_SIMPLE, "--require-hashes", "-r", f"{folder}/constraints.txt"]
+    upstream = [*base, "--offline", "--no-cache", "-r", f"{folder}/requirements.txt"]
+    upstream += ["-c", f"{folder}/constraints.txt"]
+    return [(pinned, "uv pip install --require-hashes"), (upstream, "upstream's requirements.txt met")]
+
+
 # --- caches and downloads ----------------------------------------------------------
 def _downloads(*parts: str) -> Path:
     return paths.cache_dir("downloads", *parts)
@@ -321,28 +331,14 @@ def _fetch_once(folder: Path, what: str, fetch: Callable[[Path], None]) -> Path:
     return build_once(folder, with_progress)
 
 
-def uv_binary(version: str) -> Path:
-    """The static uv binary of *version*, from its musllinux wheel on PyPI (cached)."""
-
-    def fetch(tmp: Path) -> None:
-        rootfs.run(
-            [
-                sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                "--platform", "musllinux_1_1_x86_64", "--index-url", PYPI_SIMPLE, "--no-cache-dir",
-                "-d", str(tmp), f"uv=={version}",
-            ],
-            f"download uv {version} from PyPI",
-            env={k: v for k, v in os.environ.items() if not k.startswith("PIP_FIND_LINKS")},
-        )  # fmt: skip
-        wheel = next(tmp.glob("uv-*.whl"))
-        with tempfile.TemporaryDirectory() as unpacked, zipfile.ZipFile(wheel) as zf:
-            member = f"uv-{version}.data/scripts/uv"
-            zf.extract(member, unpacked)
-            shutil.move(Path(unpacked, member), tmp / "uv")
-        (tmp / "uv").chmod(0o755)
-        wheel.unlink()
-
-    return _fetch_once(paths.cache_dir("tools", f"uv-{version}"), f"uv {version}", fetch) / "uv"
+def uv_binary() -> Path:
+    """The static uv binary of tools/versions.env's UV_VERSION: ``scripts/tools.sh uv`` fetches its
+    musllinux wheel from PyPI with pip ``--require-hashes`` against tools/uv/requirements.txt, in a
+    cache folder keyed by those hashes, and links it as bin/uv (the same uv the kit's venv uses)."""
+    script = paths.repo_root() / "scripts" / "tools.sh"
+    with rootfs.progress("fetch uv (hashes checked)"):
+        rootfs.run([str(script), "uv"], "scripts/tools.sh uv")
+    return require_tool("uv")
 
 
 def _java_tools() -> tuple[str, str]:
@@ -396,36 +392,64 @@ def _npm(*args: str, cwd: Path | None = None, what: str) -> str:
     return rootfs.run(["npm", *args], what, cwd=cwd)
 
 
-def pnpm_binary(version: str) -> Path:
-    """pnpm *version* installed from npm with the host's npm into the cache."""
+def verify_download(path: Path, pinned: str) -> None:
+    """*path* against its pinned digest, an integrity string such as npm's ``sha512-<base64>``.
 
-    def fetch(tmp: Path) -> None:
-        flags = ("--no-save", "--no-audit", "--no-fund", "--registry", NPM_REGISTRY)
-        _npm("install", "--prefix", str(tmp), *flags, f"pnpm@{version}", what=f"npm install pnpm@{version}")
+    A mismatch deletes *path* (a bad download never stays in the cache) and is an ImageError
+    naming the file, the pinned and the actual digest.
+    """
+    algorithm, _, expected = pinned.partition("-")
+    if algorithm not in ("sha256", "sha512") or not expected:
+        raise ImageError(f"{path.name}: pin {pinned!r} is not sha256-<base64> or sha512-<base64>")
+    digest = hashlib.new(algorithm)
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    actual = f"{algorithm}-{base64.b64encode(digest.digest()).decode()}"
+    if actual != pinned:
+        path.unlink(missing_ok=True)
+        raise ImageError(
+            f"{path.name}: downloaded file does not match its pin (expected {pinned}, got {actual})"
+        )
 
-    return (
-        _fetch_once(paths.cache_dir("tools", f"pnpm-{version}"), f"pnpm {version}", fetch)
-        / "node_modules/.bin/pnpm"
-    )
+
+def _pin_key(pinned: str) -> str:
+    """A short name for a pin, part of a cache folder's name: a folder filled before the pin (or
+    under another pin) is never taken for a verified one."""
+    return hashlib.sha256(pinned.encode()).hexdigest()[:12]
 
 
-def npm_pack(name: str, version: str) -> Path:
-    """The npm registry's tarball of package *name* at *version*, as published (cached)."""
-    basename = name.rsplit("/", 1)[-1]
-    folder = paths.cache_dir("tools", f"{name.replace('/', '+')}-{version}")
+def npm_pack(name: str, version: str, integrity: str) -> Path:
+    """The npm registry's tarball of package *name* at *version*, checked against its pinned
+    *integrity* (the registry's ``dist.integrity``) before it is kept in the cache."""
+    folder = _downloads("npm", f"{name.replace('/', '+')}-{version}-{_pin_key(integrity)}")
+    # Scoped packages pack as <scope>-<name>-<version>.tgz.
+    packed = f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
 
     def fetch(tmp: Path) -> None:
         flags = ("--registry", NPM_REGISTRY, "--pack-destination", str(tmp))
         _npm("pack", f"{name}@{version}", *flags, what=f"npm pack {name}@{version}")
+        verify_download(tmp / packed, integrity)
 
-    # Scoped packages pack as <scope>-<name>-<version>.tgz.
-    packed = name.lstrip("@").replace("/", "-") if name.startswith("@") else basename
-    return _fetch_once(folder, f"{name} {version} from npm", fetch) / f"{packed}-{version}.tgz"
+    return _fetch_once(folder, f"{name} {version} from npm", fetch) / packed
 
 
-def npm_tarball(version: str) -> Path:
+def pnpm_binary(version: str, integrity: str) -> Path:
+    """pnpm *version* (its npm package bundles everything it needs), unpacked from its checked tarball."""
+    tarball = npm_pack("pnpm", version, integrity)
+
+    def unpack(tmp: Path) -> None:
+        with tarfile.open(tarball) as tar:
+            tar.extractall(tmp, filter="data")
+        (tmp / "package/bin/pnpm.cjs").chmod(0o755)
+
+    folder = paths.cache_dir("tools", f"pnpm-{version}-{_pin_key(integrity)}")
+    return build_once(folder, unpack) / "package/bin/pnpm.cjs"
+
+
+def npm_tarball(version: str, integrity: str) -> Path:
     """npm *version* as published (its dependencies bundled), for the api image's npx."""
-    return npm_pack("npm", version)
+    return npm_pack("npm", version, integrity)
 
 
 def node_version() -> tuple[int, int]:
@@ -584,11 +608,12 @@ class _Builder:
     # -- api
     def api_system(self) -> rootfs.Stage:
         npm_version = self.versions["IMAGE_NPM_VERSION"]
+        npm_integrity = self.versions["IMAGE_NPM_INTEGRITY"]
 
         def make() -> rootfs.Stage:
             def build(root: Path, log: Path) -> None:
                 _apt_install(root, log, API_PACKAGES, "api-system")
-                tarball = npm_tarball(npm_version)
+                tarball = npm_tarball(npm_version, npm_integrity)
                 target = root / "usr/local/lib/node_modules/npm"
                 with tempfile.TemporaryDirectory() as unpacked:
                     with tarfile.open(tarball) as tar:
@@ -631,7 +656,7 @@ class _Builder:
                 rootfs.say(
                     f"api: uv.lock points at PyPI ({rewritten} mirror URLs rewritten, hashes unchanged)"
                 )
-                uv = uv_binary(uv_version)
+                uv = uv_binary()
                 with rootfs.chroot(root, log, _uv_binds(uv)) as ch, rootfs.progress("api: uv sync"):
                     # .python-version says 3.12; the lock allows <3.14, and trixie's python3 is 3.13.
                     env = _uv_env({"UV_PROJECT_ENVIRONMENT": "/app/.venv", "UV_DEFAULT_INDEX": PYPI_SIMPLE})
@@ -657,7 +682,7 @@ class _Builder:
 
         def make() -> rootfs.Stage:
             wheels = self.kit_wheels()
-            uv = uv_binary(self.versions["UV_VERSION"])
+            uv = uv_binary()
 
             def build(root: Path, log: Path) -> None:
                 python = ["--python", "/app/.venv/bin/python"]
@@ -699,7 +724,7 @@ class _Builder:
             def build(root: Path, log: Path) -> None:
                 (root / "app").mkdir()
                 shutil.copy2(folder / "app.py", root / "app/app.py")
-                uv = uv_binary(uv_version)
+                uv = uv_binary()
                 with (
                     rootfs.chroot(root, log, _uv_binds(uv)) as ch,
                     rootfs.progress("sandbox-provisioner: venv"),
@@ -713,10 +738,8 @@ class _Builder:
                         "provisioner: uv venv",
                         env=_uv_env(),
                     )
-                    install = [uv_cmd, "pip", "install", "--python", "/app/.venv/bin/python"]
-                    install += ["--index-url", PYPI_SIMPLE, "-r", "/tmp/p/requirements.txt"]
-                    install += ["-c", "/tmp/p/constraints.txt"]
-                    ch.run(install, "provisioner: uv pip install", env=_uv_env())
+                    for cmd, what in provisioner_installs(uv_cmd, "/app/.venv/bin/python", "/tmp/p"):
+                        ch.run(cmd, f"provisioner: {what}", env=_uv_env())
 
             inputs = _digest(
                 files_digest(folder, ("app.py", "requirements.txt")), constraints.read_text(), uv_version
@@ -762,7 +785,7 @@ class _Builder:
 
         def make() -> rootfs.Stage:
             def build(root: Path, log: Path) -> None:
-                uv = uv_binary(uv_version)
+                uv = uv_binary()
                 with rootfs.chroot(root, log, _uv_binds(uv)) as ch, rootfs.progress("milvus: venv"):
                     ch.path("/tmp/m").mkdir()
                     shutil.copy(constraints, ch.path("/tmp/m/constraints.txt"))
@@ -797,7 +820,7 @@ class _Builder:
                 f"building the web app needs Node.js >= 20.19 on this machine (found {major}.{minor})"
             )
         key = web_dist_key(tree_key(web), pnpm_version, major)
-        pnpm = pnpm_binary(pnpm_version)
+        pnpm = pnpm_binary(pnpm_version, self.versions["PNPM_INTEGRITY"])
         log = _images_cache("web-dist", f"{key}.log")
         return (
             build_once(_images_cache("web-dist", key), lambda out: _pnpm_build(web, pnpm, out, log)) / "dist"
@@ -815,12 +838,7 @@ class _Builder:
             )
         tarballs: dict[tuple[str, str], Path] = {}
         for key in sorted({f.key for f in files}):
-            tarball = npm_pack(*key)
-            try:
-                web_assets.check_integrity(tarball, pins[key].integrity)
-            except web_assets.AssetError as exc:
-                raise ImageError(f"web: {exc}") from None
-            tarballs[key] = tarball
+            tarballs[key] = npm_pack(*key, pins[key].integrity)
         return files, tarballs
 
     def web(self) -> rootfs.Stage:

@@ -12,7 +12,8 @@ The web image build therefore:
 2. refuses a package or version the kit does not pin (:func:`unpinned`;
    ``imagefiles/web-cdn-assets.yaml`` holds name, version and the registry's integrity);
 3. copies those files, and the fonts their stylesheets name, out of the packages' npm tarballs
-   into ``/vendor/npm/<name>@<version>/`` (:func:`install`, after :func:`check_integrity`);
+   into ``/vendor/npm/<name>@<version>/`` (:func:`install`; the image builder
+   checks each tarball against its pinned integrity first);
 4. points the bundle's constant at ``/vendor/npm`` (:func:`point_bundle_here`).
 
 Pure functions over files: the download itself belongs to the image builder.
@@ -20,8 +21,6 @@ Pure functions over files: the download itself belongs to the image builder.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import posixpath
 import re
 import tarfile
@@ -105,16 +104,6 @@ def unpinned(files: Iterable[CdnFile], pins: Mapping[tuple[str, str], Package]) 
     return sorted({f"{f.name}@{f.version}" for f in files if f.key not in pins})
 
 
-def check_integrity(tarball: Path, integrity: str) -> None:
-    """*tarball*'s sha512 against an npm ``sha512-<base64>`` integrity string."""
-    algorithm, _, expected = integrity.partition("-")
-    if algorithm != "sha512":
-        raise AssetError(f"{tarball.name}: unsupported integrity {algorithm!r} (want sha512)")
-    digest = hashlib.sha512(tarball.read_bytes()).digest()
-    if base64.b64encode(digest).decode() != expected:
-        raise AssetError(f"{tarball.name}: sha512 differs from the pinned integrity {integrity}")
-
-
 def _inside(path: str) -> str:
     """*path* normalized inside a package; refuses absolute paths and ones that climb out."""
     clean = posixpath.normpath(path)
@@ -194,7 +183,6 @@ __all__ = [
     "CdnFile",
     "Package",
     "cdn_files",
-    "check_integrity",
     "install",
     "load_pins",
     "point_bundle_here",

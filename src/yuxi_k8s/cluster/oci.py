@@ -51,6 +51,10 @@ IMAGES_DIR = CACHE / "images"
 LAYERS_DIR = CACHE / "layers"
 ROOTFS_DIR = CACHE / "rootfs"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
+# The mirror is plain http: debootstrap must check the Release file's signature against Debian's
+# keys (the packages' hashes come from that file). Without --keyring, and this file missing on the
+# build machine, debootstrap only warns and installs whatever the network served.
+DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # What debootstrap copies from the build machine, and apt's caches: dropped on request.
 HOST_FILES = (
@@ -155,6 +159,33 @@ def rootfs_layer(rootfs: Path) -> Layer:
     return Layer(out, digest)
 
 
+def debian_keyring(path: Path) -> Path:
+    """*path*, Debian's archive keyring on the build machine, or an ImageError saying how to get it."""
+    if not path.is_file():
+        raise ImageError(
+            f"{path} is missing: debootstrap would not check the Debian archive's signature "
+            "(apt-get install debian-archive-keyring)"
+        )
+    return path
+
+
+def debootstrap_command(
+    suite: str,
+    target: Path,
+    mirror: str,
+    packages: Sequence[str],
+    keyring: Path,
+    debs_cache: Path | None = None,
+) -> list[str]:
+    """debootstrap's command line: minbase, the Release signature checked against *keyring*."""
+    include = ["--include=" + ",".join(packages)] if packages else []
+    cache = [f"--cache-dir={debs_cache.absolute()}"] if debs_cache is not None else []
+    return [
+        "debootstrap", "--variant=minbase", f"--keyring={keyring}", "--force-check-gpg",
+        *cache, *include, suite, str(target), mirror,
+    ]  # fmt: skip
+
+
 def debootstrap_rootfs(
     suite: str,
     packages: Sequence[str],
@@ -165,13 +196,16 @@ def debootstrap_rootfs(
 ) -> Path:
     """A minbase Debian root filesystem with *packages*, built once per (suite, packages, mirror).
 
-    Needs root and ``debootstrap`` (installed with apt-get when missing).
+    Needs root, ``debootstrap`` and Debian's archive keyring (both installed with apt-get when
+    missing); the Release file's signature is checked against that keyring, or nothing is built.
     Returns the rootfs directory; its layer is ``rootfs_layer(path)``.
     *debs_cache* keeps the downloaded packages for the next build (not part of the key).
     *drop_host_files* removes what debootstrap copies from the host (``/etc/resolv.conf``,
     ``/etc/hostname``) and apt's package caches, so nothing of the build machine ends up
     in an image or in a chroot made from it.
     """
+    # The keyring is not in the key: it only checks what is fetched. Trees built before it was
+    # passed were checked too where the host had the keyring (debootstrap's default there).
     spec_fields: dict[str, object] = {"suite": suite, "packages": sorted(packages), "mirror": mirror}
     if drop_host_files:
         spec_fields["drop_host_files"] = True
@@ -182,22 +216,18 @@ def debootstrap_rootfs(
         return target
     if os.geteuid() != 0:
         raise ImageError("building a root filesystem with debootstrap needs root")
-    if not shutil.which("debootstrap"):
-        try:
-            apt.install(["debootstrap"])
-        except apt.AptError as exc:
-            raise ImageError(str(exc)) from exc
+    wanted = [] if shutil.which("debootstrap") else ["debootstrap"]
+    wanted += apt.missing({"debian-archive-keyring": DEBIAN_KEYRING})
+    try:
+        apt.install(wanted)
+    except apt.AptError as exc:
+        raise ImageError(str(exc)) from exc
+    keyring = debian_keyring(DEBIAN_KEYRING)
     shutil.rmtree(base, ignore_errors=True)  # a killed earlier run may have left half a tree
     base.mkdir(parents=True)
-    include = ["--include=" + ",".join(packages)] if packages else []
-    cache = []
     if debs_cache is not None:
         debs_cache.mkdir(parents=True, exist_ok=True)
-        cache = [f"--cache-dir={debs_cache.absolute()}"]
-    _run(
-        ["debootstrap", "--variant=minbase", *cache, *include, suite, str(target), mirror],
-        f"debootstrap {suite}",
-    )
+    _run(debootstrap_command(suite, target, mirror, packages, keyring, debs_cache), f"debootstrap {suite}")
     for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
         for entry in (target / junk).glob("*"):
             if entry.is_file():
@@ -445,6 +475,8 @@ __all__ = [
     "Layer",
     "build_from_directory",
     "build_image",
+    "debian_keyring",
+    "debootstrap_command",
     "debootstrap_rootfs",
     "directory_layer",
     "kit_wheels",
