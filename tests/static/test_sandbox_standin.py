@@ -54,9 +54,12 @@ def _refused(answer: httpx.Response, status: int) -> str:
 
 
 def test_readiness_answers_what_the_provisioner_polls(client: httpx.Client, home: Path) -> None:
-    data = _ok(client.get("/v1/sandbox"))
-    assert data["home_dir"] == str(home.resolve())
+    answer = client.get("/v1/sandbox")
+    data = _ok(answer)
+    assert data["home_dir"] == answer.json()["home_dir"] == str(home.resolve())
     assert "stand-in" in data["standin"]
+    system = answer.json()["detail"]["system"]  # the client's SandboxResponse.detail
+    assert system["home_dir"] == str(home.resolve()) and system["user"]
 
 
 def test_write_then_read_round_trips_text_lines_and_bytes(client: httpx.Client, home: Path) -> None:

@@ -12,7 +12,9 @@ What 0.6.1 calls (``yuxi/agents/backends/sandbox/backend.py`` through the ``agen
 0.0.30 client; the provisioner's ``wait_for_sandbox_ready``), each answered in the client's
 envelope ``{"success", "message", "data"}``:
 
-- ``GET /v1/sandbox``: readiness (the provisioner polls it for a 200); ``data`` names the home;
+- ``GET /v1/sandbox``: readiness (the provisioner polls it for a 200); the client's
+  ``SandboxResponse`` (``home_dir``, ``version``, ``detail``: system, runtime, no utils), also in
+  ``data``, which says it is the stand-in;
 - ``POST /v1/file/read`` ``{file, start_line?, end_line?}``: ``data {file, content, encoding}``,
   lines ``start_line`` (0-based) to ``end_line`` (exclusive); UTF-8 text as is, anything else
   base64 (the app's backend decodes base64 first);
@@ -48,11 +50,14 @@ import base64
 import contextlib
 import json
 import os
+import platform
+import pwd
 import signal
 import stat
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -63,6 +68,7 @@ from typing import Any
 DEFAULT_ROOT = "/home/gem"
 DEFAULT_EXEC_TIMEOUT = 180.0  # the app's sandbox_exec_timeout_seconds
 MAX_BODY = 64 * 1024 * 1024
+VERSION = "0.0.0-yuxi-k8s-standin"
 STANDIN = "yuxi-k8s sandbox stand-in (e2e tier only; users run upstream's all-in-one-sandbox)"
 Body = dict[str, Any]
 
@@ -129,7 +135,25 @@ class Sandbox:
 
     # --- the calls ---------------------------------------------------------------------------
     def sandbox_info(self, _body: Body) -> Body:
-        return envelope({"home_dir": str(self.root), "standin": STANDIN}, STANDIN)
+        try:
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:  # a uid without a passwd entry, as in many pods
+            user = str(os.getuid())
+        home = str(self.root)
+        system = {
+            "os": platform.system(),
+            "os_version": platform.release(),
+            "arch": platform.machine(),
+            "user": user,
+            "home_dir": home,
+            "workspace": home,
+            "timezone": time.tzname[0],
+            "occupied_ports": [],
+        }
+        python = {"ver": platform.python_version(), "bin": sys.executable, "alias": ["python3"]}
+        detail = {"system": system, "runtime": {"python": [python], "nodejs": []}, "utils": []}
+        context = {"home_dir": home, "workspace": home, "version": VERSION, "detail": detail}
+        return {**envelope({"standin": STANDIN, **context}, STANDIN), **context}
 
     def read_file(self, body: Body) -> Body:
         real, shown = self._existing(str(_text(body, "file")))
