@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
+from typing import Any
 
 from yuxi_k8s.app.localrun import AppRunner, Server, Worker, app_env
 
@@ -35,3 +38,12 @@ class Servers:
     def stop(self) -> None:
         for process in [*self.started, *self.workers]:
             process.terminate()
+
+
+def actor_result(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The ``RESULT {json}`` line a script of tests/app/actors printed, which must not be an error."""
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert line is not None, f"the actor printed no result (exit {done.returncode}):\n{done.stderr[-3000:]}"
+    result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+    assert "error" not in result, f"{result['error']}\n{done.stderr[-3000:]}"
+    return result

@@ -11,13 +11,13 @@ with the real knowledge-base tools bound, gets a ``query_kb`` call.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.app.servers import actor_result
 from yuxi_k8s.app.localrun import AppRunner
 from yuxi_k8s.probes import model_standin
 
@@ -43,11 +43,7 @@ def _run_actor(runner: AppRunner, standin: str, tmp_path: Path) -> dict[str, Any
         "TIKTOKEN_CACHE_DIR": TIKTOKEN_CACHE_DIR,
     }
     done = runner.run(["python", runner.in_checkout(ACTOR), standin], env, timeout=300)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    assert line is not None, f"the actor printed no result (exit {done.returncode}):\n{done.stderr[-3000:]}"
-    result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
-    assert "error" not in result, f"{result['error']}\n{done.stderr[-3000:]}"
-    return result
+    return actor_result(done)
 
 
 def test_the_apps_clients_accept_the_standins_answers(

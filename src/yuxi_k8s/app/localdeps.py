@@ -243,6 +243,18 @@ def milvus_server(
         yield f"http://127.0.0.1:{port}"
 
 
+def provisioner_command(tree: Path, args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """*args* as the sandbox-provisioner image runs a command from *tree* (its user, working
+    directory and Python environment; memory backend): the command line and its environment."""
+    if not (tree / PROVISIONER_DIR.lstrip("/") / "app.py").is_file():
+        raise LocalRunError(
+            f"{tree} is not a sandbox-provisioner image tree ({PROVISIONER_DIR}/app.py missing)"
+        )
+    image_env = dict(item.split("=", 1) for item in (VENV_PATH, *PYTHON_ENV))
+    command = [*_chrooted(tree, PROVISIONER_USER), "/usr/bin/env", "-C", PROVISIONER_DIR, *args]
+    return command, {**image_env, "PROVISIONER_BACKEND": "memory"}
+
+
 @contextlib.contextmanager
 def provisioner_server(
     tree: Path, log: Path, env: Mapping[str, str] | None = None, *, timeout: float = 60
@@ -259,19 +271,14 @@ def provisioner_server(
 
     from yuxi_k8s.cluster.kube import poll
 
-    if not (tree / PROVISIONER_DIR.lstrip("/") / "app.py").is_file():
-        raise LocalRunError(
-            f"{tree} is not a sandbox-provisioner image tree ({PROVISIONER_DIR}/app.py missing)"
-        )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    image_env = dict(item.split("=", 1) for item in (VENV_PATH, *PYTHON_ENV))
     server = [*PROVISIONER_COMMAND[:2], "--host", "127.0.0.1", "--port", str(port)]
-    command = [*_chrooted(tree, PROVISIONER_USER), "/usr/bin/env", "-C", PROVISIONER_DIR, *server]
+    command, image_env = provisioner_command(tree, server)
     with log.open("w") as out:
         proc = subprocess.Popen(
             command,
-            env={**image_env, "PROVISIONER_BACKEND": "memory", **(env or {})},
+            env={**image_env, **(env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -303,5 +310,6 @@ __all__ = [
     "minio_server",
     "neo4j_command",
     "neo4j_server",
+    "provisioner_command",
     "provisioner_server",
 ]
