@@ -1,0 +1,95 @@
+"""Issue 21's defects found by reading, each replayed on the render (what the rules do not cover).
+
+Each test states the operator behaviour it relies on; the rehearsal on a cluster with the real
+operators is a separate tier. The rules added for the same issue (YK-NET-010, ...) have their own
+fixtures under tests/static/rules/.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import pytest
+
+from tests.support import require, require_tools
+from yuxi_k8s.paths import REPO_ROOT
+from yuxi_k8s.validate.model import selector_matches
+from yuxi_k8s.validate.render import render_one
+
+Objects = list[dict[str, Any]]
+WAVE = "argocd.argoproj.io/sync-wave"
+HOOK = "argocd.argoproj.io/hook"
+STAGE = "yuxi-k8s.io/rollout-stage"
+PUBLIC = ("overlays/staging", "overlays/prod", "tests/static/combinations/prod-gateway")
+
+
+@cache
+def render(path: str) -> Objects:
+    require_tools("kubectl")
+    rendered = render_one(str(REPO_ROOT / path))
+    require(rendered.error is None, f"{path} renders ({rendered.error})")
+    return rendered.objects
+
+
+def notes(obj: dict[str, Any]) -> dict[str, str]:
+    return (obj.get("metadata") or {}).get("annotations") or {}
+
+
+def wave(obj: dict[str, Any]) -> int:
+    return int(notes(obj).get(WAVE, "0"))
+
+
+def of_kind(objs: Objects, kind: str) -> Objects:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def named(objs: Objects, kind: str, name: str) -> dict[str, Any]:
+    return next(o for o in of_kind(objs, kind) if o["metadata"]["name"] == name)
+
+
+# --- 2. HTTP-01 certificates issue under default-deny, and never hold the migration -----------------
+
+
+@pytest.mark.parametrize("path", PUBLIC)
+def test_http01_solver_pods_are_reachable_from_the_ingress_namespace(path: str) -> None:
+    """cert-manager's HTTP-01 solver: pods labelled acme.cert-manager.io/http01-solver=true in the
+    Certificate's namespace, port 8089, reached through the ingress controller (cert-manager docs,
+    "HTTP01"). The namespace's default-deny drops that unless a policy lets the controller in."""
+    objs = render(path)
+    web = named(objs, "NetworkPolicy", "web")
+    ingress_ns = web["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]
+    solver = {"acme.cert-manager.io/http01-solver": "true", "acme.cert-manager.io/http-domain": "1"}
+    namespace = named(objs, "Certificate", "web-tls")["metadata"]["namespace"]
+    allowed = [
+        rule
+        for p in of_kind(objs, "NetworkPolicy")
+        if p["metadata"]["namespace"] == namespace
+        and p["spec"].get("podSelector")
+        and selector_matches(p["spec"]["podSelector"], solver)
+        for rule in p["spec"].get("ingress") or []
+        if any(port.get("port") == 8089 for port in rule.get("ports") or [])
+        and any(
+            (peer.get("namespaceSelector") or {}).get("matchLabels") == ingress_ns
+            for peer in rule.get("from") or []
+        )
+    ]
+    assert allowed, f"{path}: nothing lets {ingress_ns} reach the HTTP-01 solver pods on 8089"
+
+
+@pytest.mark.parametrize("path", PUBLIC)
+def test_the_public_endpoint_never_holds_the_migration_or_the_app(path: str) -> None:
+    """Argo CD finishes a wave only when its objects are healthy, and its Certificate health check waits
+    for Ready; Flux's `wait: true` waits for every object of a stage (kstatus: a Certificate is in
+    progress until Ready). Issuing depends on DNS and an outside CA: the Certificate (and the routes
+    in front of the app) come after the migrate Job and the workloads, in both paths."""
+    objs = render(path)
+    hooks = [wave(o) for o in of_kind(objs, "Job") if HOOK in notes(o)]
+    workloads = [wave(o) for o in of_kind(objs, "Deployment")]
+    public = of_kind(objs, "Certificate") + of_kind(objs, "Ingress") + of_kind(objs, "HTTPRoute")
+    assert of_kind(objs, "Certificate") and hooks and workloads
+    for obj in public:
+        what = f"{path}: {obj['kind']} {obj['metadata']['name']}"
+        assert wave(obj) > max(hooks + workloads), f"{what} is in wave {wave(obj)}, before the app"
+    for cert in of_kind(objs, "Certificate"):
+        assert notes(cert).get(STAGE) == "app", f"{path}: the Certificate holds the migrate stage"
