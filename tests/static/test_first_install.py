@@ -93,3 +93,49 @@ def test_the_public_endpoint_never_holds_the_migration_or_the_app(path: str) -> 
         assert wave(obj) > max(hooks + workloads), f"{what} is in wave {wave(obj)}, before the app"
     for cert in of_kind(objs, "Certificate"):
         assert notes(cert).get(STAGE) == "app", f"{path}: the Certificate holds the migrate stage"
+
+
+# --- 3. The restore procedure brings the api back, and runs nothing before the data is checked -------
+
+
+def restore_steps() -> dict[int, str]:
+    text = (REPO_ROOT / "docs/deploy.md").read_text()
+    section = text.split("### PostgreSQL: restore to a point in time", 1)[1].split("\n### ", 1)[0]
+    steps: dict[int, str] = {}
+    for block in section.split("\n")[0:]:
+        head = block.split(". ", 1)[0]
+        if head.isdigit():
+            steps[int(head)] = block
+        elif steps and block.startswith("   "):
+            steps[max(steps)] += "\n" + block
+    return steps
+
+
+def test_restore_scales_the_api_back_up_by_hand() -> None:
+    """Kubernetes turns an HPA off while its target is at 0 replicas ("implicit maintenance-mode
+    deactivation", HPA docs) and prod's api manifest has no spec.replicas (components/hpa), so no
+    re-apply restores it: a procedure that scales the api to 0 must scale it up itself."""
+    objs = render("overlays/prod")
+    api = named(objs, "Deployment", "api")
+    hpa = named(objs, "HorizontalPodAutoscaler", "api")
+    assert "replicas" not in api["spec"] and hpa["spec"]["scaleTargetRef"]["name"] == "api"
+    steps = restore_steps()
+    down = [n for n, text in steps.items() if "deploy/api" in text and "--replicas=0" in text]
+    assert down, "the restore procedure no longer stops the api: revisit this test"
+    up = [
+        n
+        for n, text in steps.items()
+        if n > down[0]
+        and "scale deploy/api --replicas=" in text.replace("\n", " ")
+        and "--replicas=0" not in text.split("scale deploy/api", 1)[1][:15]
+    ]
+    assert up, f"step {down[0]} scales the api to 0 and no later step scales it up (the HPA will not)"
+
+
+def test_restore_creates_the_cluster_without_running_the_migration() -> None:
+    """Argo CD: a full sync runs the Sync hooks (the migrate Job, wave 1) and re-applies the worker's
+    replicas; a selective sync (`--resource`) runs no hooks. The data is checked (step 6) first."""
+    steps = restore_steps()
+    create = next(text for text in steps.values() if "Create the restored one" in text)
+    argo = create.split("Argo CD:", 1)[1].split("kubectl:", 1)[0]
+    assert "argocd app sync" in argo and "--resource postgresql.cnpg.io:Cluster:postgres" in argo, argo
