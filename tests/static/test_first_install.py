@@ -11,6 +11,7 @@ from functools import cache
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support import require, require_tools
 from yuxi_k8s.paths import REPO_ROOT
@@ -139,3 +140,22 @@ def test_restore_creates_the_cluster_without_running_the_migration() -> None:
     create = next(text for text in steps.values() if "Create the restored one" in text)
     argo = create.split("Argo CD:", 1)[1].split("kubectl:", 1)[0]
     assert "argocd app sync" in argo and "--resource postgresql.cnpg.io:Cluster:postgres" in argo, argo
+
+
+# --- 4. Flux recreates the migrate Job, and nothing else of its stage --------------------------------
+
+
+@pytest.mark.parametrize("env", ("dev", "staging", "prod"))
+def test_flux_forces_the_migrate_job_alone(env: str) -> None:
+    """kustomize-controller recreates an object whose change is refused only when forced: the whole
+    Kustomization (`spec.force`, YK-GIT-003) or one object (`kustomize.toolkit.fluxcd.io/force:
+    enabled`, fluxcd/kustomize-controller#787). The Job must be; the saves PVC must not."""
+    stage = render(f"gitops/flux/{env}/migrate")
+    forced = sorted(
+        f"{o['kind']}/{o['metadata']['name']}"
+        for o in stage
+        if notes(o).get("kustomize.toolkit.fluxcd.io/force") == "enabled"
+    )
+    assert forced == ["Job/migrate"], forced
+    flux = yaml.safe_load((REPO_ROOT / f"gitops/flux/{env}/migrate.Kustomization.yaml").read_text())
+    assert "force" not in flux["spec"]
