@@ -7,6 +7,7 @@ fixtures under tests/static/rules/.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Any
 
@@ -159,3 +160,42 @@ def test_flux_forces_the_migrate_job_alone(env: str) -> None:
     assert forced == ["Job/migrate"], forced
     flux = yaml.safe_load((REPO_ROOT / f"gitops/flux/{env}/migrate.Kustomization.yaml").read_text())
     assert "force" not in flux["spec"]
+
+
+# --- 5. The migrate stage never prunes what the running pods still read ------------------------------
+
+HASHED = re.compile(r"-[bcdfghkmt2-9]{10}$")  # kustomize's name suffix alphabet
+
+
+def references(workload: dict[str, Any]) -> set[str]:
+    spec = workload["spec"]["template"]["spec"]
+    out = set()
+    for c in spec.get("initContainers", []) + spec["containers"]:
+        for source in c.get("envFrom", []):
+            out |= {source[k]["name"] for k in ("configMapRef", "secretRef") if k in source}
+        for var in c.get("env", []):
+            out |= {
+                var["valueFrom"][k]["name"]
+                for k in ("configMapKeyRef", "secretKeyRef")
+                if k in var.get("valueFrom", {})
+            }
+    for volume in spec.get("volumes", []):
+        out |= {volume["configMap"]["name"]} if "configMap" in volume else set()
+        out |= {volume["secret"]["secretName"]} if "secret" in volume else set()
+    return out
+
+
+@pytest.mark.parametrize("env", ("dev", "staging", "prod"))
+def test_generated_objects_outlive_the_stage_that_replaces_them(env: str) -> None:
+    """Flux's migrate stage garbage-collects what left its inventory once it has applied the new
+    revision, i.e. the previous hash-suffixed ConfigMaps/Secrets, before the app stage rolls the
+    pods that still read them. Each one the app stage's workloads read must be prune: disabled."""
+    app = render(f"gitops/flux/{env}/app")
+    migrate = {o["metadata"]["name"]: o for o in render(f"gitops/flux/{env}/migrate")}
+    read = {name for o in app if o["kind"] == "Deployment" for name in references(o)}
+    generated = sorted(n for n in read if n in migrate and HASHED.search(n))
+    assert generated, "no hash-suffixed object read by the app stage: the test sees nothing"
+    pruned = [
+        n for n in generated if notes(migrate[n]).get("kustomize.toolkit.fluxcd.io/prune") != "disabled"
+    ]
+    assert not pruned, f"the migrate stage would prune the running pods' {pruned}"
