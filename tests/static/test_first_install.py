@@ -199,3 +199,17 @@ def test_generated_objects_outlive_the_stage_that_replaces_them(env: str) -> Non
         n for n in generated if notes(migrate[n]).get("kustomize.toolkit.fluxcd.io/prune") != "disabled"
     ]
     assert not pruned, f"the migrate stage would prune the running pods' {pruned}"
+
+
+# --- 6. Flux waits for the Cluster through its normal transitions ------------------------------------
+
+
+def test_flux_does_not_fail_the_database_stage_on_a_transition() -> None:
+    """CloudNativePG sets the Cluster's Ready condition False (reason ClusterIsNotReady) while it
+    bootstraps, adds a replica, switches over, upgrades or restores; a Flux `failed` expression that
+    matches it fails the stage at once instead of waiting. And CEL's `all` over an empty list is true,
+    so `current` must ask that a Ready=True condition exists."""
+    flux = yaml.safe_load((REPO_ROOT / "gitops/flux/prod/database.Kustomization.yaml").read_text())
+    check = next(c for c in flux["spec"]["healthCheckExprs"] if c["kind"] == "Cluster")
+    assert "Ready" not in check.get("failed", ""), check["failed"]
+    assert "exists(" in check["current"] and ".all(" not in check["current"], check["current"]
