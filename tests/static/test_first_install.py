@@ -213,3 +213,30 @@ def test_flux_does_not_fail_the_database_stage_on_a_transition() -> None:
     check = next(c for c in flux["spec"]["healthCheckExprs"] if c["kind"] == "Cluster")
     assert "Ready" not in check.get("failed", ""), check["failed"]
     assert "exists(" in check["current"] and ".all(" not in check["current"], check["current"]
+
+
+# --- 12. Argo CD's sync never waits for a volume only run-time pods mount ----------------------------
+
+
+@pytest.mark.parametrize("env", ("dev", "staging", "prod"))
+def test_argo_ignores_the_health_of_volumes_no_rendered_pod_mounts(env: str) -> None:
+    """Argo CD's PVC health is Progressing until Bound, and a wave is done only when its objects are
+    healthy. With a WaitForFirstConsumer class a claim binds when its first pod is scheduled: for
+    sandbox-threads that is the first sandbox, made at run time, so the sync would never finish.
+    Such a claim must carry argocd.argoproj.io/ignore-healthcheck: "true"."""
+    objs = render(f"overlays/{env}")
+    mounted = {
+        (o["metadata"]["namespace"], v["persistentVolumeClaim"]["claimName"])
+        for o in objs
+        if "template" in o.get("spec", {}) and "spec" in o["spec"]["template"]
+        for v in o["spec"]["template"]["spec"].get("volumes", [])
+        if "persistentVolumeClaim" in v
+    }
+    unmounted = [
+        o
+        for o in of_kind(objs, "PersistentVolumeClaim")
+        if (o["metadata"]["namespace"], o["metadata"]["name"]) not in mounted
+    ]
+    assert unmounted, "every claim is mounted by a pod of the render: the test sees nothing"
+    for claim in unmounted:
+        assert notes(claim).get("argocd.argoproj.io/ignore-healthcheck") == "true", claim["metadata"]["name"]
