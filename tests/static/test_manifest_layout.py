@@ -249,7 +249,7 @@ def test_gitops_entry_points_point_at_real_folders(env: str) -> None:
     app_ks = flux[("Kustomization", f"yuxi-know-{env}-app")]["spec"]
     for spec in (migrate, app_ks):
         assert (ROOT / spec["path"] / "kustomization.yaml").exists()
-    assert migrate["wait"] is True and migrate["force"] is True
+    assert migrate["wait"] is True and "force" not in migrate  # only the Job is forced (YK-GIT-003)
     assert app_ks["dependsOn"] == [{"name": f"yuxi-know-{env}-migrate"}]
 
 

@@ -264,3 +264,24 @@ def shared_claims(ctx: Context) -> Iterator[Finding]:
             if "ReadWriteMany" in modes or ("ReadOnlyMany" in modes and read_only):
                 continue
             yield w.resource, f"{n} replicas share claim {claim} with access modes {sorted(modes) or 'unset'}"
+
+
+@rule(
+    "YK-AVL-010",
+    family=FAMILY,
+    title="Hard spread counts only the nodes the pods may use",
+    message="A topologySpreadConstraint with `whenUnsatisfiable: DoNotSchedule` counts, by default "
+    "(`nodeTaintsPolicy: Ignore`), every node of the topology, also the tainted ones the pods do not "
+    "tolerate (control plane, dedicated pools): they are domains with no pod that never get one, the "
+    "skew cannot be met, and the pods an HPA adds stay Pending.",
+    fix="Set `nodeTaintsPolicy: Honor` on every DoNotSchedule constraint (base/api.Deployment.yaml).",
+)
+def spread_honours_taints(ctx: Context) -> Iterator[Finding]:
+    for w in ctx.workloads:
+        for c in w.pod_spec.get("topologySpreadConstraints") or []:
+            hard = isinstance(c, dict) and c.get("whenUnsatisfiable") == "DoNotSchedule"
+            if hard and c.get("nodeTaintsPolicy") != "Honor":
+                yield (
+                    w.resource,
+                    f"DoNotSchedule spread over {c.get('topologyKey')} without nodeTaintsPolicy: Honor",
+                )

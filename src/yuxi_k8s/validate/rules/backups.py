@@ -136,3 +136,48 @@ def backup_before_migration(ctx: Context) -> Iterator[Finding]:
                     f"no Backup of it runs before {job} (wave {job.annotations.get(WAVE, '0')}): want "
                     f"a Backup with {HOOK}: Sync, a lower {WAVE} and {STAGE}: database",
                 )
+
+
+def _store_secrets(store: Resource) -> set[str]:
+    """The Secrets an ObjectStore reads its credentials from."""
+    credentials = as_mapping(as_mapping(store.spec.get("configuration")).get("s3Credentials"))
+    return {
+        str(as_mapping(ref).get("name"))
+        for ref in credentials.values()
+        if isinstance(ref, dict) and as_mapping(ref).get("name")
+    }
+
+
+@rule(
+    "YK-BAK-003",
+    family=FAMILY,
+    title="The archive's credentials outlive the GitOps objects",
+    message="The Cluster is never pruned or deleted by GitOps, so it keeps archiving WAL after a Flux "
+    "Kustomization or Argo CD Application is deleted. An ExternalSecret with `creationPolicy: Owner` (the "
+    "default) makes its Secret a child of the ExternalSecret: deleted with it, the object store's "
+    "credentials are gone, archiving fails and the WAL fills the primary's disk.",
+    fix="Give the ExternalSecret of the object store's credentials `target.creationPolicy: Orphan` "
+    "(components/cloudnative-pg/postgres-backup-s3.ExternalSecret.yaml).",
+    envs=("prod",),
+)
+def archive_credentials_survive(ctx: Context) -> Iterator[Finding]:
+    for cluster in _clusters(ctx):
+        stores = [
+            ctx.find(
+                "ObjectStore", cluster.namespace, str(as_mapping(p.get("parameters")).get("barmanObjectName"))
+            )
+            for p in as_mappings(cluster.spec.get("plugins"))
+        ]
+        for store in (s for s in stores if s is not None):
+            for secret in sorted(_store_secrets(store)):
+                for es in ctx.of_kind("ExternalSecret"):
+                    target = as_mapping(es.spec.get("target"))
+                    if es.namespace != cluster.namespace or str(target.get("name") or es.name) != secret:
+                        continue
+                    policy = str(target.get("creationPolicy") or "Owner")
+                    if policy == "Owner":
+                        yield (
+                            es,
+                            f"writes {secret}, the credentials of ObjectStore {store.name}, with "
+                            f"creationPolicy {policy}: deleted with the ExternalSecret",
+                        )

@@ -79,3 +79,23 @@ def impersonation(ctx: Context) -> Iterator[Finding]:
             for s in as_mappings(b.obj.get("subjects"))
         ):
             yield ks, f"ServiceAccount {ks.namespace}/{account} has no RoleBinding in the render"
+
+
+@rule(
+    "YK-GIT-003",
+    family=FAMILY,
+    title="Flux forces no whole stage",
+    message="`spec.force: true` on a Flux Kustomization makes kustomize-controller delete and recreate every "
+    "object of it whose change the API server refuses as immutable or invalid (422): a resized "
+    "PersistentVolumeClaim, and the data on it, is deleted with the rest. Only the objects that must be "
+    "recreated (a Job, whose pod template is immutable) should be forced, each by its own annotation.",
+    fix="Remove `spec.force` and annotate the object to recreate with `kustomize.toolkit.fluxcd.io/force: "
+    "enabled` (base/migrate.Job.yaml).",
+)
+def whole_stage_forced(ctx: Context) -> Iterator[Finding]:
+    for ks in ctx.of_kind("Kustomization"):
+        if ks.group == FLUX_KUSTOMIZE and ks.spec.get("force") is True:
+            yield (
+                ks,
+                "spec.force: true recreates any object of the stage whose change is refused, PVCs included",
+            )

@@ -10,6 +10,7 @@ from typing import Any
 
 from yuxi_k8s.validate.model import Context, Resource, as_mapping, as_mappings, selector_matches
 from yuxi_k8s.validate.rules import Finding, rule
+from yuxi_k8s.validate.rules.jobs import _wave
 
 FAMILY = "network"
 DNS_PORTS = {53, "53", "dns", "dns-tcp"}
@@ -317,14 +318,77 @@ def dns_egress(ctx: Context) -> Iterator[Finding]:
         ]
         if not policies:
             continue  # egress not restricted for this pod
-        allowed = any(
-            not (item or {}).get("ports")
-            or any(str(x.get("port")) in {"53", "dns", "dns-tcp"} for x in item["ports"])
-            for p in policies
-            for item in p.spec.get("egress") or []
-        )
-        if not allowed:
+        if not any(_allows_dns(p) for p in policies):
             yield w.resource, "egress is restricted and no rule allows DNS (port 53)"
+
+
+def _allows_dns(policy: Resource) -> bool:
+    return any(
+        not (item or {}).get("ports")
+        or any(str(x.get("port")) in {"53", "dns", "dns-tcp"} for x in item["ports"])
+        for item in policy.spec.get("egress") or []
+    )
+
+
+# The order a delivery path applies objects in. Flux and plain kubectl: the rollout stages
+# (gitops/flux/stages; an object without the annotation belongs to the migrate stage), each applied
+# and waited for before the next. Argo CD: the sync waves.
+ROLLOUT_STAGE = "yuxi-k8s.io/rollout-stage"
+STAGES = {"database": 0, "migrate": 1, "app": 2}
+
+
+def _stage(res: Resource) -> float:
+    return STAGES.get(str(res.annotations.get(ROLLOUT_STAGE, "migrate")), 1)
+
+
+def _moment(what: str, value: float) -> str:
+    if what == "rollout stage":
+        return next((name for name, n in STAGES.items() if n == value), f"{value:g}")
+    return f"{value:g}"
+
+
+ORDERS: tuple[tuple[str, Any], ...] = (("rollout stage", _stage), ("Argo CD sync wave", _wave))
+
+
+@rule(
+    "YK-NET-010",
+    family=FAMILY,
+    title="DNS egress arrives with the pods",
+    message="A pod whose egress a NetworkPolicy restricts must be able to resolve names from the moment "
+    "it runs. When the policy that allows DNS is applied in a later rollout stage (or Argo CD wave) "
+    "than the pod and the policy that restricts it, the pod cannot resolve any name until then, and "
+    "a stage that waits for the pod to be ready never finishes: e.g. the CloudNativePG replicas "
+    "stream through `postgres-rw` and the backup sidecar resolves the object store.",
+    fix="Allow DNS (kube-system/kube-dns, UDP and TCP 53) in a policy of the pod's own stage and wave, "
+    "e.g. in the egress-restricting policy itself (components/cloudnative-pg's `postgres-cluster`).",
+)
+def dns_egress_in_stage(ctx: Context) -> Iterator[Finding]:
+    egress = [p for p in ctx.of_kind("NetworkPolicy") if "Egress" in _types(p)]
+    reported: set[tuple[int, str]] = set()
+    for w in ctx.selectable_pods:
+        selecting = [
+            p
+            for p in egress
+            if p.namespace == w.namespace and selector_matches(p.spec.get("podSelector") or {}, w.pod_labels)
+        ]
+        for what, order in ORDERS:
+            start = order(w.resource)
+            moments = sorted({start} | {order(p) for p in selecting if order(p) > start})
+            for moment in moments:
+                applied = [p for p in selecting if order(p) <= moment]
+                if (id(w.resource), what) in reported:
+                    break
+                if applied and not any(_allows_dns(p) for p in applied):
+                    reported.add((id(w.resource), what))
+                    names = ", ".join(sorted(p.name for p in applied))
+                    later = sorted(p.name for p in selecting if _allows_dns(p))
+                    yield (
+                        w.resource,
+                        f"its pods' egress is restricted ({names}) at {what} {_moment(what, moment)} "
+                        "and no policy applied by then allows DNS"
+                        + (f" ({', '.join(later)} comes later)" if later else ""),
+                    )
+                    break
 
 
 @rule(
