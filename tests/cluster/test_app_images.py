@@ -139,8 +139,8 @@ def wait_http(url: str, timeout: float = 60) -> httpx.Response:
 EXPECTED = {
     # name: (user, workdir, entrypoint, cmd, env entries that must be there)
     "api": ("10001:10001", "/app", None, None, ["HOME=/tmp", "PATH=/app/.venv/bin:"]),
-    "sandbox-provisioner": ("10001:10001", "/app", None, ["uvicorn", "app:app", "--host", "0.0.0.0", "--port",
-                                                          "8002"], ["HOME=/tmp", "PATH=/app/.venv/bin:"]),
+    "sandbox-provisioner": ("10001:10001", "/app", None, list(images.PROVISIONER_COMMAND),
+                            ["HOME=/tmp", "PATH=/app/.venv/bin:"]),
     "web": ("101:101", "/", None, ["nginx", "-e", "stderr", "-g", "daemon off;"], ["PATH="]),
     "postgres": ("999:999", "/", ["yuxi-postgres"], None, ["PATH=/usr/lib/postgresql/", "PGDATA="]),
     "redis": ("999:999", "/data", ["yuxi-redis"], None, ["PATH="]),
@@ -149,6 +149,8 @@ EXPECTED = {
     "neo4j": ("7474:7474", "/data", list(images.NEO4J_COMMAND), None, ["JDK_JAVA_OPTIONS=", "HOME=/tmp"]),
     "milvus": ("10001:10001", "/var/lib/milvus", ["yuxi-milvus"],
                ["--data-dir", "/var/lib/milvus", "--host", "0.0.0.0", "--port", "19530"], ["HOME=/tmp"]),
+    "sandbox-standin": (None, "/home/gem", None, ["python3", "/opt/yuxi-sandbox/sandbox_standin.py", "--host",
+                        "0.0.0.0", "--port", "8080", "--root", "/home/gem"], ["HOME=/tmp"]),
 }  # fmt: skip
 
 
@@ -381,7 +383,8 @@ def test_the_provisioner_serves_health_without_docker_for_memory(
             last = proc.stderr.strip().splitlines()[-1]
             assert "ConfigException" in last and "ImportError" not in proc.stderr, proc.stderr[-1500:]
     port = free_port()
-    serve = f"cd /app && exec uvicorn app:app --host 127.0.0.1 --port {port}"
+    # The image's command: the kit's entry point, upstream's server unchanged for this backend.
+    serve = f"cd /app && exec uvicorn yuxi_k8s_provisioner:app --host 127.0.0.1 --port {port}"
     background.start(
         tree, "10001:10001", "/bin/sh", "-c", serve, env={**VENV_ENV, "PROVISIONER_BACKEND": "memory"}
     )

@@ -7,7 +7,10 @@ named ``yx-<run-id>-<scenario>`` and deleted at the end (kept with --keep-cluste
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ from tests.e2e import diagnostics
 from tests.e2e.kube import Kube
 from tests.e2e.run import ACTIVE, RUN_DIR, RUN_ID
 from tests.support import require
+from yuxi_k8s import paths
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -48,7 +52,29 @@ def kube(kube_cluster: Any) -> Kube:
 
 
 @pytest.fixture(scope="session")
-def app_images(kube_cluster: Any, run_dir: Path) -> dict[str, str]:
+def cluster_images_lock() -> Iterator[None]:
+    """One run at a time loads the application's images into this machine's clusters.
+
+    They carry fixed tags (``yuxi-know-api:0.6.1``): a second checkout's run loading its own
+    build would replace the images the first run's pods start from, mid-run. A second run
+    waits here, saying for whom, and goes on when the first ends (the lock ends with it)."""
+    lock = paths.cache_dir("e2e") / "cluster-images.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            print(f"waiting for another e2e run on this machine ({handle.read().strip()})", file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}, checkout {paths.repo_root()}\n")
+        handle.flush()
+        yield
+
+
+@pytest.fixture(scope="session")
+def app_images(kube_cluster: Any, run_dir: Path, cluster_images_lock: None) -> dict[str, str]:
     """The real application's images (and the kit-built dependencies), built from the pinned
     source (``YUXI_K8S_APP_SOURCE``, else a clone of the pinned tag) and loaded into the cluster.
     Returns image kind -> reference (``api`` -> ``localhost/yuxi-k8s/yuxi-know-api:0.6.1``)."""
