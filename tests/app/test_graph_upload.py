@@ -6,7 +6,8 @@ before the graph has any data; a user uploads triples through A choosing one mod
 another uploads through B choosing another, at the same time. With the kit the second
 upload uses the model the first wrote to ``graph_info.json``: one model computed every
 embedding, and both replicas report it as fixed. The application alone embeds one graph
-with both models.
+with both models. A query on a replica started before the first upload embeds the query with
+the graph's model too: the application alone fails it (the model was never loaded there).
 """
 
 from __future__ import annotations
@@ -70,6 +71,36 @@ def _first_uploads_at_once(
         replies = list(pool.map(lambda u: _add_entities(*u[:2], model=u[2], auth=auth), uploads))
     after = _embedded(standin)
     return [a, b], auth, replies, {model: after[model] - before[model] for model in MODELS}
+
+
+def _query_on_a_replica_that_never_read_the_graph(
+    servers: StartServer, env: dict[str, str], *, kit: bool
+) -> tuple[str, httpx.Response]:
+    """Two replicas started before any upload; A uploads, then B's first graph call is a query
+    (the graph page's search) for A's entities: returns the run's tag and B's answer."""
+    a, b = servers("a", kit=kit, **env), servers("b", kit=kit, **env)
+    auth = admin_headers(a)
+    tag = uuid.uuid4().hex[:6]
+    _add_entities(a, _upload_triples(a, auth, "East", tag), model=MODELS[0], auth=auth)
+    return tag, call(b, "GET", f"/api/graph/subgraph?db_id=neo4j&node_label={tag}", auth)
+
+
+# First in the module: the module's Neo4j has no vector index yet, so A's upload makes it with
+# MODELS[0]'s dimension, the one B's query embeds with (the other tests mix both models).
+def test_a_replica_started_before_the_first_upload_answers_a_query_of_it(
+    servers: StartServer, graph_env: dict[str, str], ollama_standin: str
+) -> None:
+    tag, answer = _query_on_a_replica_that_never_read_the_graph(servers, graph_env, kit=True)
+    assert answer.status_code == 200, answer.text
+    names = {node["name"] for node in answer.json()["data"]["nodes"]}
+    assert {f"East Keeper {tag}", f"East Lamp {tag}", f"East Harbour {tag}"} <= names, names
+
+
+def test_the_application_alone_fails_that_query(
+    servers: StartServer, graph_env: dict[str, str], ollama_standin: str
+) -> None:
+    _tag, answer = _query_on_a_replica_that_never_read_the_graph(servers, graph_env, kit=False)
+    assert answer.status_code == 500 and "'encode'" in answer.text, answer.text
 
 
 def _graph_info_file(saves: Path) -> dict[str, Any]:

@@ -54,6 +54,7 @@ SCENARIO_ORDER = (
     "test_an_agent_on_the_other_replica_answers_from_the_knowledge_base_tool",
     "test_a_deleted_file_and_knowledge_base_stay_deleted_after_the_other_replica_edits",
     "test_a_lightrag_knowledge_base_fed_through_both_replicas_finds_entities_of_every_document",
+    "test_a_graph_uploaded_through_one_replica_is_queried_and_extended_through_the_other",
     "test_failover_when_an_api_pod_is_deleted",
     "test_failover_when_an_api_container_is_killed_with_sigkill",
     "test_failover_during_a_rolling_restart",
@@ -504,6 +505,138 @@ def test_a_lightrag_knowledge_base_fed_through_both_replicas_finds_entities_of_e
         found = json.dumps(answer["body"]).lower()
         for entity in ("coastal guild", "astral society"):
             assert entity in found, (base, entity, answer["body"])
+
+
+# --- 5f. a graph upload and query across replicas (row 5) ------------------------------------
+OTHER_EMBED_MODEL = "ollama/bge-m3"  # in the catalogue, served by nothing in the pods
+
+
+def _graph_triples(tag: str) -> dict[str, list[dict[str, str]]]:
+    """The triples each replica uploads: names of one token each (the query splits on spaces),
+    unique to the run (the graph is the stack's one Neo4j)."""
+    return {
+        "a": [
+            {"h": f"Keeper{tag}", "r": "tends", "t": f"Lamp{tag}"},
+            {"h": f"Lamp{tag}", "r": "stands_in", "t": f"Harbour{tag}"},
+        ],
+        "b": [{"h": f"Astronomer{tag}", "r": "polishes", "t": f"Telescope{tag}"}],
+    }
+
+
+def _upload_graph(stack: AppStack, base: str, name: str, triples: list[dict[str, str]], model: str) -> float:
+    """Triples uploaded as JSONL and added to the graph, both through *base*, as the graph page
+    does; returns the time the add answered (monotonic)."""
+    jsonl = "".join(json.dumps(t) + "\n" for t in triples)
+    path = "/api/knowledge/files/upload?allow_jsonl=true"  # no db_id: the graph's own upload
+    uploaded = _on(stack, base, "upload-text", path, "--name", name, "--text", jsonl)
+    assert uploaded["status"] == 200, uploaded
+    body = {"file_path": uploaded["body"]["file_path"], "kgdb_name": "neo4j", "embed_model_name": model}
+    added = _on(stack, base, "post", "/api/graph/neo4j/add-entities", json.dumps(body))
+    assert added["status"] == 200 and added["body"].get("status") == "success", added
+    return time.monotonic()
+
+
+def _graph_info(stack: AppStack, base: str) -> dict[str, Any]:
+    info = _on(stack, base, "get", "/api/graph/neo4j/info")
+    assert info["status"] == 200, info
+    return dict(info["body"]["data"])
+
+
+def _subgraph(stack: AppStack, base: str, entity: str) -> dict[str, Any]:
+    """The graph page's query for one entity (vector and name match, two hops)."""
+    found = _on(stack, base, "get", f"/api/graph/subgraph?db_id=neo4j&node_label={entity}&max_depth=2")
+    assert found["status"] == 200, found
+    return dict(found["body"]["data"])
+
+
+def _edges_by_name(graph: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """The subgraph's edges as (head name, relation, tail name)."""
+    names = {n["id"]: n["name"] for n in graph["nodes"]}
+    return {
+        (names.get(e["source_id"], "?"), e["type"], names.get(e["target_id"], "?")) for e in graph["edges"]
+    }
+
+
+def _embedded_by_sidecar(stack: AppStack, base: str) -> int:
+    """Texts the replica's own embedding stand-in (its sidecar) embedded with EMBED_MODEL."""
+    pod = {f"http://{ip}:5050": name for name, ip in stack.api_pods().items()}[base]
+    stats = (
+        "python3",
+        "-m",
+        "yuxi_k8s.probes.app_client",
+        "--base",
+        "http://127.0.0.1:8000",
+        "get",
+        "/stats",
+    )
+    out = stack.kube.exec(stack.namespace, pod, *stats, container="embeddings-standin").stdout
+    body = json.loads(out.strip().splitlines()[-1])["body"]
+    return int(body.get(f"embeddings:{EMBED_MODEL.rpartition('/')[2]}", 0))
+
+
+def test_a_graph_uploaded_through_one_replica_is_queried_and_extended_through_the_other(
+    stack: AppStack, run_dir: Path
+) -> None:
+    """The graph page's upload on a (its first upload fixes the embedding model), queried on b
+    before b ever read the graph's info; then b's upload, asking for another model, embeds with
+    a's (row 5), and a finds b's entities."""
+    a, b = _pinned(stack)
+    tag = RUN_ID.replace("-", "")
+    triples = _graph_triples(tag)
+    before = _graph_info(stack, a)
+    added_a = _upload_graph(stack, a, f"harbour-{tag}.jsonl", triples["a"], EMBED_MODEL)
+
+    # On b: the query first (what b's graph page or agent asks), then the graph's info and list.
+    def b_finds_the_keeper() -> dict[str, Any] | None:
+        graph = _subgraph(stack, b, f"Keeper{tag}")
+        return graph if (f"Keeper{tag}", "tends", f"Lamp{tag}") in _edges_by_name(graph) else None
+
+    graph = poll("replica b's query to find a's triple", b_finds_the_keeper, 60, interval=0.5)
+    a_to_b_s = time.monotonic() - added_a
+    assert {f"Keeper{tag}", f"Lamp{tag}", f"Harbour{tag}"} <= {n["name"] for n in graph["nodes"]}, graph
+    assert (f"Lamp{tag}", "stands_in", f"Harbour{tag}") in _edges_by_name(graph), graph  # the second hop
+    info = _graph_info(stack, b)
+    assert (info["embed_model_name"], info["embed_model_configurable"]) == (EMBED_MODEL, False), info
+    assert info["entity_count"] - before["entity_count"] == 3, (before, info)
+    assert info["relationship_count"] - before["relationship_count"] == 2, (before, info)
+    assert info["unindexed_node_count"] == 0, info  # every entity embedded
+    # The graph page's list counts the same (v0.6.1's /api/graph/stats answers {} for this graph:
+    # it calls the async is_lightrag_database without await, so it never reaches Neo4j's counts).
+    listed = _on(stack, b, "get", "/api/graph/list")
+    assert listed["status"] == 200, listed
+    (default,) = [g for g in listed["body"]["data"] if g["id"] == "neo4j"]
+    assert (default["node_count"], default["edge_count"]) == (
+        info["entity_count"],
+        info["relationship_count"],
+    ), default
+
+    # On b: a second upload asking for another model: the graph's model, fixed by a, is used.
+    embedded_before = _embedded_by_sidecar(stack, b)
+    added_b = _upload_graph(stack, b, f"observatory-{tag}.jsonl", triples["b"], OTHER_EMBED_MODEL)
+    embedded_on_b = _embedded_by_sidecar(stack, b) - embedded_before
+
+    def a_finds_the_astronomer() -> dict[str, Any] | None:
+        graph = _subgraph(stack, a, f"Astronomer{tag}")
+        return graph if (f"Astronomer{tag}", "polishes", f"Telescope{tag}") in _edges_by_name(graph) else None
+
+    poll("replica a's query to find b's triple", a_finds_the_astronomer, 60, interval=0.5)
+    b_to_a_s = time.monotonic() - added_b
+    assert embedded_on_b >= 2, embedded_on_b  # b's two entities, embedded with the graph's model
+    for base in (a, b):
+        info = _graph_info(stack, base)
+        assert (info["embed_model_name"], info["embed_model_configurable"]) == (EMBED_MODEL, False), info
+        assert info["entity_count"] - before["entity_count"] == 5, (base, before, info)
+        assert info["unindexed_node_count"] == 0, (base, info)
+    figure = {
+        "a_add_to_b_query_s": round(a_to_b_s, 2),
+        "b_add_to_a_query_s": round(b_to_a_s, 2),
+        "embedded_on_b_with_the_graphs_model": embedded_on_b,
+        "entities_added": info["entity_count"] - before["entity_count"],
+        "embed_model": EMBED_MODEL,
+    }
+    FIGURES["graph"] = figure
+    _write_figures(run_dir, "graph.json", figure)
+    print(f"\ngraph: {json.dumps(figure)}")
 
 
 # --- 6. failover under load ---------------------------------------------------------------------

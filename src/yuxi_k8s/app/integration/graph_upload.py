@@ -11,7 +11,10 @@ Here every upload (``jsonl_file_add_entity``) and every indexing of missing embe
 (``add_embedding_to_nodes``) runs under one cluster-wide PostgreSQL advisory lock and
 reads ``graph_info.json`` again first, so the model is decided by whatever any replica
 wrote, and the first upload's choice is written before another replica decides. The
-graph's info (``get_graph_info``, what the upload dialog shows) reads the file again too.
+graph's info (``get_graph_info``, what the upload dialog shows) reads the file again too,
+and so does a query (``query_node``: the graph page's search and the agent's graph tool
+embed the query with the graph's model, which a replica started before the first upload
+never loaded: its query failed on ``None.encode`` until something read the info).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ log = logging.getLogger("yuxi_k8s.app.graph")
 
 LOCK_KEY = 0x59555849_47524150  # pg_advisory_lock: the kit's, arbitrary but fixed ("YUXIGRAP")
 WRITERS = ("jsonl_file_add_entity", "add_embedding_to_nodes")
-REQUIRED_ATTRIBUTES = ("load_graph_info", "get_graph_info", *WRITERS)  # and each instance's work_dir
+READERS = ("get_graph_info", "query_node")  # sync, on the event loop: a stat, and a read when it changed
+REQUIRED_ATTRIBUTES = ("load_graph_info", *READERS, *WRITERS)  # and each instance's work_dir
 
 
 class GraphLock:
@@ -66,7 +70,6 @@ def read_again(service: Any, *, force: bool) -> None:
 def install(service_cls: Any, lock: GraphLock) -> None:
     """Patch the application's ``UploadGraphService`` class (its one instance included)."""
     local = asyncio.Lock()
-    original_info: Callable[..., Any] = service_cls.get_graph_info
 
     def serialized(method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
@@ -77,12 +80,16 @@ def install(service_cls: Any, lock: GraphLock) -> None:
 
         return wrapper
 
-    @functools.wraps(original_info)
-    def get_graph_info(self: Any, *args: Any, **kwargs: Any) -> Any:
-        read_again(self, force=False)  # the model every replica uses, once one was chosen
-        return original_info(self, *args, **kwargs)
+    def current(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            read_again(self, force=False)  # the model every replica uses, once one was chosen
+            return method(self, *args, **kwargs)
+
+        return wrapper
 
     for name in WRITERS:
         setattr(service_cls, name, serialized(getattr(service_cls, name)))
-    service_cls.get_graph_info = get_graph_info
-    log.debug("graph uploads serialized across replicas; graph_info.json read before each")
+    for name in READERS:
+        setattr(service_cls, name, current(getattr(service_cls, name)))
+    log.debug("graph uploads serialized across replicas; graph_info.json read before each, info and query")
