@@ -211,3 +211,11 @@ def test_the_provisioner_installs_only_hash_checked_files() -> None:
     # upstream's minimum versions cannot carry hashes: that install may only find them installed.
     assert {"--offline", "--no-cache"} <= set(upstream) and "/tmp/p/requirements.txt" in upstream
     assert "--index-url" not in upstream
+
+
+def test_maven_fails_on_a_checksum_that_does_not_match() -> None:
+    """Maven's default checksum policy only warns: the neo4j jars are copied strictly."""
+    command = images.maven_copy_command("mvn", Path("/w/pom.xml"), Path("/cache/maven"), Path("/w/lib"))
+    assert "--strict-checksums" in command
+    assert "-c" not in command and "--lax-checksums" not in command
+    assert command[-1] == "-DoutputDirectory=/w/lib"

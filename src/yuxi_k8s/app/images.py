@@ -364,6 +364,14 @@ def neo4j_version() -> str:
     return found.group(1).strip()
 
 
+def maven_copy_command(mvn: str, pom: Path, repository: Path, out: Path) -> list[str]:
+    """Maven's copy of the pom's runtime jars into *out*. ``--strict-checksums``: a jar whose
+    checksum from Maven Central does not match fails the build (Maven's default only warns)."""
+    copy = [mvn, "-B", "-q", "--strict-checksums", "-f", str(pom), f"-Dmaven.repo.local={repository}"]
+    copy += [f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime"]
+    return [*copy, f"-DoutputDirectory={out}"]
+
+
 def neo4j_jars() -> Path:
     """The jars the neo4j pom names, resolved by Maven from Maven Central (cached by the pom's hash):
     ``lib/`` for the classpath, ``plugins/`` the procedure jars (APOC) Neo4j loads at start."""
@@ -372,9 +380,8 @@ def neo4j_jars() -> Path:
     def fetch(tmp: Path) -> None:
         mvn, _ = _java_tools()
         shutil.copy(pom, tmp / "pom.xml")  # Maven works beside its pom: not in the checkout
-        copy = [mvn, "-B", "-q", "-f", str(tmp / "pom.xml"), f"-Dmaven.repo.local={_downloads('maven')}"]
-        copy += [f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime"]
-        rootfs.run([*copy, f"-DoutputDirectory={tmp / 'lib'}"], "neo4j: mvn dependency:copy-dependencies")
+        copy = maven_copy_command(mvn, tmp / "pom.xml", _downloads("maven"), tmp / "lib")
+        rootfs.run(copy, "neo4j: mvn dependency:copy-dependencies")
         (tmp / "pom.xml").unlink()
         (tmp / "plugins").mkdir()
         for jar in (tmp / "lib").glob("apoc-*.jar"):
