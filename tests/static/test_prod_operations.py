@@ -1,0 +1,116 @@
+"""Issue 21's defects found by reading, second part (8, 10, 14): each replayed without a cluster.
+
+Each test names what it relies on (the app's source, an operator's documented behaviour); the
+rehearsal with the real operators is a separate tier.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.static.test_first_install import named, render
+from yuxi_k8s.paths import REPO_ROOT
+
+SIZES = REPO_ROOT / "components" / "sizes"
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+# --- 8. max_connections covers what the pods may open at the HPA's maximum ----------------------
+
+# superuser_reserved_connections (3, PostgreSQL's default) + the operator's instance manager, its
+# metrics exporter and the Barman Cloud plugin (components/sizes/README.md, "Connections").
+RESERVED = 3 + 10
+HEADROOM = 1.25
+# What a rolling update adds at the HPA's maximum: the api's maxSurge (base/api.Deployment.yaml) and
+# the worker's default 25 % of 2-4 replicas, rounded up.
+API_SURGE = 1
+
+
+def sqlalchemy_default_pool() -> int:
+    """pool_size + max_overflow of SQLAlchemy's QueuePool when create_*engine names neither."""
+    from sqlalchemy.pool import QueuePool
+
+    params = inspect.signature(QueuePool.__init__).parameters
+    return int(params["pool_size"].default) + int(params["max_overflow"].default)
+
+
+def app_connections_per_pod(tree: Path) -> int:
+    """The app's two pools (yuxi/storage/postgres/manager.py): its SQLAlchemy engine and LangGraph's
+    psycopg pool. Read from the pinned source, so a release that sizes them fails here."""
+    source = (tree / "backend" / "package" / "yuxi" / "storage" / "postgres" / "manager.py").read_text()
+    engine_call = re.search(r"create_async_engine\((.*?)\n\s*\)", source, re.S)
+    assert engine_call, "manager.py: create_async_engine call"
+    assert not re.search(r"pool_size|max_overflow|poolclass", engine_call.group(1)), (
+        "the app now sizes its SQLAlchemy pool: count it here and in components/sizes/README.md"
+    )
+    langgraph = re.search(r"AsyncConnectionPool\((.*?)\n\s*\)", source, re.S)
+    assert langgraph, "manager.py: the LangGraph AsyncConnectionPool"
+    max_size = re.search(r"max_size\s*=\s*(\d+)", langgraph.group(1))
+    assert max_size, "the LangGraph pool names max_size"
+    return sqlalchemy_default_pool() + int(max_size.group(1))
+
+
+def kit_connections(**engine_kwargs: Any) -> int:
+    """The kit's store engine (yuxi_k8s.state.db_backend.make_engine), without connecting."""
+    from yuxi_k8s.state.db_backend import make_engine
+
+    engine = make_engine("postgresql+psycopg://u:p@localhost:1/db", **engine_kwargs)
+    try:
+        return int(engine.pool.size()) + int(engine.pool._max_overflow)
+    finally:
+        engine.dispose()
+
+
+def size_figures(size: str) -> tuple[int, int, int]:
+    """HPA maximum, worker replicas and max_connections of one size, from its files."""
+    kustomization = yaml.safe_load((SIZES / size / "kustomization.yaml").read_text())
+    workers = next(r["count"] for r in kustomization["replicas"] if r["name"] == "worker")
+    hpa_max = load(SIZES / size / "api-hpa.patch.yaml")[0]["spec"]["maxReplicas"]
+    cluster = load(SIZES / size / "cloudnative-pg" / "postgres.patch.yaml")[0]
+    return hpa_max, workers, int(cluster["spec"]["postgresql"]["parameters"]["max_connections"])
+
+
+def test_the_per_pod_count_is_what_the_docs_state(pinned_tree: Path) -> None:
+    # app: 15 + 10; kit: its pool 10, the change-feed listener 1, a reload's connection 1.
+    per_pod = app_connections_per_pod(pinned_tree) + kit_connections() + 2
+    assert per_pod == 37, per_pod
+    assert "may open **37** connections" in (SIZES / "README.md").read_text()
+    # The migrate Job: the CLI's engine (pool_size=1, yuxi_k8s.state.commands) + one psycopg connection.
+    assert kit_connections(pool_size=1) + 1 == 7
+
+
+@pytest.mark.parametrize("size", ["small", "medium", "large"])
+def test_max_connections_covers_the_hpa_maximum_with_headroom(size: str, pinned_tree: Path) -> None:
+    per_pod = app_connections_per_pod(pinned_tree) + kit_connections() + 2
+    migrate = kit_connections(pool_size=1) + 1
+    hpa_max, workers, max_connections = size_figures(size)
+    pods = hpa_max + API_SURGE + workers + math.ceil(workers * 0.25)
+    peak = per_pod * pods + migrate + RESERVED
+    assert max_connections >= HEADROOM * peak, (
+        f"{size}: max_connections {max_connections} < {HEADROOM} x {peak} "
+        f"({pods} pods x {per_pod} + migrate {migrate} + reserved {RESERVED})"
+    )
+    assert f"rollout ({peak}," in (SIZES / size / "cloudnative-pg" / "postgres.patch.yaml").read_text()
+
+
+RENDERED_SIZES = [("overlays/prod", "medium"), ("tests/static/combinations/prod-large", "large")]
+
+
+@pytest.mark.parametrize(("path", "size"), RENDERED_SIZES)
+def test_the_rendered_cluster_has_its_sizes_connections_and_guaranteed_qos(path: str, size: str) -> None:
+    cluster = named(render(path), "Cluster", "postgres")
+    assert cluster["spec"]["postgresql"]["parameters"]["max_connections"] == str(size_figures(size)[2])
+    resources = cluster["spec"]["resources"]
+    # Guaranteed QoS: every container's requests equal its limits, cpu and memory both.
+    assert resources["requests"] == resources["limits"], resources
+    assert set(resources["limits"]) == {"cpu", "memory"}
