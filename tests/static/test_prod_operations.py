@@ -6,6 +6,7 @@ rehearsal with the real operators is a separate tier.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 import re
@@ -114,3 +115,73 @@ def test_the_rendered_cluster_has_its_sizes_connections_and_guaranteed_qos(path:
     # Guaranteed QoS: every container's requests equal its limits, cpu and memory both.
     assert resources["requests"] == resources["limits"], resources
     assert set(resources["limits"]) == {"cpu", "memory"}
+
+
+# --- 10. Argo CD's health check of the pre-migrate Backup ------------------------------------------
+
+HEALTH_PATCH = REPO_ROOT / "gitops" / "argocd" / "argocd-cm" / "health-backup.patch.yaml"
+HEALTH_KEY = "resource.customizations.health.postgresql.cnpg.io_Backup"
+
+
+def backup_health(backup: dict[str, Any]) -> dict[str, str]:
+    """Run the shipped Lua as Argo CD does: the object as the global `obj`, the script's table back."""
+    lupa = importlib.import_module("lupa")  # pinned in constraints.txt, the dev extra: never skipped
+    runtime = lupa.LuaRuntime(unpack_returned_tuples=True)
+
+    def to_lua(value: Any) -> Any:
+        if isinstance(value, dict):
+            return runtime.table_from({k: to_lua(v) for k, v in value.items()})
+        if isinstance(value, list):
+            return runtime.table_from([to_lua(v) for v in value])
+        return value
+
+    script = load(HEALTH_PATCH)[0]["data"][HEALTH_KEY]
+    runtime.globals().obj = to_lua(backup)
+    result = runtime.execute(script)
+    return {"status": result["status"], "message": result["message"]}
+
+
+def a_backup(status: dict[str, Any] | None = None, **metadata: Any) -> dict[str, Any]:
+    backup: dict[str, Any] = {
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Backup",
+        "metadata": {"name": "pre-migrate-0123abcd", "namespace": "yuxi-prod", **metadata},
+        "spec": {"cluster": {"name": "postgres"}, "method": "plugin"},
+    }
+    if status is not None:
+        backup["status"] = status
+    return backup
+
+
+@pytest.mark.parametrize(
+    ("status", "health"),
+    [
+        (None, "Progressing"),
+        ({}, "Progressing"),
+        ({"phase": ""}, "Progressing"),
+        ({"phase": "pending"}, "Progressing"),
+        ({"phase": "started"}, "Progressing"),
+        ({"phase": "running"}, "Progressing"),
+        ({"phase": "finalizing"}, "Progressing"),
+        ({"phase": "completed", "stoppedAt": "2026-05-04T13:31:00Z"}, "Healthy"),
+        ({"phase": "failed", "error": "can't execute barman-cloud-backup: exit status 4"}, "Degraded"),
+        ({"phase": "walArchivingFailing"}, "Degraded"),
+    ],
+)
+def test_the_backup_health_check_waits_for_completion_and_fails_on_failure(
+    status: dict[str, Any] | None, health: str
+) -> None:
+    assert backup_health(a_backup(status))["status"] == health
+
+
+def test_a_failed_backup_says_why_and_a_deleted_one_waits() -> None:
+    failed = backup_health(a_backup({"phase": "failed", "error": "exit status 4"}))
+    assert failed == {"status": "Degraded", "message": "backup failed: exit status 4"}
+    deleting = a_backup({"phase": "completed"}, deletionTimestamp="2026-05-04T13:31:00Z")
+    assert backup_health(deleting)["status"] == "Progressing"
+
+
+def test_the_health_check_is_a_merge_patch_of_argocd_cm_alone() -> None:
+    (patch,) = load(HEALTH_PATCH)
+    assert (patch["kind"], patch["metadata"]) == ("ConfigMap", {"name": "argocd-cm", "namespace": "argocd"})
+    assert set(patch["data"]) == {HEALTH_KEY}
