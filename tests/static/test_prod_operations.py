@@ -185,3 +185,15 @@ def test_the_health_check_is_a_merge_patch_of_argocd_cm_alone() -> None:
     (patch,) = load(HEALTH_PATCH)
     assert (patch["kind"], patch["metadata"]) == ("ConfigMap", {"name": "argocd-cm", "namespace": "argocd"})
     assert set(patch["data"]) == {HEALTH_KEY}
+
+
+# --- 14. the HPA scales on CPU, never on memory -----------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["overlays/staging", *(path for path, _ in RENDERED_SIZES)])
+def test_the_api_hpa_scales_on_cpu_only(path: str) -> None:
+    """A Python process keeps the memory it freed (CPython's arenas, glibc's heap): an HPA on memory
+    scales up on a burst and never back down (components/hpa/README.md)."""
+    hpa = named(render(path), "HorizontalPodAutoscaler", "api")
+    metrics = [(m["type"], m.get("resource", {}).get("name")) for m in hpa["spec"]["metrics"]]
+    assert metrics == [("Resource", "cpu")], metrics
