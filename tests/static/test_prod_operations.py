@@ -197,3 +197,19 @@ def test_the_api_hpa_scales_on_cpu_only(path: str) -> None:
     hpa = named(render(path), "HorizontalPodAutoscaler", "api")
     metrics = [(m["type"], m.get("resource", {}).get("name")) for m in hpa["spec"]["metrics"]]
     assert metrics == [("Resource", "cpu")], metrics
+
+
+# --- 14. MigrationFailed: the Job's Failed condition, not its failed pods ---------------------------
+
+
+def test_migration_failed_follows_the_jobs_failed_condition() -> None:
+    """kube-state-metrics' kube_job_status_failed is the Job's status.failed, a count of failed pods:
+    after a retry succeeds it stays 1 until the Job is deleted (ttlSecondsAfterFinished, a day).
+    kube_job_failed{condition="true"} is 1 only while the Job has the Failed condition."""
+    rule = named(render("overlays/prod"), "PrometheusRule", "yuxi-know")
+    rules = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    expr = rules["YuxiKnowMigrationFailed"]["expr"]
+    assert "kube_job_status_failed" not in expr, expr
+    assert re.fullmatch(
+        r'kube_job_failed\{namespace="yuxi-prod",job_name="migrate",condition="true"\} == 1', expr
+    ), expr
