@@ -213,3 +213,35 @@ def test_migration_failed_follows_the_jobs_failed_condition() -> None:
     assert re.fullmatch(
         r'kube_job_failed\{namespace="yuxi-prod",job_name="migrate",condition="true"\} == 1', expr
     ), expr
+
+
+# --- 14. the docs say when a pre-migrate backup is taken --------------------------------------------
+
+BACKUP_DOCS = [
+    "README.md",
+    "docs/deploy.md",
+    "overlays/prod/README.md",
+    "components/cloudnative-pg/README.md",
+    "components/cloudnative-pg/kustomization.yaml",
+    "components/cloudnative-pg/pre-migrate-image.Backup.yaml",
+]
+
+
+@pytest.mark.parametrize("path", BACKUP_DOCS)
+def test_no_doc_promises_a_backup_on_every_rollout(path: str) -> None:
+    """The Backup is named after the api image's digest: under Flux and kubectl, a rollout that
+    changes only settings applies the existing (completed) Backup again and takes none."""
+    text = " ".join((REPO_ROOT / path).read_text().split())
+    claims = ("every rollout's migration", "of every rollout", "before every migration", "every rollout:")
+    for claim in claims:
+        assert claim not in text, f"{path}: {claim!r}"
+
+
+def test_the_backup_name_follows_the_image_and_the_docs_say_what_that_means() -> None:
+    backup = next(o for o in render("overlays/prod") if o["kind"] == "Backup")
+    api = named(render("overlays/prod"), "Deployment", "api")
+    digest = api["spec"]["template"]["spec"]["containers"][0]["image"].rsplit("sha256:", 1)[1]
+    assert backup["metadata"]["name"] == f"pre-migrate-{digest}"
+    deploy = " ".join((REPO_ROOT / "docs/deploy.md").read_text().split())
+    assert "**Argo CD**: on every sync" in deploy
+    assert "**without a new backup**" in deploy
