@@ -10,6 +10,7 @@ import importlib
 import inspect
 import math
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -245,3 +246,47 @@ def test_the_backup_name_follows_the_image_and_the_docs_say_what_that_means() ->
     deploy = " ".join((REPO_ROOT / "docs/deploy.md").read_text().split())
     assert "**Argo CD**: on every sync" in deploy
     assert "**without a new backup**" in deploy
+
+
+# --- 14. REDIS_URL: redis:// or rediss:// --------------------------------------------------------------
+
+
+def redis_settings(path: str) -> tuple[str, set[str]]:
+    objs = render(path)
+    settings = next(
+        o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("api-settings")
+    )
+    urls = {
+        e["value"]
+        for o in objs
+        if o["kind"] in ("Deployment", "Job")
+        for c in o["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env") or []
+        if e["name"] == "REDIS_URL"
+    }
+    return settings["data"]["REDIS_SCHEME"], urls
+
+
+@pytest.mark.parametrize("path", ["overlays/dev", "overlays/staging", "overlays/prod"])
+def test_redis_url_takes_its_scheme_from_the_settings(path: str) -> None:
+    scheme, urls = redis_settings(path)
+    assert scheme == "redis"
+    assert urls == {"$(REDIS_SCHEME)://:$(REDIS_PASSWORD)@$(REDIS_HOST):6379/0"}, urls
+
+
+def test_a_managed_redis_over_tls_is_one_site_setting(tmp_path: Path) -> None:
+    """EXTERNAL_REDIS_SCHEME: rediss in (a copy of) staging's site settings: every REDIS_URL is rediss."""
+    from yuxi_k8s.validate.render import render_one
+
+    for tree in ("base", "components"):
+        (tmp_path / tree).symlink_to(REPO_ROOT / tree)
+    overlay = tmp_path / "overlays" / "staging"
+    shutil.copytree(REPO_ROOT / "overlays" / "staging", overlay)
+    site = overlay / "app" / "site.ConfigMap.yaml"
+    text = site.read_text()
+    assert "  EXTERNAL_REDIS_SCHEME: redis\n" in text
+    site.write_text(text.replace("  EXTERNAL_REDIS_SCHEME: redis\n", "  EXTERNAL_REDIS_SCHEME: rediss\n"))
+    rendered = render_one(str(overlay))
+    assert rendered.error is None, rendered.error
+    settings = next(o for o in rendered.objects if o["metadata"]["name"].startswith("api-settings"))
+    assert settings["data"]["REDIS_SCHEME"] == "rediss"

@@ -27,6 +27,9 @@ FAMILY = "application"
 # The kit's commands that run the application's own command after them (in the api image).
 WRAPPERS = ("yuxi-k8s-app",)
 VAR_REF = re.compile(r"(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+# A URL whose scheme is a variable (`$(REDIS_SCHEME)://...`: redis or rediss, a setting): parsed as
+# any URL, its credentials being what YK-APP-003 checks.
+SCHEME_REF = re.compile(r"^\$\([A-Za-z_][A-Za-z0-9_]*\)(?=://)")
 # Variables every replica must agree on, where the contract of the version reads them.
 SHARED_ACROSS_REPLICAS = ("JWT_SECRET_KEY", "YUXI_ENV", "YUXI_INSTANCE_ID")
 SANDBOX_PROVIDER, SANDBOX_URL = "SANDBOX_PROVIDER", "SANDBOX_PROVISIONER_URL"
@@ -219,7 +222,7 @@ def _credential_problem(app: AppContainer, name: str, src: Source) -> str | None
         return f"comes from ConfigMap {src.ref[0] if src.ref else '?'}"
     if src.kind != "value":
         return f"comes from a {src.kind} reference, not a Secret"
-    text = src.value or ""
+    text = SCHEME_REF.sub("scheme", src.value or "", count=1)
     split = urlsplit(text) if "://" in text else None
     if split is not None and split.netloc:
         userinfo = split.netloc.rpartition("@")[0] if "@" in split.netloc else ""
