@@ -290,3 +290,26 @@ def test_a_managed_redis_over_tls_is_one_site_setting(tmp_path: Path) -> None:
     assert rendered.error is None, rendered.error
     settings = next(o for o in rendered.objects if o["metadata"]["name"].startswith("api-settings"))
     assert settings["data"]["REDIS_SCHEME"] == "rediss"
+
+
+# --- 14. the Gateway API is the recommended entry; the Ingress stays an option -------------------------
+
+
+def test_the_docs_recommend_the_gateway_api_and_list_the_settings_it_reads() -> None:
+    """ingress-nginx was retired (best-effort maintenance ended in March 2026): docs/deploy.md leads
+    with components/gateway, and the site settings it lists are exactly those the component reads."""
+    deploy = (REPO_ROOT / "docs/deploy.md").read_text()
+    section = deploy[deploy.index("## Exposing the site: Gateway API or Ingress") :]
+    section = section[: section.index("\n## ", 1)]
+    assert "**Use the Gateway API**" in section and "retired" in section
+    read = set(
+        re.findall(
+            r"fieldPath: data\.([A-Z_]+)", (REPO_ROOT / "components/gateway/kustomization.yaml").read_text()
+        )
+    )
+    listed = set(re.findall(r"`((?:GATEWAY|INGRESS)_[A-Z_]+)`", section))
+    assert read <= listed, read - listed
+    # The overlays keep the Ingress (an option, not restructured).
+    for env in ("staging", "prod"):
+        app = (REPO_ROOT / "overlays" / env / "app" / "kustomization.yaml").read_text()
+        assert "../../../components/ingress" in app
