@@ -20,7 +20,7 @@ from yuxi_k8s.app import contract as app_contract
 from yuxi_k8s.validate.model import Container, Context, Workload, map_matches
 from yuxi_k8s.validate.pulled import IMAGE_VARIABLES  # images the application starts at run time
 from yuxi_k8s.validate.rules import OUTSIDE_DEV, Finding, rule
-from yuxi_k8s.validate.rules.images import split_image
+from yuxi_k8s.validate.rules.images import RESERVED_HOST, registry_host, split_image
 from yuxi_k8s.validate.rules.references import available_keys
 
 FAMILY = "application"
@@ -480,19 +480,6 @@ def expansion_order(ctx: Context) -> Iterator[Finding]:
             for ref in VAR_REF.findall(" ".join(map(str, c.spec.get(field_) or []))):
                 if ref not in defined and resolvable:
                     yield c.workload.resource, f"{c.label()} {field_} refers to $({ref}), not defined"
-
-
-# Registry hosts that never serve images: the reserved names of RFC 2606/6761 (the kit's
-# placeholder is registry.example.invalid) and this machine.
-RESERVED_HOST = re.compile(r"(^|\.)(invalid|example|test|localhost)$|(^|\.)example\.(com|net|org)$")
-
-
-def registry_host(image: str) -> str | None:
-    """The registry host of an image reference, None for Docker Hub's short names."""
-    first, sep, _ = split_image(image)[0].partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        return first.rsplit(":", 1)[0] if ":" in first else first
-    return None
 
 
 @rule(
