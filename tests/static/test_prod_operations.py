@@ -384,3 +384,18 @@ def test_the_object_proxy_resolves_minio_at_request_time() -> None:
     assert nginx["data"]["start.sh"] == (NGINX / "start.sh").read_text()
     proxy = nginx["data"]["minio-proxy-pass.conf"]
     assert proxy == 'set $minio_service "minio";\nproxy_pass http://$minio_service.$yuxi_dns_search:9000;\n'
+
+
+# --- 11. object URLs: http:// and :9000 are the app's literals --------------------------------------
+
+
+def test_the_app_still_writes_http_object_urls_on_port_9000(pinned_tree: Path) -> None:
+    """The docs (components/ingress and components/gateway READMEs) tell an HTTPS site to answer
+    TLS on 9000 because 0.6.1 writes `http://HOST_IP:9000/...`: if the app ever takes the scheme or
+    the port from a setting, this fails and the advice is to be revisited."""
+    client = (pinned_tree / "backend/package/yuxi/storage/minio/client.py").read_text()
+    assert 'self.public_endpoint = f"{host_ip}:9000"' in client
+    assert 'url = f"http://{self.public_endpoint}/{bucket_name}/{object_name}"' in client
+    for readme in ("components/gateway/README.md", "components/ingress/README.md"):
+        text = " ".join((REPO_ROOT / readme).read_text().split())
+        assert "must answer TLS" in text, readme
