@@ -46,9 +46,13 @@ dev-secrets: ## Write overlays/dev/app/{postgres,secrets,provider-keys}.env (ran
 
 # The paths checked are listed once, in src/yuxi_k8s/validate/entry_points.txt (the tests read it too).
 # Its set-up runs side by side: the venv then the schemas, beside the kubeconform build (Go).
+# KIT_EXAMPLE: the kit's own example keeps placeholder images on purpose, which YK-IMG-006 refuses
+# without --kit-example; in your fork, with your images set, `make validate KIT_EXAMPLE=` (or drop
+# it here) so that a placeholder left behind fails the check.
+KIT_EXAMPLE ?= --kit-example
 validate: ## Render, schema-check and policy-check every overlay and GitOps entry point
 	@$(MAKE) --no-print-directory -j3 schemas tools-validate dev-secrets
-	python -m yuxi_k8s.validate --entry-points  # = yuxi-k8s validate, without loading the other concerns
+	python -m yuxi_k8s.validate --entry-points $(KIT_EXAMPLE)  # = yuxi-k8s validate, without loading the other concerns
 
 scan: venv tools-scan dev-secrets ## checkov (an outside scanner) on the rendered staging and prod overlays
 	scripts/scan.sh

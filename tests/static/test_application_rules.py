@@ -28,6 +28,7 @@ EXPECTED = {
     "YK-APP-003/fail": "POSTGRES_URL is a URL with a literal password",
     "YK-APP-003/fail-no-credentials": "REDIS_URL is a URL that carries no credentials",
     "YK-APP-003/fail-configmap-var": "$(REDIS_PASSWORD), which is not from a Secret",
+    "YK-APP-003/fail-scheme-setting": "REDIS_URL is a URL with a literal password",
     "YK-APP-004/fail": "LANGGRAPH_CHECKPOINTER_BACKEND is sqlite with 2 app processes",
     "YK-APP-004/fail-shared-key": "JWT_SECRET_KEY is ('worker-credentials', 'JWT_SECRET_KEY')",
     "YK-APP-005/fail": "RUNNING_IN_DOCKER without MODEL_DIR_IN_DOCKER",

@@ -135,7 +135,7 @@ def test_name_prefix_reaches_embedded_names(tmp_path: Path, env: str) -> None:
     assert settings["MINIO_URI"] == "http://yx-minio:9000"
     assert settings["SANDBOX_PROVISIONER_URL"] == "http://yx-sandbox-provisioner:8002"
     assert nginx["api-proxy-pass.conf"].strip() == "proxy_pass http://yx-api:5050/api/;"
-    assert nginx["minio-proxy-pass.conf"].strip() == "proxy_pass http://yx-minio:9000;"
+    assert nginx["minio-proxy-pass.conf"].splitlines()[0] == 'set $minio_service "yx-minio";'
     # The database Secret is <postgres Service>-app everywhere, CloudNativePG's included.
     api = next(o for o in objects if ident(o) == ("Deployment", "yx-api"))
     refs = {

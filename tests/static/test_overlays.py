@@ -6,6 +6,7 @@ none is filtered out: a listed path that is gone fails here, as it fails `make v
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,14 +19,20 @@ from yuxi_k8s.validate import pipeline
 from yuxi_k8s.validate.engine import load_config
 from yuxi_k8s.validate.entry_points import entry_points
 from yuxi_k8s.validate.report import to_text
+from yuxi_k8s.validate.rules.images import KIT_EXAMPLE
 
 ENTRY_POINTS = entry_points()
+
+
+def kit_example_config() -> dict[str, object]:
+    """The policy `make validate` runs with (`--kit-example`): the kit's own placeholder images pass."""
+    return {**load_config(), KIT_EXAMPLE: True}
 
 
 @pytest.fixture(scope="module")
 def report() -> pipeline.Report:
     require_tools("kubectl", "kubeconform")
-    return pipeline.run([str(REPO_ROOT / p) for p in ENTRY_POINTS], config=load_config(), strict=True)
+    return pipeline.run([str(REPO_ROOT / p) for p in ENTRY_POINTS], config=kit_example_config(), strict=True)
 
 
 @pytest.mark.parametrize("index", range(len(ENTRY_POINTS)), ids=ENTRY_POINTS)
@@ -65,6 +72,43 @@ def test_make_validate_reads_the_same_list() -> None:
     # The check runs last, after its set-up (which may prepare the schemas: --prepare-schemas).
     line = [ln for ln in dry.stdout.splitlines() if "yuxi_k8s.validate" in ln][-1]
     assert "--entry-points" in line
+    assert "--kit-example" in line
+
+
+# --- issue 21, defect 7: the placeholders fail closed --------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["overlays/staging", "overlays/prod"])
+def test_the_shipped_placeholders_fail_without_kit_example(path: str) -> None:
+    """`yuxi-k8s validate overlays/prod` on the kit's example, allowances and all, fails: the
+    placeholder images are refused by YK-IMG-006, which no annotation suppresses."""
+    require_tools("kubectl")
+    result = pipeline.run([str(REPO_ROOT / path)], config=load_config(), schema_check=False, strict=True)
+    (overlay,) = result.overlays
+    assert overlay.failed()
+    refused = {v.rule for v in overlay.violations if v.suppressed is None}
+    assert refused == {"YK-IMG-006"}, to_text(result)
+
+
+def test_a_tag_without_digest_is_one_clear_line(tmp_path: Path) -> None:
+    """prod names the pre-migrate Backup after the api image's digest: a tag alone made kustomize
+    stop with `options.index 1 is out of bounds`; the validator says what to pin."""
+    require_tools("kubectl")
+    for tree in ("base", "components"):
+        (tmp_path / tree).symlink_to(REPO_ROOT / tree)
+    overlay = tmp_path / "overlays" / "prod"
+    shutil.copytree(REPO_ROOT / "overlays" / "prod", overlay)
+    kustomization = overlay / "kustomization.yaml"
+    doc = yaml.safe_load(kustomization.read_text())
+    api = next(i for i in doc["images"] if i["name"] == "yuxi-know-api")
+    del api["digest"]
+    kustomization.write_text(yaml.safe_dump(doc))
+    result = pipeline.run([str(overlay)], config=kit_example_config(), schema_check=False)
+    error = result.overlays[0].render_error or ""
+    assert error.startswith("image registry.example.invalid/yuxi-know/yuxi-know-api:0.6.1 has no digest"), (
+        error
+    )
+    assert "pin it in `images:` with `digest: sha256:...`" in error and "\n" not in error
 
 
 def _components_used(folder: Path, seen: set[Path]) -> set[Path]:

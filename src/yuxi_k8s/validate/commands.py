@@ -44,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also check the kit's own entry points (src/yuxi_k8s/validate/entry_points.txt; make validate)",
     )
+    p.add_argument(
+        "--kit-example",
+        action="store_true",
+        help="the kit checking its own example overlays: their placeholder images pass YK-IMG-006 "
+        "(make validate; never for your overlays)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
     p.add_argument(
         "--strict",
@@ -120,6 +126,10 @@ def _handle(args: argparse.Namespace) -> int:
     from yuxi_k8s.validate.report import FORMATS, OverlayReport, progress_line
 
     config = load_config(args.config)
+    if args.kit_example:
+        from yuxi_k8s.validate.rules.images import KIT_EXAMPLE
+
+        config[KIT_EXAMPLE] = True
 
     def progress(i: int, total: int, overlay: OverlayReport) -> None:
         if not args.quiet:

@@ -71,7 +71,31 @@ def kustomize_build(path: str | Path) -> str:
 
 def _last_line(stderr: str, returncode: int) -> str:
     lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else f"kubectl kustomize exited {returncode}"
+    return explain(lines[-1]) if lines else f"kubectl kustomize exited {returncode}"
+
+
+# kustomize's words when a replacement's `options: {delimiter, index}` finds no such part.
+INDEX_OUT_OF_BOUNDS = re.compile(r"options\.index (\d+) is out of bounds for value (\S+)")
+
+
+def explain(error: str) -> str:
+    """kustomize's error, in one line that says what to change where kustomize's does not."""
+    found = INDEX_OUT_OF_BOUNDS.search(error)
+    if found is None:
+        return error
+    value = found.group(2)
+    if "@sha256:" not in value and re.fullmatch(r"[\w.:/-]+", value) and ("/" in value or ":" in value):
+        # prod names the pre-migrate Backup after the api image's digest
+        # (overlays/prod/pre-migrate-backup.replacements.yaml).
+        return (
+            f"image {value} has no digest, and a replacement takes the digest from it (prod: the "
+            "pre-migrate Backup's name): pin it in `images:` with `digest: sha256:...` "
+            f"(kustomize: {found.group(0)})"
+        )
+    return (
+        f"a replacement's `options.index {found.group(1)}` finds no such part in {value!r}: its "
+        f"delimiter is missing from the value (kustomize: {found.group(0)})"
+    )
 
 
 @dataclass

@@ -20,13 +20,16 @@ from yuxi_k8s.app import contract as app_contract
 from yuxi_k8s.validate.model import Container, Context, Workload, map_matches
 from yuxi_k8s.validate.pulled import IMAGE_VARIABLES  # images the application starts at run time
 from yuxi_k8s.validate.rules import OUTSIDE_DEV, Finding, rule
-from yuxi_k8s.validate.rules.images import split_image
+from yuxi_k8s.validate.rules.images import RESERVED_HOST, registry_host, split_image
 from yuxi_k8s.validate.rules.references import available_keys
 
 FAMILY = "application"
 # The kit's commands that run the application's own command after them (in the api image).
 WRAPPERS = ("yuxi-k8s-app",)
 VAR_REF = re.compile(r"(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+# A URL whose scheme is a variable (`$(REDIS_SCHEME)://...`: redis or rediss, a setting): parsed as
+# any URL, its credentials being what YK-APP-003 checks.
+SCHEME_REF = re.compile(r"^\$\([A-Za-z_][A-Za-z0-9_]*\)(?=://)")
 # Variables every replica must agree on, where the contract of the version reads them.
 SHARED_ACROSS_REPLICAS = ("JWT_SECRET_KEY", "YUXI_ENV", "YUXI_INSTANCE_ID")
 SANDBOX_PROVIDER, SANDBOX_URL = "SANDBOX_PROVIDER", "SANDBOX_PROVISIONER_URL"
@@ -219,7 +222,7 @@ def _credential_problem(app: AppContainer, name: str, src: Source) -> str | None
         return f"comes from ConfigMap {src.ref[0] if src.ref else '?'}"
     if src.kind != "value":
         return f"comes from a {src.kind} reference, not a Secret"
-    text = src.value or ""
+    text = SCHEME_REF.sub("scheme", src.value or "", count=1)
     split = urlsplit(text) if "://" in text else None
     if split is not None and split.netloc:
         userinfo = split.netloc.rpartition("@")[0] if "@" in split.netloc else ""
@@ -477,19 +480,6 @@ def expansion_order(ctx: Context) -> Iterator[Finding]:
             for ref in VAR_REF.findall(" ".join(map(str, c.spec.get(field_) or []))):
                 if ref not in defined and resolvable:
                     yield c.workload.resource, f"{c.label()} {field_} refers to $({ref}), not defined"
-
-
-# Registry hosts that never serve images: the reserved names of RFC 2606/6761 (the kit's
-# placeholder is registry.example.invalid) and this machine.
-RESERVED_HOST = re.compile(r"(^|\.)(invalid|example|test|localhost)$|(^|\.)example\.(com|net|org)$")
-
-
-def registry_host(image: str) -> str | None:
-    """The registry host of an image reference, None for Docker Hub's short names."""
-    first, sep, _ = split_image(image)[0].partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        return first.rsplit(":", 1)[0] if ":" in first else first
-    return None
 
 
 @rule(

@@ -31,6 +31,19 @@ def split_image(image: str) -> tuple[str, str | None, str | None]:
     return repo, tag or None, digest or None
 
 
+# Registry hosts that never serve images: the reserved names of RFC 2606/6761 (the kit's
+# placeholder is registry.example.invalid) and this machine.
+RESERVED_HOST = re.compile(r"(^|\.)(invalid|example|test|localhost)$|(^|\.)example\.(com|net|org)$")
+
+
+def registry_host(image: str) -> str | None:
+    """The registry host of an image reference, None for Docker Hub's short names."""
+    first, sep, _ = split_image(image)[0].partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first.rsplit(":", 1)[0] if ":" in first else first
+    return None
+
+
 @rule(
     "YK-IMG-001",
     family=FAMILY,
@@ -147,3 +160,35 @@ def digests_prod(ctx: Context) -> Iterator[Finding]:
 )
 def digests_staging(ctx: Context) -> Iterator[Finding]:
     yield from unpinned(ctx)
+
+
+# The policy setting `yuxi-k8s validate --kit-example` turns on: only for the kit's own example
+# overlays (make validate, the static tests), whose placeholders are there on purpose.
+KIT_EXAMPLE = "kit_example_placeholders"
+
+
+@rule(
+    "YK-IMG-006",
+    family=FAMILY,
+    title="No placeholder image reaches staging or prod",
+    message="The kit ships staging and prod with placeholder images (registry.example.invalid, "
+    "sha256:000...) so that they render; no cluster can pull them. Unlike the rules that name the "
+    "same images (YK-APP-009, YK-IMG-004), this one cannot be allowed by annotation: the allowance "
+    "patches the kit's example carries do not let a forgotten placeholder through. Only "
+    "`yuxi-k8s validate --kit-example` (the kit checking its own example) skips it.",
+    fix="Set IMAGE_REGISTRY in app/site.ConfigMap.yaml to your registry, pin each image's digest in "
+    "the overlay's `images:` and SANDBOX_IMAGE (docs/deploy.md, Before the first deploy, 1), then delete "
+    "the allowance patches at the top of the overlay's kustomization.yaml.",
+    envs=("staging", "prod"),
+    suppressible=False,
+)
+def no_placeholders(ctx: Context) -> Iterator[Finding]:
+    if ctx.setting(KIT_EXAMPLE, False):
+        return
+    for p in pulled_images(ctx):
+        host = registry_host(p.image)
+        _, _, digest = split_image(p.image)
+        if host and RESERVED_HOST.search(host):
+            yield p.resource, f"{p.where}: {p.image} is on the placeholder registry {host}"
+        elif digest and PLACEHOLDER_DIGEST.match(digest):
+            yield p.resource, f"{p.where}: {p.image} has the placeholder digest"
