@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 
 from tests.app.http import call
@@ -16,6 +17,7 @@ from yuxi_k8s.state.settings import libpq_url
 EMBED_MODEL = "vllm/Qwen/Qwen3-Embedding-0.6B"  # the catalogue's URL: http://localhost:8000/v1/embeddings
 STANDIN_PORT = 8000
 HOLD_WORD = "Holdfast"  # the stand-in holds an embedding of a text with it (--hold-word) until released
+STANDIN = f"http://127.0.0.1:{STANDIN_PORT}"
 DOCUMENT = (
     "Harbour Lighthouse Maintenance\n\n"
     "The Harbour Lighthouse lamp is cleaned every Tuesday by the Coastal Guild.\n"
@@ -74,3 +76,17 @@ def file_rows(db_url: str, db_id: str) -> dict[str, dict[str, str]]:
             "SELECT file_id, filename, status FROM knowledge_files WHERE db_id = %s", (db_id,)
         )
         return {r[0]: {"filename": r[1], "status": r[2]} for r in rows}
+
+
+def held_embeddings() -> int:
+    """How many embedding requests the stand-in has held (with HOLD_WORD) since it started."""
+    return int(httpx.get(f"{STANDIN}/stats", timeout=10).json()["held"])
+
+
+def hold_embeddings() -> None:
+    """The stand-in holds the next embedding requests with HOLD_WORD until release_embeddings()."""
+    httpx.post(f"{STANDIN}/hold/arm", timeout=10).raise_for_status()
+
+
+def release_embeddings() -> None:
+    httpx.post(f"{STANDIN}/hold/release", timeout=10).raise_for_status()

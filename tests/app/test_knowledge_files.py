@@ -15,18 +15,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.app.full_mode import (
     DOCUMENT,
     EMBED_MODEL,
     HOLD_WORD,
-    STANDIN_PORT,
     add_document,
     file_rows,
     full_mode_env,
+    held_embeddings,
+    hold_embeddings,
     kb_files,
+    release_embeddings,
 )
 from tests.app.http import StartServer, admin_headers, call
 from yuxi_k8s.app.localdeps import MinioEndpoint
@@ -34,7 +35,6 @@ from yuxi_k8s.app.localrun import Server
 from yuxi_k8s.cluster.kube import poll
 
 HELD_DOCUMENT = f"{HOLD_WORD} Quay\n\nThe {HOLD_WORD} Quay crane lifts forty tonnes.\n"
-STANDIN = f"http://127.0.0.1:{STANDIN_PORT}"
 
 
 @pytest.fixture
@@ -106,10 +106,6 @@ def test_a_document_indexed_through_one_replica_is_found_and_stays_deleted_throu
         assert kb_files(server, auth, db_id) == {}
 
 
-def _held() -> int:
-    return int(httpx.get(f"{STANDIN}/stats", timeout=10).json()["held"])
-
-
 def _index_through(server: Server, auth: dict[str, str], db_id: str, file_id: str) -> dict[str, Any]:
     """A retry: the app's own "index these documents" task on *server*; its finished task."""
     asked = call(
@@ -134,12 +130,14 @@ def _index_through(server: Server, auth: dict[str, str], db_id: str, file_id: st
 
 def _hold_a_document_on(a: Server, auth: dict[str, str], db_id: str, tmp_path: Path) -> str:
     """Add a document through *a* whose embedding the stand-in holds: *a* is indexing it."""
-    held_before = _held()
-    httpx.post(f"{STANDIN}/hold/arm", timeout=10).raise_for_status()
+    held_before = held_embeddings()
+    hold_embeddings()
     doc = tmp_path / "quay.md"
     doc.write_text(HELD_DOCUMENT)
     add_document(a, auth, db_id, doc)
-    poll("A's embedding of the document to be held", lambda: _held() > held_before, 120, interval=0.5)
+    poll(
+        "A's embedding of the document to be held", lambda: held_embeddings() > held_before, 120, interval=0.5
+    )
     (file_id,) = kb_files(a, auth, db_id)
     return str(file_id)
 
@@ -148,7 +146,7 @@ def test_a_document_one_replica_is_indexing_is_neither_failed_nor_indexed_again_
     servers: StartServer, kit_db: str, full_mode: dict[str, str], tmp_path: Path
 ) -> None:
     a, b, auth, db_id, _ = _kb_on_two_replicas(servers, full_mode)
-    held = _held()
+    held = held_embeddings()
     try:
         file_id = _hold_a_document_on(a, auth, db_id, tmp_path)
         # B's reads run the app's repair of interrupted files: A's file is in flight, not failed.
@@ -161,9 +159,9 @@ def test_a_document_one_replica_is_indexing_is_neither_failed_nor_indexed_again_
         items = (task.get("result") or {}).get("items") or []
         assert [i.get("status") for i in items] == ["failed"], task
         assert "indexing" in str(items[0].get("error")), task
-        assert _held() == held + 1
+        assert held_embeddings() == held + 1
     finally:
-        httpx.post(f"{STANDIN}/hold/release", timeout=10)
+        release_embeddings()
 
     poll(
         "A to finish indexing, seen on B",
@@ -171,7 +169,7 @@ def test_a_document_one_replica_is_indexing_is_neither_failed_nor_indexed_again_
         120,
         interval=1,
     )
-    assert _held() == held + 1  # embedded once, by A
+    assert held_embeddings() == held + 1  # embedded once, by A
 
 
 def test_the_application_alone_fails_the_document_being_indexed_and_indexes_it_again(
@@ -181,7 +179,7 @@ def test_the_application_alone_fails_the_document_being_indexed_and_indexes_it_a
     a = servers("a", kit=False, **env)
     auth = admin_headers(a)
     db_id, _ = _new_kb(a, auth)
-    held = _held()
+    held = held_embeddings()
     try:
         file_id = _hold_a_document_on(a, auth, db_id, tmp_path)
         b = servers("b", kit=False, **env)  # B reads the knowledge bases now: the file is indexing
@@ -190,6 +188,8 @@ def test_the_application_alone_fails_the_document_being_indexed_and_indexes_it_a
             b, "POST", f"/api/knowledge/databases/{db_id}/documents/index", auth, json={"file_ids": [file_id]}
         )
         assert asked.status_code == 200, asked.text
-        poll("B to embed the document A is embedding", lambda: _held() == held + 2, 60, interval=0.5)
+        poll(
+            "B to embed the document A is embedding", lambda: held_embeddings() == held + 2, 60, interval=0.5
+        )
     finally:
-        httpx.post(f"{STANDIN}/hold/release", timeout=10)
+        release_embeddings()

@@ -9,19 +9,39 @@ another through B at the same time. With the kit both are in the status file on 
 shared volume, each replica shows the chunks of the other's document, and a query on
 each finds the other's text. The application alone ends with one of the two documents
 missing from the status file: the replica that wrote last wrote only its own.
+
+A knowledge base deleted through A while B is ingesting into it (the stand-in holds B's
+embedding): with the kit the delete waits for B's ingest (the knowledge base's lock), B's ingest
+ends, then the delete removes everything. The application alone deletes at once, under B's
+ingest: B goes on into a knowledge base without its Milvus collections and folders, and its
+ingest fails ("Indexing failed", the app's own log line).
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from tests.app.full_mode import EMBED_MODEL, add_document, file_rows, kb_files
+import psycopg
+
+from tests.app.full_mode import (
+    EMBED_MODEL,
+    HOLD_WORD,
+    add_document,
+    file_rows,
+    held_embeddings,
+    hold_embeddings,
+    kb_files,
+    release_embeddings,
+)
 from tests.app.http import StartServer, admin_headers, call
+from yuxi_k8s.app.integration.lightrag_stores import LOCK_CLASS
 from yuxi_k8s.app.localrun import Server
 from yuxi_k8s.cluster.kube import poll
+from yuxi_k8s.state.settings import libpq_url
 
 LLM_INFO = {"provider": "openai", "model_name": "standin-chat"}  # OPENAI_API_BASE: the stand-in
 DOCUMENTS = {  # one per replica, each with entities of its own
@@ -31,6 +51,8 @@ DOCUMENTS = {  # one per replica, each with entities of its own
     ),
 }
 QUERIES = {"lighthouse.md": "Coastal Guild", "observatory.md": "Astral Society"}
+INGEST_FAILED = "Indexing failed for"  # LightRagKB.index_file's log line when an ingest fails
+HELD_DOCUMENT = f"Quay Ledger\n\nThe {HOLD_WORD} quay ledger is kept by the Harbour Office.\n"
 
 
 def _make_lightrag_kb(server: Server, auth: dict[str, str]) -> str:
@@ -61,9 +83,13 @@ def _chunk_text(answer: dict[str, Any]) -> str:
     return json.dumps([c.get("content") for c in data.get("chunks") or []])
 
 
+def _status_files(saves: Path, db_id: str) -> list[Path]:
+    """LightRAG's document status files of the knowledge base, on the shared volume."""
+    return [p for p in saves.rglob("kv_store_doc_status.json") if db_id in p.parts]
+
+
 def _doc_status(saves: Path, db_id: str) -> dict[str, Any]:
-    """LightRAG's document status file of the knowledge base, on the shared volume."""
-    found = [p for p in saves.rglob("kv_store_doc_status.json") if db_id in p.parts]
+    found = _status_files(saves, db_id)
     assert len(found) == 1, found
     return dict(json.loads(found[0].read_text()))
 
@@ -139,3 +165,84 @@ def test_the_application_alone_loses_a_document_of_one_replica(
     kept = {name for name, file_id in ids.items() if file_id in status}
     assert kept != set(ids), f"both documents kept by the app alone: {status}"
     assert len(kept) == 1, status  # the one of the replica that wrote last
+
+
+def _waiting_for_a_knowledge_base(db_url: str) -> int:
+    """Sessions waiting for a knowledge base's LightRAG lock (pg_advisory_lock(LOCK_CLASS, ...))."""
+    sql = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND NOT granted"
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        row = conn.execute(sql, (LOCK_CLASS,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _delete_while_the_other_ingests(
+    servers: StartServer, env: dict[str, str], db_url: str, tmp_path: Path, *, kit: bool
+) -> tuple[Server, Server, dict[str, str], str]:
+    """B ingests a document whose embedding the stand-in holds; A deletes the knowledge base
+    meanwhile. With the kit the delete is seen waiting for B's lock before B goes on; the app
+    alone answers the delete at once. Returns both replicas, the token and the knowledge base."""
+    a = servers("a", kit=kit, **env)
+    auth = admin_headers(a)
+    db_id = _make_lightrag_kb(a, auth)
+    b = servers("b", kit=kit, **env)
+    _query(b, auth, db_id, "lamp")  # B's LightRAG instance, its stores loaded now
+    doc = tmp_path / "ledger.md"
+    doc.write_text(HELD_DOCUMENT)
+    held = held_embeddings()
+    hold_embeddings()
+    try:
+        add_document(b, auth, db_id, doc)
+        poll("B's embedding to be held", lambda: held_embeddings() > held, 120, interval=0.5)
+        with ThreadPoolExecutor(1) as pool:
+            deleting = pool.submit(call, a, "DELETE", f"/api/knowledge/databases/{db_id}", auth)
+            if kit:  # A's delete waits on the knowledge base's lock, which B's ingest holds
+                poll("A's delete to wait for B's lock", lambda: _waiting_for_a_knowledge_base(db_url) > 0, 60)
+                assert not deleting.done()
+            else:
+                deleting.result(timeout=120)  # done while B is still ingesting
+            release_embeddings()
+            deleted = deleting.result(timeout=300)
+    finally:
+        release_embeddings()
+    assert deleted.status_code == 200, deleted.text
+    return a, b, auth, db_id
+
+
+def _listed(server: Server, auth: dict[str, str]) -> set[str]:
+    listed = call(server, "GET", "/api/knowledge/databases", auth)
+    assert listed.status_code == 200, listed.text
+    return {d["db_id"] for d in listed.json()["databases"]}
+
+
+def test_a_knowledge_base_deleted_while_the_other_replica_ingests_stays_deleted(
+    servers: StartServer,
+    graph_env: dict[str, str],
+    kit_db: str,
+    model_standin: str,
+    tmp_path: Path,
+) -> None:
+    a, b, auth, db_id = _delete_while_the_other_ingests(servers, graph_env, kit_db, tmp_path, kit=True)
+    # The delete ran after B's ingest, under the same lock: the ingest ended whole, then nothing
+    # of the knowledge base is left.
+    assert INGEST_FAILED not in b.log.read_text()
+    assert _status_files(tmp_path / "saves", db_id) == []
+    assert file_rows(kit_db, db_id) == {}
+    for server in (a, b):
+        assert db_id not in _listed(server, auth)
+
+
+def test_the_application_alone_deletes_under_the_other_replicas_ingest(
+    servers: StartServer,
+    graph_env: dict[str, str],
+    kit_db: str,
+    model_standin: str,
+    tmp_path: Path,
+) -> None:
+    a, b, auth, db_id = _delete_while_the_other_ingests(servers, graph_env, kit_db, tmp_path, kit=False)
+    assert db_id not in _listed(a, auth)
+    poll(
+        "B's ingest into the knowledge base deleted under it to fail",
+        lambda: INGEST_FAILED in b.log.read_text(),
+        180,
+        interval=1,
+    )

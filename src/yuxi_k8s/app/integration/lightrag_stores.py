@@ -11,8 +11,8 @@ ingesting into one knowledge base overwrite each other's files, and an instance 
 sees another replica's documents. Here, patched into the application's classes:
 
 - **One writer per knowledge base.** ``LightRagKB.index_file``, ``update_content``,
-  ``delete_file`` and ``delete_file_chunks_only`` run under a PostgreSQL advisory lock
-  keyed by the knowledge base (one waiting thread per process and knowledge base).
+  ``delete_file``, ``delete_file_chunks_only`` and ``delete_database`` run under a PostgreSQL
+  advisory lock keyed by the knowledge base (one waiting thread per process and knowledge base).
 - **A write count per knowledge base.** After each such call ``yuxi_k8s.lightrag_changes``
   counts one more write; the writer's own instance is then current.
 - **Stale stores reloaded.** Every time the application takes a knowledge base's
@@ -46,7 +46,9 @@ log = logging.getLogger("yuxi_k8s.app.lightrag")
 
 # pg_advisory_lock(int4, int4): this class id (the kit's, arbitrary but fixed), hashtext(db_id).
 LOCK_CLASS = 0x594B4C52
-WRITERS = ("index_file", "update_content", "delete_file", "delete_file_chunks_only")
+# delete_database too: run while another replica ingests, that ingest wrote the deleted
+# knowledge base's stores back afterwards (LightRagKB's is sync and returns the base's coroutine).
+WRITERS = ("index_file", "update_content", "delete_file", "delete_file_chunks_only", "delete_database")
 REQUIRED_KB_ATTRIBUTES = ("instances", "_get_lightrag_instance", *WRITERS)
 REQUIRED_STORE_ATTRIBUTES = ("index_done_callback", "initialize")
 # Set on each JSON store by its __post_init__/initialize in lightrag-hku 1.4.13: what a reload needs.
