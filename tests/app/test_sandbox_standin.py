@@ -21,9 +21,8 @@ import pytest
 
 from tests.app.servers import actor_result
 from yuxi_k8s import procfs
-from yuxi_k8s.app.localdeps import provisioner_command, provisioner_server
+from yuxi_k8s.app.localdeps import provisioner_command, provisioner_server, wait_http_ready
 from yuxi_k8s.app.localrun import AppRunner, free_port
-from yuxi_k8s.cluster.kube import poll
 from yuxi_k8s.probes import sandbox_standin
 
 ACTOR = "tests/app/actors/sandbox_client.py"
@@ -50,16 +49,7 @@ def standin(app_runner: AppRunner, home: Path, tmp_path: Path) -> Iterator[str]:
     with log.open("w") as out:
         proc = app_runner.popen(args, {}, stdout=out, stderr=subprocess.STDOUT)
     try:
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"the stand-in exited ({proc.returncode}):\n{log.read_text()}")
-            try:
-                return httpx.get(f"{url}/v1/sandbox", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        poll(f"the sandbox stand-in on {url}", ready, 60, interval=0.2)
+        wait_http_ready(proc, log, f"{url}/v1/sandbox", "the sandbox stand-in", 60, interval=0.2)
         yield url
     finally:
         procfs.stop_child(proc)

@@ -32,6 +32,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from yuxi_k8s import paths, procfs
 from yuxi_k8s.app.images import (
@@ -82,6 +83,29 @@ def _tail(log: Path, lines: int = 15) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(log.read_text(errors="replace").strip().splitlines()[-lines:])
     return ""
+
+
+def wait_http_ready(
+    proc: subprocess.Popen[Any], log: Path, url: str, what: str, timeout: float, *, interval: float = 0.3
+) -> None:
+    """Poll ``GET url`` until it answers 200; LocalRunError with *log*'s tail when *proc* exits
+    first or *timeout* runs out (one wait for every server started here and in the tests)."""
+    import httpx
+
+    from yuxi_k8s.cluster.kube import poll
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise LocalRunError(f"{what} exited ({proc.returncode}):\n{_tail(log)}")
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        poll(f"{what} on {url}", ready, timeout, interval=interval)
+    except TimeoutError as exc:
+        raise LocalRunError(f"{exc}:\n{_tail(log)}") from None
 
 
 def _listening(port: int) -> bool:
@@ -168,8 +192,6 @@ def _minio_binary() -> Path:
 @contextlib.contextmanager
 def minio_server(data_dir: Path, log: Path) -> Iterator[MinioEndpoint]:
     """MinIO on a free loopback port with random credentials, serving *data_dir*."""
-    from yuxi_k8s.cluster.kube import poll
-
     binary = _minio_binary()
     port, console = free_port(), free_port()
     endpoint = MinioEndpoint(f"http://127.0.0.1:{port}", "yuxi-test", secrets.token_hex(16))
@@ -186,19 +208,7 @@ def minio_server(data_dir: Path, log: Path) -> Iterator[MinioEndpoint]:
     with log.open("wb") as out:
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-
-        def ready() -> bool:
-            import httpx
-
-            if proc.poll() is not None:
-                tail = log.read_text(errors="replace")[-500:]
-                raise LocalRunError(f"MinIO exited ({proc.returncode}): {tail}")
-            try:
-                return httpx.get(f"{endpoint.uri}/minio/health/ready", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        poll(f"MinIO on {endpoint.uri} to be ready", ready, 60, interval=0.3)
+        wait_http_ready(proc, log, f"{endpoint.uri}/minio/health/ready", "MinIO", 60)
         yield endpoint
     finally:
         procfs.stop_child(proc)
@@ -267,10 +277,6 @@ def provisioner_server(
     *env* adds to or overrides its variables, e.g. ``SANDBOX_IDLE_TIMEOUT_SECONDS``): it keeps the
     sandboxes' records and reaps idle ones, no container runs. Its output goes to *log*.
     """
-    import httpx
-
-    from yuxi_k8s.cluster.kube import poll
-
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = [*PROVISIONER_COMMAND[:2], "--host", "127.0.0.1", "--port", str(port)]
@@ -283,19 +289,7 @@ def provisioner_server(
             stderr=subprocess.STDOUT,
         )
     try:
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise LocalRunError(f"the sandbox provisioner exited ({proc.returncode}):\n{_tail(log)}")
-            try:
-                return httpx.get(f"{url}/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        try:
-            poll(f"the sandbox provisioner on {url}", ready, timeout, interval=0.3)
-        except TimeoutError as exc:
-            raise LocalRunError(f"{exc}:\n{_tail(log)}") from None
+        wait_http_ready(proc, log, f"{url}/health", "the sandbox provisioner", timeout)
         yield url
     finally:
         procfs.stop_child(proc)
@@ -312,4 +306,5 @@ __all__ = [
     "neo4j_server",
     "provisioner_command",
     "provisioner_server",
+    "wait_http_ready",
 ]
